@@ -1,0 +1,151 @@
+"""The classifier that stands in for Inception-v3 where its weights are not at hand.
+
+It is trained on the run's real images (a stratified hold-out measures its accuracy); its logits
+give the Inception Score and its pooled features FID, KID and precision/recall. Numbers are
+comparable between runs scored with the same classifier file, not with published Inception
+figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from wcgan.atomic import load_torch, save_torch
+from wcgan.data import Shard
+from wcgan.errors import WcganError
+from wcgan.networks import Classifier, images_to_float
+
+CLASSIFIER_FORMAT = "wcgan-classifier-1"
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The config's ``metrics.classifier`` section."""
+
+    epochs: int = 10  # passes over the training part
+    batch_size: int = 128
+    lr: float = 2e-3  # Adam, cosine-decayed to 0
+    width: int = 32  # channels of the first block
+    holdout: float = 0.1  # share of each label kept aside to measure accuracy
+    max_images_per_label: int | None = None  # cap per label (ImageNet-size sets); None: all
+    seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], key: str = "metrics.classifier") -> ClassifierConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        for name in values:
+            if name not in names:
+                raise WcganError(f"{key}.{name} is not a classifier option")
+        config = cls(**values)
+        if not 0 < config.holdout < 1:
+            raise WcganError(f"{key}.holdout must be between 0 and 1, got {config.holdout}")
+        for name in ("epochs", "batch_size", "lr", "width", "max_images_per_label"):
+            value = getattr(config, name)
+            if value is not None and not value > 0:
+                raise WcganError(f"{key}.{name} must be positive, got {value}")
+        return config
+
+
+def _split(shards: Sequence[Shard], config: ClassifierConfig, rng: torch.Generator):
+    """Stratified train/hold-out split: every label keeps at least one image on each side."""
+    train, held, train_y, held_y = [], [], [], []
+    for class_index, shard in enumerate(shards):
+        order = torch.randperm(len(shard.images), generator=rng)
+        if config.max_images_per_label:
+            order = order[: config.max_images_per_label]
+        n_held = min(max(1, round(len(order) * config.holdout)), len(order) - 1)
+        held.append(shard.images[order[:n_held]])
+        train.append(shard.images[order[n_held:]])
+        held_y.append(torch.full((n_held,), class_index))
+        train_y.append(torch.full((len(order) - n_held,), class_index))
+    return torch.cat(train), torch.cat(train_y), torch.cat(held), torch.cat(held_y)
+
+
+@torch.no_grad()
+def predict(model: Classifier, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    device = next(model.parameters()).device
+    model.eval()
+    return torch.cat(
+        [model(images_to_float(part.to(device)))[1].argmax(1).cpu() for part in images.split(batch_size)]
+    )
+
+
+def train_classifier(
+    shards: Sequence[Shard],
+    config: ClassifierConfig,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> tuple[Classifier, dict[str, Any]]:
+    """Train on all labels' real images; return the model and a report with hold-out accuracy."""
+    shapes = {(s.resolution, s.channels) for s in shards}
+    if len(shapes) != 1:
+        raise WcganError(f"shards differ in resolution or channels: {sorted(shapes)}")
+    if len(shards) < 2:
+        raise WcganError("the classifier needs at least 2 labels")
+    ((resolution, channels),) = shapes
+    rng = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    x_train, y_train, x_held, y_held = _split(shards, config, rng)
+    model = Classifier(resolution, channels, len(shards), config.width).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(x_train), generator=rng)
+        total = 0.0
+        for rows in order.split(config.batch_size):
+            images = images_to_float(x_train[rows].to(device))
+            loss = F.cross_entropy(model(images)[1], y_train[rows].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(rows)
+        log(f"classifier epoch {epoch + 1}/{config.epochs}: train loss {total / len(x_train):.4f}")
+    correct = predict(model, x_held) == y_held
+    per_label = {
+        shard.label.name: correct[y_held == i].float().mean().item() for i, shard in enumerate(shards)
+    }
+    report = {
+        "holdout_accuracy": correct.float().mean().item(),
+        "holdout_images": len(y_held),
+        "train_images": len(y_train),
+        "per_label_accuracy": per_label,
+        "resolution": resolution,
+        "channels": channels,
+        "feature_dim": model.feature_dim,
+        "config": dataclasses.asdict(config),
+    }
+    log(f"classifier hold-out accuracy {report['holdout_accuracy']:.4f} on {len(y_held)} images")
+    return model.eval(), report
+
+
+def save_classifier(model: Classifier, labels: Sequence[str], report: dict, path: str | Path) -> None:
+    save_torch(
+        {
+            "format": CLASSIFIER_FORMAT,
+            "hparams": model.hparams,
+            "state": model.state_dict(),
+            "labels": list(labels),
+            "holdout_accuracy": report["holdout_accuracy"],
+        },
+        path,
+    )
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    data = load_torch(path, "classifier")
+    if not isinstance(data, dict) or data.get("format") != CLASSIFIER_FORMAT:
+        raise WcganError(f"classifier '{path}' is not a wcgan classifier (made by 'wcgan train-classifier')")
+    model = Classifier(**data["hparams"])
+    model.load_state_dict(data["state"])
+    return model.eval()

@@ -1,0 +1,437 @@
+"""The ``wcgan`` command: small entry points that the workflow's rules call, one per step.
+
+Every subcommand reads its inputs, calls the package, and writes its outputs atomically. Bad
+input ends with one line, ``wcgan: error: ...``, and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wcgan import __version__
+from wcgan.errors import WcganError
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- config dataclasses <-> command-line options ------------------------------------------
+
+
+def _option_kwargs(annotation: str) -> dict[str, Any]:
+    base = annotation.replace(" | None", "")
+    if base == "tuple[float, float]":
+        return dict(type=float, nargs=2, metavar=("A", "B"))
+    if base == "bool":
+        return dict(action=argparse.BooleanOptionalAction)
+    return dict(type={"int": int, "float": float, "str": str}[base])
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One ``--field-name`` option per dataclass field; unset options keep the dataclass default."""
+    group = parser.add_argument_group(title, f"unset options take the defaults of {cls.__name__}")
+    for field in dataclasses.fields(cls):
+        default = field.default if field.default is not None else "recipe/none"
+        group.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            default=argparse.SUPPRESS,
+            help=f"default: {default}",
+            **_option_kwargs(str(field.type)),
+        )
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls.from_mapping(values)
+
+
+def format_options(values: Mapping[str, Any]) -> str:
+    """The inverse of ``add_config_options``: a config section as shell-quoted options."""
+    words: list[str] = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data set (the config's data section)")
+    group.add_argument(
+        "--source", default="digits", help="digits | imagefolder | cifar10 | cifar100 | imagenet1k"
+    )
+    group.add_argument("--root", help="folder the source reads")
+    group.add_argument("--resolution", type=int, help="crop and resize every image to this size")
+    group.add_argument("--channels", type=int, choices=(1, 3), help="1: greyscale, 3: RGB")
+    group.add_argument(
+        "--download",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="let torchvision download CIFAR",
+    )
+    group.add_argument("--min-images", type=int, default=2, help="fewest images a label may have")
+
+
+def _spec(args: argparse.Namespace):
+    from wcgan.data import DataSpec
+
+    return DataSpec(
+        source=args.source,
+        root=args.root,
+        resolution=args.resolution,
+        channels=args.channels,
+        download=args.download,
+        min_images=args.min_images,
+    )
+
+
+def cmd_labels(args: argparse.Namespace) -> None:
+    from wcgan.data import label_names
+    from wcgan.labels import make_labels
+
+    for label in make_labels(label_names(_spec(args))):
+        print(f"{label.index}\t{label.slug}\t{label.name}")
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    from wcgan.data import Shard, label_names, load_label_images, save_shard
+    from wcgan.labels import Label, find_label, make_labels, slugify
+
+    spec = _spec(args)
+    if args.index is None:
+        label = find_label(make_labels(label_names(spec)), args.label)
+    else:
+        label = Label(args.index, slugify(args.label), args.label)
+    images = load_label_images(spec, label.name)
+    save_shard(Shard(images, label, spec.source), args.out)
+    log(f"label '{label.name}' ({label.slug}): {len(images)} images, {tuple(images.shape[1:])}")
+
+
+def cmd_label_table(args: argparse.Namespace) -> None:
+    import torch
+
+    from wcgan.labels import Label, write_table
+
+    labels, counts, shapes = [], [], {}
+    for path in args.shards:
+        # mmap: only the header is read, not the images.
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        label = Label(data["index"], data["slug"], data["name"])
+        labels.append(label)
+        counts.append(len(data["images"]))
+        shapes.setdefault(tuple(data["images"].shape[1:]), label.name)
+    if len(shapes) > 1:
+        (shape_a, name_a), (shape_b, name_b) = list(shapes.items())[:2]
+        raise WcganError(
+            f"label '{name_a}' has images of shape {shape_a} but '{name_b}' has {shape_b}; "
+            f"set data.resolution (and data.channels) so every label shares one shape"
+        )
+    order = sorted(range(len(labels)), key=lambda i: labels[i].index)
+    write_table([labels[i] for i in order], [counts[i] for i in order], args.out)
+
+
+# --- training and sampling ----------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from wcgan.atomic import atomic_open
+    from wcgan.data import load_shard
+    from wcgan.training import TrainConfig, save_generator, train_label, write_losses
+
+    config = config_from_args(TrainConfig, args)
+    shard = load_shard(args.shard)
+    result = train_label(
+        shard, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log
+    )
+    save_generator(result, shard, args.model_out)
+    write_losses(result.history, args.losses_out)
+    with atomic_open(args.summary_out) as fh:
+        json.dump(result.summary, fh, indent=2)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from wcgan.figures import save_grid
+    from wcgan.labels import Label
+    from wcgan.sampling import ConditionalEnsemble, generate, latents, save_samples
+    from wcgan.training import label_seed, load_generator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if (args.model is None) == (args.run is None):
+        raise WcganError("give either --model FILE or --run DIR with --label NAME")
+    if args.model is not None:
+        generator, meta = load_generator(args.model)
+        label = Label(meta["index"], meta["slug"], meta["name"])
+    else:
+        if args.label is None:
+            raise WcganError("--run needs --label NAME (a label's name or slug)")
+        ensemble = ConditionalEnsemble.from_run(args.run)
+        from wcgan.labels import find_label
+
+        label = find_label(ensemble.labels, args.label)
+        generator = ensemble.generator(label.index)
+    images = generate(generator, latents(args.n, generator.z_dim, label_seed(args.seed, label.slug)))
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        save_grid(images, out, columns=args.columns)
+    elif out.suffix.lower() == ".pt":
+        save_samples(images, label, out)
+    else:
+        raise WcganError(f"--out '{out}' must end in .png (a grid) or .pt (uint8 samples)")
+    log(f"label '{label.name}': {len(images)} samples -> {out}")
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def _device(name: str):
+    from wcgan.training import resolve_device
+
+    return resolve_device(name)
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> None:
+    import torch
+
+    from wcgan.atomic import atomic_open
+    from wcgan.classifier import ClassifierConfig, save_classifier, train_classifier
+    from wcgan.data import load_shard
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = config_from_args(ClassifierConfig, args)
+    shards = sorted((load_shard(p) for p in args.shards), key=lambda s: s.label.index)
+    model, report = train_classifier(shards, config, _device(args.device), log=log)
+    save_classifier(model, [s.label.name for s in shards], report, args.out)
+    with atomic_open(args.report_out) as fh:
+        json.dump(report, fh, indent=2)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    import torch
+
+    from wcgan.atomic import atomic_open
+    from wcgan.data import load_shard
+    from wcgan.metrics import choose_extractor, score
+    from wcgan.sampling import load_samples
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    samples = sorted((load_samples(p) for p in args.samples), key=lambda s: s[1].index)
+    shards = sorted((load_shard(p) for p in args.shards), key=lambda s: s.label.index)
+    fake_slugs = [label.slug for _, label in samples]
+    real_slugs = [shard.label.slug for shard in shards]
+    if fake_slugs != real_slugs:
+        missing = sorted(set(real_slugs) - set(fake_slugs)) or sorted(set(fake_slugs) - set(real_slugs))
+        raise WcganError(f"samples and shards cover different labels (first difference: {missing[:5]})")
+    if args.scope == "label" and len(shards) != 1:
+        raise WcganError("--scope label scores exactly one label: give one --samples and one --shards file")
+    limit = args.max_real_per_label
+    real = torch.cat([shard.images[:limit] for shard in shards])
+    fake = torch.cat([images for images, _ in samples])
+    extractor = choose_extractor(args.inception_weights, args.classifier)
+    overall = args.scope == "overall"
+    values = score(
+        fake,
+        real,
+        extractor,
+        inception_score=overall,
+        precision_recall=overall,
+        cache_root=args.cache_root,
+        real_cache_name="all" if overall else shards[0].label.slug,
+        device=_device(args.device),
+        verbose=True,
+    )
+    label = shards[0].label
+    record = {
+        "scope": args.scope,
+        "label": "" if overall else label.name,
+        "slug": "" if overall else label.slug,
+        "index": -1 if overall else label.index,
+        "extractor": extractor.name,
+        "extractor_weights": extractor.weights or "downloaded",
+        "n_fake": len(fake),
+        "n_real": len(real),
+        **values,
+    }
+    with atomic_open(args.out) as fh:
+        json.dump(record, fh, indent=2)
+    log(json.dumps(record))
+
+
+def cmd_merge_scores(args: argparse.Namespace) -> None:
+    from wcgan.tables import merge_scores
+
+    merge_scores(args.scores, args.out)
+
+
+# --- figures ------------------------------------------------------------------------------
+
+
+def cmd_plot_grids(args: argparse.Namespace) -> None:
+    from wcgan.figures import save_grid
+    from wcgan.sampling import load_samples
+
+    for path in args.samples:
+        images, label = load_samples(path)
+        save_grid(images[: args.count], Path(args.out_dir) / f"{label.slug}.png", columns=args.columns)
+
+
+def cmd_plot_merged(args: argparse.Namespace) -> None:
+    from wcgan.figures import save_merged_grid
+    from wcgan.sampling import load_samples
+
+    samples = sorted((load_samples(p) for p in args.samples), key=lambda s: s[1].index)
+    shown = samples[: args.max_labels]
+    title = f"{args.per_label} samples per label" + (
+        f", first {len(shown)} of {len(samples)} labels" if len(shown) < len(samples) else ""
+    )
+    save_merged_grid([(label.name, images[: args.per_label]) for images, label in shown], args.out, title)
+
+
+def cmd_plot_losses(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from wcgan.figures import plot_losses
+    from wcgan.labels import read_table
+
+    names = {label.slug: label.name for label, _ in read_table(args.labels)}
+    histories = [(names.get(Path(p).stem, Path(p).stem), pd.read_csv(p)) for p in args.losses]
+    plot_losses(histories, args.out)
+
+
+def cmd_plot_scores(args: argparse.Namespace) -> None:
+    from wcgan.figures import plot_label_scores
+    from wcgan.tables import read_metrics
+
+    plot_label_scores(read_metrics(args.metrics), args.out)
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from wcgan.classifier import ClassifierConfig
+    from wcgan.training import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="wcgan", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"wcgan {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, run, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=run)
+        return sub
+
+    sub = command("labels", cmd_labels, "print a data set's labels: index, slug, name")
+    _add_data_options(sub)
+
+    sub = command("split", cmd_split, "write one label's images as a shard")
+    _add_data_options(sub)
+    sub.add_argument("--label", required=True, help="the label's name in the data set")
+    sub.add_argument("--index", type=int, help="class index (default: position among the data set's labels)")
+    sub.add_argument("--out", required=True, help="shard file (.pt)")
+
+    sub = command("label-table", cmd_label_table, "write labels.tsv from the shards")
+    sub.add_argument("--shards", nargs="+", required=True)
+    sub.add_argument("--out", required=True)
+
+    sub = command("train", cmd_train, "train one label's GAN under its budget (resumes)")
+    sub.add_argument("--shard", required=True)
+    sub.add_argument("--model-out", required=True, help="trained generator (.pt)")
+    sub.add_argument("--losses-out", required=True, help="loss history (.csv)")
+    sub.add_argument("--summary-out", required=True, help="run summary (.json)")
+    sub.add_argument("--checkpoint-dir", required=True, help="resume state; kept after the run")
+    sub.add_argument("--threads", type=int, help="torch intra-op threads")
+    sub.add_argument("--profile", action="store_true", help="synchronize the GPU to time each phase")
+    add_config_options(sub, TrainConfig, "training (the config's train section)")
+
+    sub = command("sample", cmd_sample, "draw samples from one label's generator")
+    sub.add_argument("--model", help="a generator file")
+    sub.add_argument("--run", help="a run folder (results/<run>) with labels.tsv and models/")
+    sub.add_argument("--label", help="with --run: the label's name or slug")
+    sub.add_argument("-n", type=int, default=64, help="number of samples")
+    sub.add_argument("--seed", type=int, default=0, help="base seed; each label derives its own")
+    sub.add_argument("--columns", type=int, default=8, help="grid columns for a .png")
+    sub.add_argument("--threads", type=int)
+    sub.add_argument("--out", required=True, help=".png: a grid; .pt: uint8 samples")
+
+    sub = command("train-classifier", cmd_train_classifier, "train the classifier used as feature extractor")
+    sub.add_argument("--shards", nargs="+", required=True)
+    sub.add_argument("--out", required=True)
+    sub.add_argument("--report-out", required=True)
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--threads", type=int)
+    add_config_options(sub, ClassifierConfig, "classifier (the config's metrics.classifier section)")
+
+    sub = command("score", cmd_score, "score samples against real images with torch-fidelity")
+    sub.add_argument("--scope", choices=("label", "overall"), required=True)
+    sub.add_argument("--samples", nargs="+", required=True)
+    sub.add_argument("--shards", nargs="+", required=True)
+    sub.add_argument("--out", required=True)
+    sub.add_argument("--classifier", help="wcgan classifier file (the default extractor)")
+    sub.add_argument("--inception-weights", help="Inception-v3 weights file, or 'download'")
+    sub.add_argument("--cache-root", help="folder for cached real-image features")
+    sub.add_argument("--max-real-per-label", type=int, help="use at most this many real images per label")
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--threads", type=int)
+
+    sub = command("merge-scores", cmd_merge_scores, "merge score files into one table")
+    sub.add_argument("--scores", nargs="+", required=True)
+    sub.add_argument("--out", required=True)
+
+    sub = command("plot-grids", cmd_plot_grids, "a grid of samples per label, <out-dir>/<slug>.png")
+    sub.add_argument("--samples", nargs="+", required=True)
+    sub.add_argument("--count", type=int, default=64)
+    sub.add_argument("--columns", type=int, default=8)
+    sub.add_argument("--out-dir", required=True)
+
+    sub = command("plot-merged", cmd_plot_merged, "one row of samples per label")
+    sub.add_argument("--samples", nargs="+", required=True)
+    sub.add_argument("--per-label", type=int, default=10)
+    sub.add_argument("--max-labels", type=int, default=100)
+    sub.add_argument("--out", required=True)
+
+    sub = command("plot-losses", cmd_plot_losses, "loss curves of every label")
+    sub.add_argument("--losses", nargs="+", required=True)
+    sub.add_argument("--labels", required=True, help="labels.tsv, for label names")
+    sub.add_argument("--out", required=True)
+
+    sub = command("plot-scores", cmd_plot_scores, "per-label FID bars")
+    sub.add_argument("--metrics", required=True, help="metrics.tsv")
+    sub.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except WcganError as exc:
+        log(f"wcgan: error: {exc}")
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

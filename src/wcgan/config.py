@@ -1,0 +1,151 @@
+"""Run settings that the workflow needs when it builds the DAG: loss recipes, the training
+options and budget, and one-line wording for config errors. No torch here, so a dry run of
+thousands of labels stays fast."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wcgan.errors import WcganError
+
+SUPPORTED_RESOLUTIONS = (8, 16, 32, 64, 128, 256)  # what the generator and critic can be built for
+OPTIMIZERS = ("adam", "rmsprop")
+ADAM_DEFAULT_BETAS = (0.9, 0.999)  # for Adam chosen on a loss whose recipe has no betas
+INCEPTION_DOWNLOAD = "download"  # metrics.inception_weights value: torch-fidelity fetches the weights
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The published training settings a loss comes with; config values override them."""
+
+    optimizer: str  # a name in OPTIMIZERS
+    lr: float
+    betas: tuple[float, float] | None  # Adam only
+    critic_steps: int  # critic updates per generator update
+    options: dict[str, float] = field(default_factory=dict)  # loss-specific settings and defaults
+
+
+RECIPES: dict[str, Recipe] = {
+    # Gulrajani et al. 2017, "Improved Training of Wasserstein GANs", Algorithm 1.
+    "wgan-gp": Recipe("adam", 1e-4, (0.0, 0.9), 5, {"gp_weight": 10.0}),
+    # Arjovsky et al. 2017, "Wasserstein GAN", Algorithm 1.
+    "wgan-clip": Recipe("rmsprop", 5e-5, None, 5, {"clip_value": 0.01}),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One label's training options (the config's ``train`` section).
+
+    ``None`` for an optimizer or loss setting means "the loss's published recipe"
+    (``RECIPES``): WGAN-GP trains with Adam 1e-4, betas (0, 0.9), 5 critic steps and
+    penalty weight 10; weight clipping with RMSprop 5e-5, 5 critic steps and clip 0.01.
+    """
+
+    loss: str = "wgan-gp"  # a name in RECIPES
+    iterations: int | None = None  # budget: generator iterations (None: no limit)
+    seconds: float | None = None  # budget: wall-clock training seconds (None: no limit)
+    batch_size: int = 64  # real and fake images per critic step
+    z_dim: int = 128  # latent size
+    width: int = 64  # network channels at full resolution
+    critic_steps: int | None = None  # critic updates per generator update
+    optimizer: str | None = None  # adam | rmsprop
+    lr: float | None = None  # learning rate of both networks
+    betas: tuple[float, float] | None = None  # Adam's betas
+    gp_weight: float | None = None  # wgan-gp: weight of the gradient penalty
+    clip_value: float | None = None  # wgan-clip: critic weights are clipped to [-c, c]
+    checkpoint_seconds: float = 60.0  # seconds between checkpoints (0: every iteration)
+    log_seconds: float = 5.0  # seconds between progress lines and NaN checks
+    seed: int = 0  # base seed; each label derives its own from it and its slug
+    device: str = "auto"  # auto (the GPU when there is one) | cpu | cuda | cuda:N
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], key: str = "train") -> TrainConfig:
+        """Build from a config section, rejecting unknown keys and values that do not fit."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        for name in values:
+            if name not in names:
+                raise WcganError(f"{key}.{name} is not a training option")
+        values = dict(values)
+        if isinstance(values.get("betas"), list):
+            values["betas"] = tuple(values["betas"])
+        config = cls(**values)
+        config.check(key)
+        return config
+
+    @property
+    def recipe(self) -> Recipe:
+        return RECIPES[self.loss]
+
+    def check(self, key: str = "train") -> None:
+        if self.loss not in RECIPES:
+            raise WcganError(f"{key}.loss '{self.loss}' is unknown (known: {', '.join(RECIPES)})")
+        for name in ("gp_weight", "clip_value"):
+            if getattr(self, name) is not None and name not in self.recipe.options:
+                raise WcganError(f"{key}.{name} does not apply to loss '{self.loss}'")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise WcganError(f"{key}.optimizer '{self.optimizer}' is unknown ({', '.join(OPTIMIZERS)})")
+        if self.betas is not None and self.effective_optimizer != "adam":
+            raise WcganError(f"{key}.betas applies only to optimizer adam")
+        if self.iterations is None and self.seconds is None:
+            raise WcganError(f"{key}.iterations and {key}.seconds are both unset: a label needs a budget")
+        positive = ("iterations", "seconds", "batch_size", "z_dim", "width", "critic_steps", "lr")
+        for name in (*positive, "gp_weight", "clip_value", "log_seconds"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise WcganError(f"{key}.{name} must be positive, got {value}")
+        if self.checkpoint_seconds < 0:
+            raise WcganError(f"{key}.checkpoint_seconds must be 0 or more")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise WcganError(f"{key}.device '{self.device}' is not auto, cpu, cuda or cuda:N")
+
+    @property
+    def effective_optimizer(self) -> str:
+        return self.optimizer or self.recipe.optimizer
+
+    def effective(self) -> dict[str, Any]:
+        """Every setting with the recipe's values filled in: what the run really uses."""
+        values = dataclasses.asdict(self)
+        values.update(
+            optimizer=self.effective_optimizer,
+            lr=self.lr or self.recipe.lr,
+            critic_steps=self.critic_steps or self.recipe.critic_steps,
+        )
+        if values["optimizer"] == "adam":
+            values["betas"] = tuple(self.betas or self.recipe.betas or ADAM_DEFAULT_BETAS)
+        for name, default in self.recipe.options.items():
+            values[name] = default if values[name] is None else values[name]
+        return values
+
+    def loss_options(self) -> dict[str, float]:
+        effective = self.effective()
+        return {name: effective[name] for name in self.recipe.options}
+
+
+def scheduler_minutes(config: TrainConfig, margin_minutes: float, fallback_minutes: float) -> int:
+    """A label job's time limit: its seconds budget plus a margin for start-up, checkpoint and
+    export; ``fallback_minutes`` when only an iteration budget is set."""
+    if config.seconds is None:
+        return math.ceil(fallback_minutes)
+    return math.ceil(config.seconds / 60 + margin_minutes)
+
+
+def label_seed(base_seed: int, slug: str) -> int:
+    """A per-label seed that depends only on the base seed and the label, not on other labels."""
+    digest = hashlib.sha256(f"{base_seed}:{slug}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+def describe_schema_error(error: Any) -> str:
+    """One line for a jsonschema ``ValidationError`` on the config, naming the key at fault."""
+    where = ".".join(str(part) for part in error.absolute_path) or "the config"
+    if error.validator == "additionalProperties":
+        known = set(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - known)
+        return f"config key '{where}': unknown key {', '.join(repr(k) for k in unknown)}"
+    return f"config key '{where}': {error.message}"

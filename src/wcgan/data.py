@@ -1,0 +1,131 @@
+"""One label's images as a uint8 tensor, and the per-label shard files that hold them.
+
+Size and mode policy (the same for every source):
+
+* Modes are converted: every image becomes ``channels`` channels (1: greyscale ``L``, 3: ``RGB``;
+  alpha is dropped, palettes are expanded).
+* Sizes are refused unless asked for: with ``resolution: null`` every image of the data set must
+  be square, of one size, and that size must be one the networks support. With ``resolution: N``
+  every image is center-cropped to a square and resized to N x N (bicubic).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from wcgan.atomic import load_torch, save_torch
+from wcgan.config import SUPPORTED_RESOLUTIONS
+from wcgan.errors import WcganError
+from wcgan.labels import Label
+from wcgan.sources import DataSpec, get_source, label_names
+
+SHARD_FORMAT = "wcgan-shard-1"
+
+
+def _center_square(image: Image.Image) -> Image.Image:
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def _check_native_size(where: str, size: tuple[int, int], first: tuple[str, tuple[int, int]] | None):
+    width, height = size
+    if width != height:
+        raise WcganError(
+            f"image '{where}' is {width}x{height}, not square; set data.resolution to crop and resize"
+        )
+    if first is not None and first[1] != size:
+        raise WcganError(
+            f"image '{where}' is {width}x{height} but '{first[0]}' is {first[1][0]}x{first[1][1]}; "
+            f"set data.resolution to resize every image to one size"
+        )
+    if width not in SUPPORTED_RESOLUTIONS:
+        raise WcganError(
+            f"image '{where}' is {width}x{height}: resolution {width} is not supported "
+            f"({', '.join(map(str, SUPPORTED_RESOLUTIONS))}); set data.resolution to resize"
+        )
+
+
+def load_label_images(spec: DataSpec, name: str) -> torch.Tensor:
+    """All images of label ``name`` as uint8 ``N x C x H x W``, after the size and mode policy."""
+    source = get_source(spec)
+    if name not in label_names(spec):
+        raise WcganError(f"label '{name}' is not a label of this data set")
+    if spec.resolution is not None and spec.resolution not in SUPPORTED_RESOLUTIONS:
+        raise WcganError(
+            f"data.resolution {spec.resolution} is not supported "
+            f"({', '.join(map(str, SUPPORTED_RESOLUTIONS))})"
+        )
+    channels = spec.channels or source.channels
+    mode = {1: "L", 3: "RGB"}[channels]
+    arrays = []
+    first: tuple[str, tuple[int, int]] | None = None
+    for where, open_image in source.images(spec, name):
+        try:
+            with open_image() as image:
+                image.load()  # decode now, so a truncated or corrupt file fails here
+                converted = image.convert(mode)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise WcganError(f"image '{where}' cannot be read: {exc}") from exc
+        if spec.resolution is None:
+            _check_native_size(where, converted.size, first)
+            first = first or (where, converted.size)
+        elif converted.size != (spec.resolution, spec.resolution):
+            converted = _center_square(converted).resize(
+                (spec.resolution, spec.resolution), Image.Resampling.BICUBIC
+            )
+        arrays.append(np.asarray(converted, dtype=np.uint8).reshape(*converted.size[::-1], channels))
+    if len(arrays) < spec.min_images:
+        found = "no images" if not arrays else f"only {len(arrays)} image"
+        raise WcganError(
+            f"label '{name}' has {found}; a label needs at least {spec.min_images} to train a GAN"
+        )
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+# --- shards ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Shard:
+    images: torch.Tensor  # uint8 N x C x H x W
+    label: Label
+    source: str
+
+    @property
+    def resolution(self) -> int:
+        return self.images.shape[-1]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+
+def save_shard(shard: Shard, path: str | os.PathLike) -> None:
+    save_torch(
+        {
+            "format": SHARD_FORMAT,
+            "images": shard.images,
+            "index": shard.label.index,
+            "slug": shard.label.slug,
+            "name": shard.label.name,
+            "source": shard.source,
+        },
+        path,
+    )
+
+
+def load_shard(path: str | os.PathLike) -> Shard:
+    data = load_torch(path, "shard")
+    if not isinstance(data, dict) or data.get("format") != SHARD_FORMAT:
+        raise WcganError(f"shard '{path}' is not a wcgan shard (made by 'wcgan split')")
+    images = data["images"]
+    if images.dtype != torch.uint8 or images.dim() != 4 or len(images) == 0:
+        raise WcganError(f"shard '{path}' holds no uint8 N x C x H x W images")
+    return Shard(images, Label(data["index"], data["slug"], data["name"]), data["source"])

@@ -1,0 +1,131 @@
+"""Figures: sample grids, loss curves and per-label FID bars, all from files in ``results/``."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on cluster nodes
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from wcgan.atomic import atomic_path
+
+MIN_CELL_PIXELS = 48  # small images (8x8 digits) are enlarged so a grid is readable
+
+
+def tile(images: torch.Tensor, columns: int, padding: int = 1) -> np.ndarray:
+    """uint8 N x C x H x W -> one H' x W' x 3 uint8 mosaic, ``columns`` images per row."""
+    n, channels, height, width = images.shape
+    rows = math.ceil(n / columns)
+    canvas = np.full(
+        (rows * (height + padding) + padding, columns * (width + padding) + padding, 3), 255, np.uint8
+    )
+    pictures = images.expand(-1, 3, -1, -1) if channels == 1 else images
+    for i, picture in enumerate(pictures.permute(0, 2, 3, 1).numpy()):
+        top, left = padding + (i // columns) * (height + padding), padding + (i % columns) * (width + padding)
+        canvas[top : top + height, left : left + width] = picture
+    return canvas
+
+
+def _enlarge(mosaic: np.ndarray, cell: int) -> Image.Image:
+    image = Image.fromarray(mosaic)
+    scale = max(1, math.ceil(MIN_CELL_PIXELS / cell))
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, columns: int = 8) -> None:
+    """A PNG grid of ``images``, enlarged with nearest-neighbour pixels when they are tiny."""
+    with atomic_path(path) as tmp:
+        _enlarge(tile(images, columns), images.shape[-1]).save(tmp, format="PNG")
+
+
+def save_merged_grid(
+    rows: Sequence[tuple[str, torch.Tensor]], path: str | os.PathLike, title: str = ""
+) -> None:
+    """One row of samples per label, the label's name on the left: the per-label generators
+    read as one class-conditional generator."""
+    per_row = max(len(images) for _, images in rows)
+    cell = rows[0][1].shape[-1]
+    blank = torch.full_like(rows[0][1][:1], 255)
+    padded = [torch.cat([images, blank.expand(per_row - len(images), -1, -1, -1)]) for _, images in rows]
+    mosaic = _enlarge(tile(torch.cat(padded), per_row), cell)
+    dpi, margin_left, margin_top = 100, 1.4, 0.4
+    fig = plt.figure(
+        figsize=(mosaic.width / dpi + margin_left + 0.1, mosaic.height / dpi + margin_top + 0.1), dpi=dpi
+    )
+    axis = fig.add_axes(
+        (
+            margin_left / fig.get_figwidth(),
+            0.1 / fig.get_figheight(),
+            mosaic.width / dpi / fig.get_figwidth(),
+            mosaic.height / dpi / fig.get_figheight(),
+        )
+    )
+    axis.imshow(mosaic, interpolation="nearest")
+    row_height = mosaic.height / len(rows)
+    axis.set_yticks(
+        [row_height * (i + 0.5) for i in range(len(rows))], [name for name, _ in rows], fontsize=9
+    )
+    axis.set_xticks([])
+    axis.tick_params(length=0)
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1 - 0.05 / fig.get_figheight(), va="top")
+    _save_figure(fig, path)
+
+
+def plot_losses(histories: Sequence[tuple[str, pd.DataFrame]], path: str | os.PathLike) -> None:
+    """Wasserstein estimate and generator loss against generator iterations, one line per label."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    alpha = 1.0 if len(histories) <= 10 else 0.4
+    for name, frame in histories:
+        window = max(1, len(frame) // 50)  # light smoothing: about 50 points per curve
+        smooth = frame.rolling(window, min_periods=1).mean()
+        top.plot(frame["iteration"], smooth["wasserstein"], label=name, lw=1, alpha=alpha)
+        bottom.plot(frame["iteration"], smooth["generator_loss"], label=name, lw=1, alpha=alpha)
+    top.set_ylabel("Wasserstein estimate\nE[D(real)] - E[D(fake)]")
+    bottom.set_ylabel("generator loss")
+    bottom.set_xlabel("generator iteration")
+    if len(histories) <= 20:
+        top.legend(fontsize=7, ncol=2, title="label", title_fontsize=7)
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_label_scores(table: pd.DataFrame, path: str | os.PathLike, metric: str = "fid") -> None:
+    """Per-label bars of ``metric`` (FID by default) with the overall value as a line."""
+    labels = table[table["scope"] == "label"]
+    overall = table[table["scope"] == "overall"]
+    fig, axis = plt.subplots(figsize=(max(5, 0.35 * len(labels) + 1.5), 3.6))
+    axis.bar(labels["label"].astype(str), labels[metric], color="tab:blue")
+    if len(overall):
+        axis.axhline(
+            float(overall[metric].iloc[0]),
+            color="tab:red",
+            ls="--",
+            label=f"all labels merged: {float(overall[metric].iloc[0]):.3g}",
+        )
+        axis.legend(fontsize=8)
+    extractor = table["extractor"].iloc[0]
+    axis.set_ylabel(f"{metric.upper()} ({extractor})")
+    axis.set_xlabel("label")
+    axis.tick_params(axis="x", rotation=90 if len(labels) > 12 else 0, labelsize=7)
+    axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _save_figure(fig: plt.Figure, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,88 @@
+"""Label names, their file-safe slugs, and the run's label table (``labels.tsv``)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from wcgan.atomic import atomic_open
+from wcgan.errors import WcganError
+
+SLUG_PATTERN = r"[a-z0-9][a-z0-9._-]*"
+TABLE_COLUMNS = ("index", "slug", "name", "count")
+
+
+def slugify(name: str) -> str:
+    """A lower-case ASCII file name for ``name``, stable across runs and machines.
+
+    Accents are folded (``é`` -> ``e``), anything outside ``[a-z0-9._-]`` becomes ``-``. A name
+    with nothing ASCII left (``"猫"``) gets ``u`` plus a short hash of its UTF-8 bytes, so it is
+    still unique and reproducible. Lower case because some file systems ignore case.
+    """
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9._-]+", "-", folded.lower()).strip("-._")
+    if not slug:
+        slug = "u" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+    return slug
+
+
+@dataclass(frozen=True)
+class Label:
+    index: int  # position in the run's label list: the class index of the ensemble
+    slug: str  # file-safe name used in paths and as the Snakemake wildcard
+    name: str  # the data set's own name for the class
+
+
+def make_labels(names: Sequence[str]) -> list[Label]:
+    """Index and slug ``names``; two labels that are the same, or share a slug, are an error."""
+    seen: dict[str, str] = {}
+    labels = []
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise WcganError(f"label #{index} is empty: every label needs a name")
+        slug = slugify(name)
+        if slug in seen:
+            other = seen[slug]
+            what = "is listed twice" if other == name else f"and '{other}' both become slug '{slug}'"
+            raise WcganError(f"label '{name}' {what}: rename one so every label has its own slug")
+        seen[slug] = name
+        labels.append(Label(index, slug, name))
+    return labels
+
+
+def write_table(labels: Sequence[Label], counts: Sequence[int], path: str | os.PathLike) -> None:
+    """Write ``labels.tsv``: index, slug, original name and image count, one row per label."""
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(TABLE_COLUMNS)
+        for label, count in zip(labels, counts, strict=True):
+            writer.writerow((label.index, label.slug, label.name, count))
+
+
+def read_table(path: str | os.PathLike) -> list[tuple[Label, int]]:
+    """Read ``labels.tsv`` back as ``(Label, image count)`` pairs in index order."""
+    path = Path(path)
+    if not path.is_file():
+        raise WcganError(f"label table '{path}' does not exist")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
+            raise WcganError(f"label table '{path}' must have the columns {', '.join(TABLE_COLUMNS)}")
+        rows = [(Label(int(r["index"]), r["slug"], r["name"]), int(r["count"])) for r in reader]
+    return sorted(rows, key=lambda row: row[0].index)
+
+
+def find_label(labels: Sequence[Label], wanted: str) -> Label:
+    """The label whose name or slug is ``wanted``, or a one-line error listing a few choices."""
+    for label in labels:
+        if wanted in (label.name, label.slug):
+            return label
+    choices = ", ".join(label.name for label in labels[:10])
+    more = ", ..." if len(labels) > 10 else ""
+    raise WcganError(f"unknown label '{wanted}' (labels: {choices}{more})")

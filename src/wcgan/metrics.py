@@ -1,0 +1,185 @@
+"""Scoring with torch-fidelity: IS, FID, KID and precision/recall, never re-implemented here.
+
+Two feature extractors serve one ``calculate_metrics`` call: torch-fidelity's own Inception-v3
+(``inception-v3-compat``) when a weights file is given, and the run's trained classifier,
+registered in torch-fidelity's extractor registry as ``wcgan-classifier``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import register_feature_extractor
+
+from wcgan.classifier import load_classifier
+from wcgan.config import INCEPTION_DOWNLOAD
+from wcgan.errors import WcganError
+from wcgan.networks import images_to_float
+
+CLASSIFIER_EXTRACTOR = "wcgan-classifier"
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+
+# Our names for torch-fidelity's result keys, in table order.
+METRIC_KEYS = {
+    "is_mean": torch_fidelity.KEY_METRIC_ISC_MEAN,
+    "is_std": torch_fidelity.KEY_METRIC_ISC_STD,
+    "fid": torch_fidelity.KEY_METRIC_FID,
+    "kid_mean": torch_fidelity.KEY_METRIC_KID_MEAN,
+    "kid_std": torch_fidelity.KEY_METRIC_KID_STD,
+    "precision": torch_fidelity.KEY_METRIC_PRECISION,
+    "recall": torch_fidelity.KEY_METRIC_RECALL,
+    "f_score": torch_fidelity.KEY_METRIC_F_SCORE,
+}
+
+
+class ClassifierFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity extractor over a wcgan classifier: ``logits`` for IS, ``features`` for the rest."""
+
+    def __init__(
+        self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None, **kwargs
+    ):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise WcganError(f"feature extractor '{name}' needs feature_extractor_weights_path")
+        self.model = load_classifier(feature_extractor_weights_path)
+        self.requires_grad_(False)
+
+    @staticmethod
+    def get_provided_features_list() -> tuple[str, ...]:
+        return ("features", "logits")
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric: str) -> str:
+        return {"isc": "logits", "fid": "features", "kid": "features", "prc": "features"}[metric]
+
+    @staticmethod
+    def can_be_compiled() -> bool:
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile() -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # torch-fidelity hands over uint8 RGB; a greyscale classifier reads one (repeated) channel.
+        x = images_to_float(images[:, : self.model.channels])
+        if x.shape[-1] != self.model.resolution:
+            size = (self.model.resolution, self.model.resolution)
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        features, logits = self.model(x)
+        provided = {"features": features, "logits": logits}
+        return tuple(provided[name] for name in self.features_list)
+
+
+register_feature_extractor(CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor)
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """Which registered extractor scores a run, and the weights file it reads."""
+
+    name: str
+    weights: str | None  # None: torch-fidelity downloads Inception weights itself
+
+    def digest(self) -> str:
+        """Short content hash of the weights, so cached real features follow the extractor."""
+        if self.weights is None:
+            return "download"
+        sha = hashlib.sha256()
+        with open(self.weights, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(block)
+        return sha.hexdigest()[:12]
+
+
+def choose_extractor(inception_weights: str | None, classifier: str | os.PathLike | None) -> Extractor:
+    """Inception-v3 when ``metrics.inception_weights`` names a file (or ``download``), else the
+    run's classifier."""
+    if inception_weights == INCEPTION_DOWNLOAD:
+        return Extractor(INCEPTION_EXTRACTOR, None)
+    if inception_weights:
+        if not Path(inception_weights).is_file():
+            raise WcganError(f"metrics.inception_weights '{inception_weights}' does not exist")
+        return Extractor(INCEPTION_EXTRACTOR, str(inception_weights))
+    if classifier is None:
+        raise WcganError("no classifier file given and metrics.inception_weights is unset")
+    return Extractor(CLASSIFIER_EXTRACTOR, str(classifier))
+
+
+class ImageTensorDataset(Dataset):
+    """uint8 N x C x H x W images as the 3-channel uint8 tensors torch-fidelity reads."""
+
+    def __init__(self, images: torch.Tensor):
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError("expected uint8 N x 1|3 x H x W images")
+        self.images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index].contiguous()
+
+
+def tensor_digest(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
+
+
+def score(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    extractor: Extractor,
+    *,
+    inception_score: bool = False,
+    precision_recall: bool = False,
+    cache_root: str | os.PathLike | None = None,
+    real_cache_name: str | None = None,
+    device: torch.device | None = None,
+    seed: int = 2020,
+    verbose: bool = False,
+) -> dict[str, float]:
+    """FID and KID of ``fake`` against ``real`` (plus IS and precision/recall on request).
+
+    With ``cache_root``, the real images' features are cached by torch-fidelity under a name
+    made of ``real_cache_name``, the images' hash and the extractor's hash, so they are
+    computed once per data set and extractor.
+    """
+    if len(fake) < 2 or len(real) < 2:
+        raise WcganError(
+            f"scoring needs at least 2 generated and 2 real images, got {len(fake)} and {len(real)}"
+        )
+    cached = cache_root is not None
+    kwargs: dict[str, Any] = dict(
+        input1=ImageTensorDataset(fake),
+        input2=ImageTensorDataset(real),
+        feature_extractor=extractor.name,
+        feature_extractor_weights_path=extractor.weights,
+        isc=inception_score,
+        fid=True,
+        kid=True,
+        prc=precision_recall,
+        cuda=device is not None and device.type == "cuda",
+        kid_subset_size=min(1000, len(fake), len(real)),
+        isc_splits=min(10, len(fake)),
+        rng_seed=seed,
+        verbose=verbose,
+        cache=cached,
+        save_cpu_ram=True,  # no DataLoader worker processes for in-memory tensors
+    )
+    if cached:
+        name = real_cache_name or "real"
+        kwargs.update(
+            cache_root=str(cache_root),
+            input2_cache_name=f"{name}-{tensor_digest(real)}-{extractor.digest()}",
+        )
+    results = torch_fidelity.calculate_metrics(**kwargs)
+    return {ours: float(results[theirs]) for ours, theirs in METRIC_KEYS.items() if theirs in results}

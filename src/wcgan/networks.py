@@ -1,0 +1,157 @@
+"""DCGAN-style generator and critic sized by resolution, and the classifier behind the metrics.
+
+Every network keeps its constructor arguments in ``hparams`` so a saved state dict can be
+rebuilt with ``build_network(kind, hparams)`` without pickling code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from wcgan.config import SUPPORTED_RESOLUTIONS
+
+MAX_WIDTH_MULTIPLE = 8  # channels stop doubling at 8 x width, as in DCGAN's 64x64 nets
+
+
+def _levels(resolution: int) -> int:
+    """Number of 2x resampling steps between 4x4 and ``resolution``."""
+    if resolution not in SUPPORTED_RESOLUTIONS:
+        raise ValueError(f"resolution {resolution} not in {SUPPORTED_RESOLUTIONS}")
+    return int(math.log2(resolution // 4))
+
+
+def _channels_at(width: int, levels: int, level: int) -> int:
+    """Channels at ``level`` (0 = 4x4, ``levels`` = full resolution): wide at 4x4, ``width`` at the top."""
+    return width * min(2 ** (levels - level), MAX_WIDTH_MULTIPLE)
+
+
+class Generator(nn.Module):
+    """z -> 4x4 -> (transposed conv, BN, ReLU) x levels -> 3x3 conv -> tanh image in [-1, 1]."""
+
+    def __init__(
+        self,
+        z_dim: int,  # latent size
+        resolution: int,  # output height = width
+        channels: int,  # output image channels
+        width: int,  # channels at full resolution; doubles per level down to 4x4
+    ):
+        super().__init__()
+        self.hparams = dict(z_dim=z_dim, resolution=resolution, channels=channels, width=width)
+        self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
+        levels = _levels(resolution)
+        base = _channels_at(width, levels, 0)
+        layers: list[nn.Module] = [
+            nn.Linear(z_dim, base * 16, bias=False),
+            nn.Unflatten(1, (base, 4, 4)),
+            nn.BatchNorm2d(base),
+            nn.ReLU(inplace=True),
+        ]
+        for level in range(levels):
+            c_in, c_out = _channels_at(width, levels, level), _channels_at(width, levels, level + 1)
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        layers += [nn.Conv2d(width, channels, 3, padding=1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class Critic(nn.Module):
+    """Image -> (strided conv, LeakyReLU) x levels -> linear score. No batch norm: the gradient
+    penalty is defined per sample, and batch statistics would couple the samples."""
+
+    def __init__(
+        self,
+        resolution: int,  # input height = width
+        channels: int,  # input image channels
+        width: int,  # channels at full resolution; doubles per level down to 4x4
+    ):
+        super().__init__()
+        self.hparams = dict(resolution=resolution, channels=channels, width=width)
+        levels = _levels(resolution)
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
+        for level in range(levels, 0, -1):
+            c_in, c_out = _channels_at(width, levels, level), _channels_at(width, levels, level - 1)
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        layers += [nn.Flatten(), nn.Linear(_channels_at(width, levels, 0) * 16, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images).squeeze(1)
+
+
+class Classifier(nn.Module):
+    """A small CNN trained on the real labels; its logits give IS, its penultimate features
+    (after a fully connected layer, like Inception's pool features) FID/KID/PR."""
+
+    def __init__(
+        self,
+        resolution: int,  # input height = width
+        channels: int,  # input image channels
+        num_classes: int,  # labels of the run
+        width: int,  # channels of the first block; doubles per block up to 4 x width
+        feature_dim: int = 128,  # size of the penultimate features
+    ):
+        super().__init__()
+        self.hparams = dict(
+            resolution=resolution,
+            channels=channels,
+            num_classes=num_classes,
+            width=width,
+            feature_dim=feature_dim,
+        )
+        self.resolution, self.channels, self.feature_dim = resolution, channels, feature_dim
+        layers: list[nn.Module] = []
+        c_in, c_out = channels, width
+        for _ in range(_levels(resolution)):
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            c_in, c_out = c_out, min(c_out * 2, width * 4)
+        layers += [
+            nn.Flatten(),
+            nn.Linear(c_in * 16, feature_dim, bias=False),
+            nn.BatchNorm1d(feature_dim),
+            nn.ReLU(inplace=True),
+        ]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(features, logits)`` for images scaled to [-1, 1]."""
+        features = self.body(images)
+        return features, self.head(features)
+
+
+NETWORKS: dict[str, type[nn.Module]] = {
+    "generator": Generator,
+    "critic": Critic,
+    "classifier": Classifier,
+}
+
+
+def build_network(kind: str, hparams: dict) -> nn.Module:
+    return NETWORKS[kind](**hparams)
+
+
+def images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the range the generator's tanh produces."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def float_to_images(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255], rounding to the nearest level."""
+    return x.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)

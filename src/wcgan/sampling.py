@@ -1,0 +1,101 @@
+"""Sampling trained generators, one label at a time or as one class-conditional ensemble."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from wcgan.atomic import load_torch, save_torch
+from wcgan.errors import WcganError
+from wcgan.labels import Label, find_label, read_table
+from wcgan.networks import Generator, float_to_images
+from wcgan.training import load_generator
+
+SAMPLES_FORMAT = "wcgan-samples-1"
+
+
+@torch.no_grad()
+def generate(generator: Generator, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """uint8 images for the latent codes ``z``, in batches, on the generator's device."""
+    device = next(generator.parameters()).device
+    chunks = [float_to_images(generator(part.to(device))).cpu() for part in z.split(batch_size)]
+    return torch.cat(chunks)
+
+
+def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
+    """``n`` standard-normal latent codes, the same for the same seed on every machine."""
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
+class ConditionalEnsemble:
+    """The per-label generators of a run acting as one class-conditional generator.
+
+    ``ensemble(z, c)`` maps latents ``z`` and class indices ``c`` to uint8 images, like a
+    conditional generator ``G(z, c)``; ``ensemble.sample(label, n)`` draws for one label by name
+    or slug. Generators are loaded on first use, so a 1,000-label ensemble costs nothing until
+    its labels are asked for.
+    """
+
+    def __init__(self, labels: Sequence[Label], models_dir: str | os.PathLike, device: str = "cpu"):
+        self.labels = list(labels)
+        self.models_dir = Path(models_dir)
+        self.device = torch.device(device)
+        self._generators: dict[int, Generator] = {}
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu") -> ConditionalEnsemble:
+        """Open a run folder (``results/<run>``) holding ``labels.tsv`` and ``models/``."""
+        run_dir = Path(run_dir)
+        labels = [label for label, _ in read_table(run_dir / "labels.tsv")]
+        return cls(labels, run_dir / "models", device)
+
+    def generator(self, index: int) -> Generator:
+        if index not in self._generators:
+            if not 0 <= index < len(self.labels):
+                raise WcganError(f"class index {index} is outside 0..{len(self.labels) - 1}")
+            path = self.models_dir / f"{self.labels[index].slug}.pt"
+            generator, _ = load_generator(path)
+            self._generators[index] = generator.to(self.device)
+        return self._generators[index]
+
+    @property
+    def z_dim(self) -> int:
+        return self.generator(0).z_dim
+
+    def __call__(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor | None = None
+        for index in c.unique().tolist():
+            rows = (c == index).nonzero().squeeze(1)
+            images = generate(self.generator(int(index)), z[rows])
+            if out is None:
+                out = torch.empty(len(z), *images.shape[1:], dtype=torch.uint8)
+            out[rows] = images
+        return out
+
+    def sample(self, label: str, n: int, seed: int = 0) -> torch.Tensor:
+        index = find_label(self.labels, label).index
+        generator = self.generator(index)
+        return generate(generator, latents(n, generator.z_dim, seed))
+
+
+def save_samples(images: torch.Tensor, label: Label, path: str | os.PathLike) -> None:
+    save_torch(
+        {
+            "format": SAMPLES_FORMAT,
+            "images": images,
+            "index": label.index,
+            "slug": label.slug,
+            "name": label.name,
+        },
+        path,
+    )
+
+
+def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, Label]:
+    data = load_torch(path, "samples")
+    if not isinstance(data, dict) or data.get("format") != SAMPLES_FORMAT:
+        raise WcganError(f"samples '{path}' is not a wcgan samples file (made by 'wcgan sample')")
+    return data["images"], Label(data["index"], data["slug"], data["name"])

@@ -1,0 +1,47 @@
+"""The metrics table: per-label and overall score files merged into ``metrics.tsv``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import pandas as pd
+
+from wcgan.atomic import atomic_open
+from wcgan.errors import WcganError
+
+SUMMARY_COLUMNS = ("scope", "label", "n_fake", "n_real", "is_mean", "fid", "kid_mean", "precision", "recall")
+
+
+def read_score(path: str | os.PathLike) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WcganError(f"score file '{path}' cannot be read: {exc}") from exc
+
+
+def merge_scores(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
+    """One row per score file: the overall row first, then the labels in class-index order."""
+    table = pd.DataFrame([read_score(p) for p in paths]).sort_values("index", kind="stable")
+    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
+        table.to_csv(fh, sep="\t", index=False, float_format="%.6g")
+    return table
+
+
+def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_csv(
+        path, sep="\t", keep_default_na=False, na_values=[""], dtype={"label": str, "slug": str}
+    )
+
+
+def format_metrics(path: str | os.PathLike, max_rows: int = 25) -> str:
+    """A short plain-text view of ``metrics.tsv`` for the end of a run."""
+    table = read_metrics(path)
+    columns = [c for c in SUMMARY_COLUMNS if c in table.columns]
+    shown = table[columns].head(max_rows)
+    text = shown.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
+    extractor = table["extractor"].iloc[0] if len(table) else "?"
+    more = f"\n... {len(table) - max_rows} more rows in {path}" if len(table) > max_rows else ""
+    return f"metrics ({extractor} features) from {path}:\n{text}{more}"

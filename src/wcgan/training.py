@@ -1,0 +1,350 @@
+"""Training one label's GAN under a fixed budget, with atomic checkpoints and exact resume.
+
+The loop is deliberately plain: critic steps, then one generator step, until the iteration or
+wall-clock budget runs out. Every few seconds it logs a progress line (and checks the losses
+for NaN/inf); every ``checkpoint_seconds`` it writes a checkpoint that holds everything needed
+to continue bit for bit: networks, optimizers, the random generator's state, the iteration
+count, the seconds already spent and the loss history. SIGTERM (a scheduler's time limit) and
+Ctrl-C write a checkpoint before the process exits; after SIGKILL the rerun resumes from the
+last periodic one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wcgan.atomic import atomic_open, load_torch, save_torch
+from wcgan.config import TrainConfig, label_seed
+from wcgan.data import Shard
+from wcgan.errors import TrainingInterrupted, WcganError
+from wcgan.losses import LOSSES, make_optimizer
+from wcgan.networks import Critic, Generator, images_to_float
+
+CHECKPOINT_FORMAT = "wcgan-checkpoint-1"
+GENERATOR_FORMAT = "wcgan-generator-1"
+LOSS_COLUMNS = ("iteration", "seconds", "critic_loss", "wasserstein", "penalty", "generator_loss")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise WcganError(f"train.device '{name}' asked for a GPU, but this job has none")
+    return device
+
+
+def run_key(config: TrainConfig, shard: Shard) -> str:
+    """Names the checkpoint: changes with anything that makes a run different, but not with the
+    budget, so raising ``iterations`` continues a finished run instead of starting over."""
+    effective = config.effective()
+    for name in ("iterations", "seconds", "checkpoint_seconds", "log_seconds", "device"):
+        effective.pop(name)
+    digest = hashlib.sha256(json.dumps(effective, sort_keys=True).encode())
+    digest.update(shard.images.numpy().tobytes())
+    digest.update(f"{shard.label.slug}:{tuple(shard.images.shape)}".encode())
+    return digest.hexdigest()[:16]
+
+
+class PhaseClock:
+    """Wall-clock seconds per phase of the loop. On a GPU the numbers mean something only with
+    ``synchronize=True``, which costs a little speed: the benchmark turns it on."""
+
+    def __init__(self, synchronize: bool):
+        self.synchronize = synchronize
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        if self.synchronize:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        yield
+        if self.synchronize:
+            torch.cuda.synchronize()
+        self.seconds[phase] += time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[list[int]]:
+    """Collect SIGTERM/SIGINT instead of dying mid-step; the loop checkpoints, then stops."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {
+        sig: signal.signal(sig, lambda s, _: requested.append(s)) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class TrainResult:
+    generator: Generator
+    history: torch.Tensor  # float64, one row per generator iteration, LOSS_COLUMNS
+    summary: dict[str, Any]
+
+
+def train_label(
+    shard: Shard,
+    config: TrainConfig,
+    checkpoint_dir: str | Path,
+    *,
+    threads: int | None = None,
+    profile: bool = False,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train (or resume training) the GAN of one label until its budget is spent."""
+    config.check()
+    settings = config.effective()
+    device = resolve_device(config.device)
+    if threads:
+        torch.set_num_threads(threads)
+    label, seed = shard.label, label_seed(config.seed, shard.label.slug)
+
+    torch.manual_seed(seed)  # network initialisation; everything later draws from `rng`
+    generator = Generator(config.z_dim, shard.resolution, shard.channels, config.width).to(device)
+    critic = Critic(shard.resolution, shard.channels, config.width).to(device)
+    loss = LOSSES[config.loss](**config.loss_options())
+    opt_g = make_optimizer(settings["optimizer"], generator.parameters(), settings["lr"], settings["betas"])
+    opt_d = make_optimizer(settings["optimizer"], critic.parameters(), settings["lr"], settings["betas"])
+    rng = torch.Generator(device=device).manual_seed(seed)
+    real_images = images_to_float(shard.images.to(device))
+    batch, critic_steps = config.batch_size, settings["critic_steps"]
+
+    checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, shard)}.pt"
+    iteration, trained_seconds, history = 0, 0.0, torch.zeros(0, len(LOSS_COLUMNS), dtype=torch.float64)
+    if checkpoint_path.exists():
+        state = load_torch(checkpoint_path, "checkpoint")
+        generator.load_state_dict(state["generator"])
+        critic.load_state_dict(state["critic"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        rng.set_state(state["rng"])
+        iteration, trained_seconds, history = state["iteration"], state["seconds"], state["history"]
+        log(
+            f"[{label.slug}] resumed from {checkpoint_path} at iteration {iteration} ({trained_seconds:.1f} s trained)"
+        )
+    else:
+        log(f"[{label.slug}] new run {checkpoint_path.stem}: {len(real_images)} images, seed {seed}")
+    log(f"[{label.slug}] {json.dumps(settings)} on {device}, {torch.get_num_threads()} threads")
+
+    def save_checkpoint() -> None:
+        save_torch(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "iteration": iteration,
+                "seconds": trained_seconds,
+                "history": history,
+                "generator": generator.state_dict(),
+                "critic": critic.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "rng": rng.get_state(),
+                "config": settings,
+            },
+            checkpoint_path,
+        )
+
+    pending: list[tuple[int, float, torch.Tensor]] = []  # rows not yet copied off the device
+
+    def flush() -> None:
+        """Move pending loss rows into the history, failing on the first NaN/inf."""
+        nonlocal history
+        if not pending:
+            return
+        stats = torch.stack([row[2] for row in pending]).double().cpu()
+        rows = torch.cat([torch.tensor([row[:2] for row in pending], dtype=torch.float64), stats], 1)
+        pending.clear()
+        bad = ~torch.isfinite(rows)
+        if bad.any():
+            row, column = (int(i) for i in bad.nonzero()[0])
+            raise WcganError(
+                f"label '{label.name}': {LOSS_COLUMNS[column]} is {rows[row, column].item()} at "
+                f"iteration {int(rows[row, 0])}; training stopped (lower train.lr or check the images)"
+            )
+        history = torch.cat([history, rows])
+
+    def budget_left() -> bool:
+        return (config.iterations is None or iteration < config.iterations) and (
+            config.seconds is None or trained_seconds < config.seconds
+        )
+
+    clock = PhaseClock(synchronize=profile and device.type == "cuda")
+    start_iteration, session_start = iteration, time.monotonic()
+    last_log = last_checkpoint = session_start
+    log_iteration, base_seconds = iteration, trained_seconds
+    with _stop_requests() as stop_requested:
+        while budget_left():
+            critic_sum = wasserstein_sum = penalty_sum = torch.zeros((), device=device)
+            for _ in range(critic_steps):
+                with clock("data"):
+                    real = real_images[
+                        torch.randint(len(real_images), (batch,), generator=rng, device=device)
+                    ]
+                    z = torch.randn(batch, config.z_dim, generator=rng, device=device)
+                with clock("critic"):
+                    with torch.no_grad():
+                        fake = generator(z)
+                    opt_d.zero_grad(set_to_none=True)
+                    critic_loss, wasserstein = loss.critic_loss(critic, real, fake)
+                    critic_loss.backward()
+                with clock("penalty"):
+                    penalty = loss.critic_penalty(critic, real, fake, rng)
+                    if penalty is not None:
+                        (loss.penalty_weight * penalty).backward()
+                        penalty = penalty.detach()
+                        critic_loss = critic_loss.detach() + loss.penalty_weight * penalty
+                        penalty_sum = penalty_sum + penalty
+                with clock("critic"):
+                    opt_d.step()
+                    loss.after_critic_step(critic)
+                critic_sum = critic_sum + critic_loss.detach()
+                wasserstein_sum = wasserstein_sum + wasserstein.detach()
+            with clock("generator"):
+                z = torch.randn(batch, config.z_dim, generator=rng, device=device)
+                critic.requires_grad_(False)  # no critic gradients from the generator's step
+                opt_g.zero_grad(set_to_none=True)
+                generator_loss = loss.generator_loss(critic, generator(z))
+                generator_loss.backward()
+                opt_g.step()
+                critic.requires_grad_(True)
+            iteration += 1
+            now = time.monotonic()
+            trained_seconds = base_seconds + (now - session_start)
+            means = torch.stack([critic_sum, wasserstein_sum, penalty_sum]) / critic_steps
+            pending.append((iteration, trained_seconds, torch.cat([means, generator_loss.detach()[None]])))
+
+            if now - last_log >= config.log_seconds or not budget_left():
+                with clock("logging"):
+                    flush()
+                    rate = (iteration - log_iteration) / max(now - last_log, 1e-9)
+                    log(
+                        _progress_line(
+                            label.slug,
+                            config,
+                            iteration,
+                            trained_seconds,
+                            rate,
+                            batch * critic_steps,
+                            history[-1],
+                        )
+                    )
+                    last_log, log_iteration = now, iteration
+            if stop_requested or now - last_checkpoint >= config.checkpoint_seconds:
+                with clock("checkpoint"):
+                    flush()
+                    save_checkpoint()
+                    last_checkpoint = time.monotonic()
+            if stop_requested:
+                name = signal.Signals(stop_requested[0]).name
+                raise TrainingInterrupted(
+                    f"label '{label.name}': stopped by {name} at iteration {iteration}; "
+                    f"checkpoint {checkpoint_path} written, rerun to resume"
+                )
+        with clock("checkpoint"):
+            flush()
+            save_checkpoint()
+
+    session_seconds = time.monotonic() - session_start
+    done = iteration - start_iteration
+    if config.iterations is not None and iteration > config.iterations:
+        log(
+            f"[{label.slug}] the checkpoint is already at iteration {iteration}, past the budget of {config.iterations}"
+        )
+    summary = {
+        "label": label.name,
+        "slug": label.slug,
+        "index": label.index,
+        "loss": config.loss,
+        "iterations": iteration,
+        "seconds": trained_seconds,
+        "resumed_from_iteration": start_iteration,
+        "stopped_by": "iterations"
+        if config.iterations is not None and iteration >= config.iterations
+        else "seconds",
+        "session_seconds": session_seconds,
+        "generator_iterations_per_second": done / session_seconds if done else None,
+        "critic_real_images_per_second": done * batch * critic_steps / session_seconds if done else None,
+        "phase_seconds": dict(clock.seconds),
+        "phase_timing_synchronized": clock.synchronize,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "images": len(real_images),
+        "resolution": shard.resolution,
+        "channels": shard.channels,
+        "checkpoint": str(checkpoint_path),
+        "config": settings,
+    }
+    log(f"[{label.slug}] done: {iteration} iterations, {trained_seconds:.1f} s trained")
+    return TrainResult(generator.eval(), history, summary)
+
+
+def _progress_line(slug, config, iteration, seconds, rate, images_per_iteration, last_row) -> str:
+    budget = []
+    if config.iterations is not None:
+        budget.append(f"iter {iteration}/{config.iterations} ({100 * iteration / config.iterations:.0f}%)")
+    else:
+        budget.append(f"iter {iteration}")
+    if config.seconds is not None:
+        budget.append(f"{seconds:.0f}/{config.seconds:.0f} s")
+    else:
+        budget.append(f"{seconds:.0f} s")
+    _, _, critic, wasserstein, penalty, gen = last_row.tolist()
+    return (
+        f"[{slug}] {' '.join(budget)} | {rate:.1f} it/s, {rate * images_per_iteration:.0f} critic img/s | "
+        f"critic {critic:.4f} W {wasserstein:.4f} gp {penalty:.4f} gen {gen:.4f}"
+    )
+
+
+def save_generator(result: TrainResult, shard: Shard, path: str | Path) -> None:
+    """The trained generator with what sampling needs: architecture, label, how it was trained."""
+    save_torch(
+        {
+            "format": GENERATOR_FORMAT,
+            "hparams": result.generator.hparams,
+            "state": result.generator.state_dict(),
+            "index": shard.label.index,
+            "slug": shard.label.slug,
+            "name": shard.label.name,
+            "iterations": result.summary["iterations"],
+            "seconds": result.summary["seconds"],
+            "loss": result.summary["loss"],
+        },
+        path,
+    )
+
+
+def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
+    """Rebuild a saved generator in eval mode; returns it and the file's metadata."""
+    data = load_torch(path, "generator")
+    if not isinstance(data, dict) or data.get("format") != GENERATOR_FORMAT:
+        raise WcganError(f"generator '{path}' is not a wcgan generator (made by 'wcgan train')")
+    generator = Generator(**data["hparams"])
+    generator.load_state_dict(data["state"])
+    meta = {k: v for k, v in data.items() if k not in ("state", "format")}
+    return generator.eval(), meta
+
+
+def write_losses(history: torch.Tensor, path: str | Path) -> None:
+    """The loss history as CSV, one row per generator iteration."""
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write(",".join(LOSS_COLUMNS) + "\n")
+        for row in history.tolist():
+            fh.write(f"{int(row[0])},{row[1]:.4f}," + ",".join(f"{v:.6g}" for v in row[2:]) + "\n")

@@ -1,0 +1,106 @@
+# Config validation, the label table and the few functions the rules share. The logic lives in
+# the wcgan package; what is imported here is torch-free, so dry runs stay fast.
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from wcgan.cli import format_options
+from wcgan.config import (
+    INCEPTION_DOWNLOAD,
+    TrainConfig,
+    describe_schema_error,
+    scheduler_minutes,
+)
+from wcgan.errors import WcganError
+from wcgan.labels import SLUG_PATTERN, make_labels
+from wcgan.sources import DataSpec, label_names
+from wcgan.tables import format_metrics
+
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError as error:
+    raise WorkflowError(describe_schema_error(error.__context__)) from None
+
+
+def _or_workflow_error(make, *args):
+    """Call into the package; its one-line errors become Snakemake's."""
+    try:
+        return make(*args)
+    except WcganError as error:
+        raise WorkflowError(str(error)) from None
+
+
+RESULTS = f"results/{config['run']}"
+DATA = config["data"]
+SPEC = DataSpec(**{**DATA, "labels": tuple(DATA["labels"]) if DATA["labels"] else None})
+LABELS = _or_workflow_error(lambda: make_labels(label_names(SPEC)))
+LABEL_BY_SLUG = {label.slug: label for label in LABELS}
+SLUGS = [label.slug for label in LABELS]
+TRAIN = _or_workflow_error(TrainConfig.from_mapping, config["train"])
+INCEPTION_WEIGHTS = config["metrics"]["inception_weights"]
+if INCEPTION_WEIGHTS not in (None, INCEPTION_DOWNLOAD) and not Path(INCEPTION_WEIGHTS).is_file():
+    raise WorkflowError(f"metrics.inception_weights '{INCEPTION_WEIGHTS}' does not exist")
+
+
+wildcard_constraints:
+    label=SLUG_PATTERN,
+
+
+def per_label(pattern):
+    """Expand a path pattern with a {label} wildcard over every label of the run."""
+    return expand(pattern, label=SLUGS)
+
+
+def data_options():
+    return format_options({k: v for k, v in DATA.items() if k != "labels"})
+
+
+def train_runtime(wildcards, attempt):
+    """Scheduler time limit (minutes) of a training job, from the label budget."""
+    resources = config["resources"]
+    return scheduler_minutes(
+        TRAIN,
+        resources["runtime_margin_minutes"],
+        resources["runtime_minutes_without_seconds"],
+    )
+
+
+def extractor_input():
+    """The file the feature extractor reads: the run's classifier or local Inception weights."""
+    if INCEPTION_WEIGHTS is None:
+        return f"{RESULTS}/classifier/classifier.pt"
+    return [] if INCEPTION_WEIGHTS == INCEPTION_DOWNLOAD else INCEPTION_WEIGHTS
+
+
+def extractor_option(wildcards, input):
+    if INCEPTION_WEIGHTS is None:
+        return f"--classifier {input.extractor}"
+    return f"--inception-weights {INCEPTION_WEIGHTS}"
+
+
+def score_options():
+    limit = config["metrics"]["max_real_per_label"]
+    return f"--cache-root {RESULTS}/cache/fidelity" + (
+        f" --max-real-per-label {limit}" if limit else ""
+    )
+
+
+def get_final_output():
+    return [f"{RESULTS}/scores/metrics.tsv", *get_figures()]
+
+
+def get_figures():
+    return [
+        *per_label(f"{RESULTS}/figures/samples/{{label}}.png"),
+        f"{RESULTS}/figures/samples_merged.png",
+        f"{RESULTS}/figures/losses.png",
+        f"{RESULTS}/figures/fid_per_label.png",
+    ]
+
+
+onsuccess:
+    metrics = Path(f"{RESULTS}/scores/metrics.tsv")
+    if metrics.exists():
+        print(format_metrics(metrics))
+        print(f"figures: {RESULTS}/figures/")

@@ -1,0 +1,104 @@
+# Figures and the report, all from files in results/: rerunning them never retrains anything.
+
+
+localrules:
+    label_table,
+    merge_scores,
+    plot_sample_grids,
+    plot_merged_grid,
+    plot_losses,
+    plot_label_scores,
+    figures,
+
+
+rule plot_sample_grids:
+    input:
+        samples=per_label(f"{RESULTS}/samples/{{label}}.pt"),
+    output:
+        grids=report(
+            per_label(f"{RESULTS}/figures/samples/{{label}}.png"),
+            caption="../report/sample_grid.rst",
+            category="Samples",
+            subcategory="Per label",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/sample_grids.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/sample_grids.tsv"
+    params:
+        per_grid=config["figures"]["grid_samples"],
+        out_dir=f"{RESULTS}/figures/samples",
+    conda:
+        "../../envs/wcgan.yaml"
+    shell:
+        "wcgan plot-grids --samples {input.samples} --count {params.per_grid}"
+        " --out-dir {params.out_dir} 2> {log}"
+
+
+rule plot_merged_grid:
+    input:
+        samples=per_label(f"{RESULTS}/samples/{{label}}.pt"),
+    output:
+        grid=report(
+            f"{RESULTS}/figures/samples_merged.png",
+            caption="../report/samples_merged.rst",
+            category="Samples",
+            subcategory="All labels",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/samples_merged.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/samples_merged.tsv"
+    params:
+        per_label=config["figures"]["merged_per_label"],
+        max_labels=config["figures"]["merged_max_labels"],
+    conda:
+        "../../envs/wcgan.yaml"
+    shell:
+        "wcgan plot-merged --samples {input.samples} --per-label {params.per_label}"
+        " --max-labels {params.max_labels} --out {output.grid} 2> {log}"
+
+
+rule plot_losses:
+    input:
+        losses=per_label(f"{RESULTS}/losses/{{label}}.csv"),
+        labels=rules.label_table.output.table,
+    output:
+        plot=report(
+            f"{RESULTS}/figures/losses.png",
+            caption="../report/losses.rst",
+            category="Training",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/losses.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/losses.tsv"
+    conda:
+        "../../envs/wcgan.yaml"
+    shell:
+        "wcgan plot-losses --losses {input.losses} --labels {input.labels}"
+        " --out {output.plot} 2> {log}"
+
+
+rule plot_label_scores:
+    input:
+        metrics=rules.merge_scores.output.table,
+    output:
+        plot=report(
+            f"{RESULTS}/figures/fid_per_label.png",
+            caption="../report/fid_per_label.rst",
+            category="Metrics",
+        ),
+    log:
+        f"{RESULTS}/logs/figures/fid_per_label.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/fid_per_label.tsv"
+    conda:
+        "../../envs/wcgan.yaml"
+    shell:
+        "wcgan plot-scores --metrics {input.metrics} --out {output.plot} 2> {log}"
+
+
+rule figures:
+    input:
+        get_figures(),

@@ -1,0 +1,90 @@
+# Scores with torch-fidelity: all labels' samples merged (IS, FID, KID, precision/recall) and
+# each label against its own images (FID, KID). Without Inception weights the features come
+# from a classifier trained on the real images.
+
+
+rule train_classifier:
+    input:
+        shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+    output:
+        model=f"{RESULTS}/classifier/classifier.pt",
+        report=f"{RESULTS}/classifier/report.json",
+    log:
+        f"{RESULTS}/logs/train_classifier.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_classifier.tsv"
+    params:
+        options=format_options(config["metrics"]["classifier"]),
+    threads: config["resources"]["score_threads"]
+    conda:
+        "../../envs/wcgan.yaml"
+    shell:
+        "wcgan train-classifier --shards {input.shards} --out {output.model}"
+        " --report-out {output.report} --threads {threads} {params.options} 2> {log}"
+
+
+rule score_label:
+    input:
+        samples=rules.sample_label.output.samples,
+        shard=rules.split_label.output.shard,
+        extractor=extractor_input(),
+    output:
+        scores=f"{RESULTS}/scores/labels/{{label}}.json",
+    log:
+        f"{RESULTS}/logs/score/{{label}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score/{{label}}.tsv"
+    params:
+        extractor=extractor_option,
+        options=score_options(),
+    threads: config["resources"]["score_threads"]
+    conda:
+        "../../envs/wcgan.yaml"
+    shell:
+        "wcgan score --scope label --samples {input.samples} --shards {input.shard}"
+        " {params.extractor} {params.options} --threads {threads} --out {output.scores}"
+        " 2> {log}"
+
+
+rule score_overall:
+    input:
+        samples=per_label(f"{RESULTS}/samples/{{label}}.pt"),
+        shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+        extractor=extractor_input(),
+    output:
+        scores=f"{RESULTS}/scores/overall.json",
+    log:
+        f"{RESULTS}/logs/score/overall.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score/overall.tsv"
+    params:
+        extractor=extractor_option,
+        options=score_options(),
+    threads: config["resources"]["score_threads"]
+    conda:
+        "../../envs/wcgan.yaml"
+    shell:
+        "wcgan score --scope overall --samples {input.samples} --shards {input.shards}"
+        " {params.extractor} {params.options} --threads {threads} --out {output.scores}"
+        " 2> {log}"
+
+
+rule merge_scores:
+    input:
+        overall=rules.score_overall.output.scores,
+        labels=per_label(f"{RESULTS}/scores/labels/{{label}}.json"),
+    output:
+        table=report(
+            f"{RESULTS}/scores/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="Metrics",
+        ),
+    log:
+        f"{RESULTS}/logs/merge_scores.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/merge_scores.tsv"
+    conda:
+        "../../envs/wcgan.yaml"
+    shell:
+        "wcgan merge-scores --scores {input.overall} {input.labels}"
+        " --out {output.table} 2> {log}"

@@ -1,0 +1,29 @@
+# One GAN per label, each an independent job under the same budget. Checkpoints live outside
+# the declared outputs, so a failed or killed job's resume state survives Snakemake's cleanup.
+
+
+rule train_label:
+    input:
+        shard=rules.split_label.output.shard,
+    output:
+        model=f"{RESULTS}/models/{{label}}.pt",
+        losses=f"{RESULTS}/losses/{{label}}.csv",
+        summary=f"{RESULTS}/training/{{label}}.json",
+    log:
+        f"{RESULTS}/logs/train/{{label}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{label}}.tsv"
+    params:
+        checkpoints=f"{RESULTS}/checkpoints/{{label}}",
+        options=format_options(config["train"]),
+    threads: config["resources"]["train_threads"]
+    resources:
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=train_runtime,
+    conda:
+        "../../envs/wcgan.yaml"
+    shell:
+        "wcgan train --shard {input.shard} --model-out {output.model}"
+        " --losses-out {output.losses} --summary-out {output.summary}"
+        " --checkpoint-dir {params.checkpoints} --threads {threads} {params.options}"
+        " 2> {log}"
