@@ -62,6 +62,7 @@ class Source:
     label_names: Callable[[DataSpec], list[str]]  # cheap: never reads images
     images: Callable[[DataSpec, str], Iterator[ImageItem]]  # one label's images
     channels: int  # channels when the spec gives none
+    reads_root: bool = True  # whether data.root must exist (digits ships inside scikit-learn)
 
 
 # --- digits: scikit-learn's bundled 8x8 set, the embedded default ------------------------------
@@ -157,7 +158,7 @@ def _cifar_source(dataset_name: str, classes: Sequence[str]) -> Source:
 
 
 SOURCES: dict[str, Source] = {
-    "digits": Source(_digits_labels, _digits_images, channels=1),
+    "digits": Source(_digits_labels, _digits_images, channels=1, reads_root=False),
     "imagefolder": Source(_imagefolder_labels, _imagefolder_images, channels=3),
     "cifar10": _cifar_source("CIFAR10", CIFAR10_CLASSES),
     "cifar100": _cifar_source("CIFAR100", CIFAR100_CLASSES),
@@ -175,3 +176,9 @@ def label_names(spec: DataSpec) -> list[str]:
     """The data set's label names in class-index order, without reading any image."""
     source = get_source(spec)
     return list(spec.labels) if spec.labels is not None else source.label_names(spec)
+
+
+def check_root(spec: DataSpec) -> None:
+    """Fail early when the data the run will read is not there (unless torchvision may fetch it)."""
+    if get_source(spec).reads_root and not spec.download and not spec.root_path().exists():
+        raise WcganError(f"data.root '{spec.root}' does not exist")

@@ -14,7 +14,7 @@ from wcgan.config import (
 )
 from wcgan.errors import WcganError
 from wcgan.labels import SLUG_PATTERN, make_labels
-from wcgan.sources import DataSpec, label_names
+from wcgan.sources import DataSpec, check_root, label_names
 from wcgan.tables import format_metrics
 
 try:
@@ -39,8 +39,13 @@ LABEL_BY_SLUG = {label.slug: label for label in LABELS}
 SLUGS = [label.slug for label in LABELS]
 TRAIN = _or_workflow_error(TrainConfig.from_mapping, config["train"])
 INCEPTION_WEIGHTS = config["metrics"]["inception_weights"]
-if INCEPTION_WEIGHTS not in (None, INCEPTION_DOWNLOAD) and not Path(INCEPTION_WEIGHTS).is_file():
-    raise WorkflowError(f"metrics.inception_weights '{INCEPTION_WEIGHTS}' does not exist")
+if (
+    INCEPTION_WEIGHTS not in (None, INCEPTION_DOWNLOAD)
+    and not Path(INCEPTION_WEIGHTS).is_file()
+):
+    raise WorkflowError(
+        f"metrics.inception_weights '{INCEPTION_WEIGHTS}' does not exist"
+    )
 
 
 wildcard_constraints:
@@ -87,7 +92,14 @@ def score_options():
 
 
 def get_final_output():
-    return [f"{RESULTS}/scores/metrics.tsv", *get_figures()]
+    """The metrics, the figures and the trained generators themselves: the ensemble is a
+    deliverable, so a missing model is retrained even when its samples still exist."""
+    return [
+        f"{RESULTS}/scores/metrics.tsv",
+        *get_figures(),
+        *per_label(f"{RESULTS}/models/{{label}}.pt"),
+        *per_label(f"{RESULTS}/training/{{label}}.json"),
+    ]
 
 
 def get_figures():
@@ -97,6 +109,11 @@ def get_figures():
         f"{RESULTS}/figures/losses.png",
         f"{RESULTS}/figures/fid_per_label.png",
     ]
+
+
+onstart:
+    # Not at parse time: a dry run needs no data when the config lists the labels.
+    _or_workflow_error(check_root, SPEC)
 
 
 onsuccess:

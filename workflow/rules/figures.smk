@@ -25,11 +25,11 @@ rule plot_sample_grids:
         f"{RESULTS}/logs/figures/sample_grids.log",
     benchmark:
         f"{RESULTS}/benchmarks/figures/sample_grids.tsv"
-    params:
-        per_grid=config["figures"]["grid_samples"],
-        out_dir=f"{RESULTS}/figures/samples",
     conda:
         "../../envs/wcgan.yaml"
+    params:
+        per_grid=config["figures"]["grid_samples"],
+        out_dir=lambda wildcards, output: Path(output.grids[0]).parent,
     shell:
         "wcgan plot-grids --samples {input.samples} --count {params.per_grid}"
         " --out-dir {params.out_dir} 2> {log}"
@@ -49,11 +49,11 @@ rule plot_merged_grid:
         f"{RESULTS}/logs/figures/samples_merged.log",
     benchmark:
         f"{RESULTS}/benchmarks/figures/samples_merged.tsv"
+    conda:
+        "../../envs/wcgan.yaml"
     params:
         per_label=config["figures"]["merged_per_label"],
         max_labels=config["figures"]["merged_max_labels"],
-    conda:
-        "../../envs/wcgan.yaml"
     shell:
         "wcgan plot-merged --samples {input.samples} --per-label {params.per_label}"
         " --max-labels {params.max_labels} --out {output.grid} 2> {log}"

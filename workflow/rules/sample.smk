@@ -10,12 +10,12 @@ rule sample_label:
         f"{RESULTS}/logs/sample/{{label}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/sample/{{label}}.tsv"
+    conda:
+        "../../envs/wcgan.yaml"
+    threads: 1
     params:
         n=config["sampling"]["per_label"],
         seed=config["sampling"]["seed"],
-    threads: 1
-    conda:
-        "../../envs/wcgan.yaml"
     shell:
         "wcgan sample --model {input.model} -n {params.n} --seed {params.seed}"
         " --threads {threads} --out {output.samples} 2> {log}"

@@ -13,11 +13,11 @@ rule train_classifier:
         f"{RESULTS}/logs/train_classifier.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_classifier.tsv"
-    params:
-        options=format_options(config["metrics"]["classifier"]),
-    threads: config["resources"]["score_threads"]
     conda:
         "../../envs/wcgan.yaml"
+    threads: config["resources"]["score_threads"]
+    params:
+        options=format_options(config["metrics"]["classifier"]),
     shell:
         "wcgan train-classifier --shards {input.shards} --out {output.model}"
         " --report-out {output.report} --threads {threads} {params.options} 2> {log}"
@@ -34,12 +34,12 @@ rule score_label:
         f"{RESULTS}/logs/score/{{label}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/score/{{label}}.tsv"
+    conda:
+        "../../envs/wcgan.yaml"
+    threads: config["resources"]["score_threads"]
     params:
         extractor=extractor_option,
         options=score_options(),
-    threads: config["resources"]["score_threads"]
-    conda:
-        "../../envs/wcgan.yaml"
     shell:
         "wcgan score --scope label --samples {input.samples} --shards {input.shard}"
         " {params.extractor} {params.options} --threads {threads} --out {output.scores}"
@@ -57,12 +57,12 @@ rule score_overall:
         f"{RESULTS}/logs/score/overall.log",
     benchmark:
         f"{RESULTS}/benchmarks/score/overall.tsv"
+    conda:
+        "../../envs/wcgan.yaml"
+    threads: config["resources"]["score_threads"]
     params:
         extractor=extractor_option,
         options=score_options(),
-    threads: config["resources"]["score_threads"]
-    conda:
-        "../../envs/wcgan.yaml"
     shell:
         "wcgan score --scope overall --samples {input.samples} --shards {input.shards}"
         " {params.extractor} {params.options} --threads {threads} --out {output.scores}"

@@ -8,12 +8,12 @@ rule split_label:
         f"{RESULTS}/logs/split/{{label}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/split/{{label}}.tsv"
+    conda:
+        "../../envs/wcgan.yaml"
     params:
         data=data_options(),
         name=lambda wildcards: LABEL_BY_SLUG[wildcards.label].name,
         index=lambda wildcards: LABEL_BY_SLUG[wildcards.label].index,
-    conda:
-        "../../envs/wcgan.yaml"
     shell:
         "wcgan split {params.data} --label {params.name:q} --index {params.index}"
         " --out {output.shard} 2> {log}"

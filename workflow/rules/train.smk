@@ -13,15 +13,15 @@ rule train_label:
         f"{RESULTS}/logs/train/{{label}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{label}}.tsv"
-    params:
-        checkpoints=f"{RESULTS}/checkpoints/{{label}}",
-        options=format_options(config["train"]),
+    conda:
+        "../../envs/wcgan.yaml"
     threads: config["resources"]["train_threads"]
     resources:
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=train_runtime,
-    conda:
-        "../../envs/wcgan.yaml"
+    params:
+        checkpoints=f"{RESULTS}/checkpoints/{{label}}",
+        options=format_options(config["train"]),
     shell:
         "wcgan train --shard {input.shard} --model-out {output.model}"
         " --losses-out {output.losses} --summary-out {output.summary}"

@@ -1,0 +1,108 @@
+"""The command line as the rules call it: outputs on success; on bad input one line, a non-zero
+exit and no output file."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import run_wcgan, save_png
+from wcgan.cli import format_options
+from wcgan.data import Shard, save_shard
+from wcgan.labels import Label, read_table
+
+
+def one_error_line(result) -> str:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("wcgan: error: ")
+    return lines[0]
+
+
+def test_labels_and_split_of_an_image_tree(image_tree, tmp_path):
+    result = run_wcgan("labels", "--source", "imagefolder", "--root", str(image_tree))
+    assert result.stdout.splitlines() == ["0\tcafe\tCafé", "1\tred-car\tred car", "2\tx-y\tx+y"]
+    out = tmp_path / "shards" / "red-car.pt"
+    result = run_wcgan(
+        "split", "--source", "imagefolder", "--root", str(image_tree), "--label", "red car", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    table = tmp_path / "labels.tsv"
+    assert run_wcgan("label-table", "--shards", str(out), "--out", str(table)).returncode == 0
+    assert read_table(table) == [(Label(1, "red-car", "red car"), 4)]
+
+
+@pytest.mark.parametrize(
+    ("make_bad", "label", "message"),
+    [
+        (lambda root: (root / "empty").mkdir(), "empty", "label 'empty' has no images"),
+        (
+            lambda root: (root / "red car" / "bad.jpg").write_bytes(b"JFIF?"),
+            "red car",
+            "bad.jpg' cannot be read",
+        ),
+        (
+            lambda root: save_png(root / "red car" / "big.png", size=(32, 32)),
+            "red car",
+            "big.png' is 32x32 but",
+        ),
+    ],
+)
+def test_split_bad_input(image_tree, tmp_path, make_bad, label, message):
+    make_bad(image_tree)
+    out = tmp_path / "shard.pt"
+    result = run_wcgan(
+        "split", "--source", "imagefolder", "--root", str(image_tree), "--label", label, "--out", str(out)
+    )
+    assert message in one_error_line(result)
+    assert not out.exists() and list(tmp_path.glob(".shard.pt*")) == []
+
+
+def test_unknown_source_is_one_line():
+    assert "data.source 'mnist' is unknown" in one_error_line(run_wcgan("labels", "--source", "mnist"))
+
+
+def test_train_bad_input(tmp_path, digit_shards):
+    save_shard(digit_shards[0], tmp_path / "0.pt")
+    common = ["--model-out", str(tmp_path / "g.pt"), "--losses-out", str(tmp_path / "l.csv"),
+              "--summary-out", str(tmp_path / "s.json"), "--checkpoint-dir", str(tmp_path / "ck")]  # fmt: skip
+    line = one_error_line(run_wcgan("train", "--shard", str(tmp_path / "0.pt"), *common, "--iterations", "0"))
+    assert "train.iterations must be positive, got 0" in line
+    line = one_error_line(
+        run_wcgan("train", "--shard", str(tmp_path / "none.pt"), *common, "--iterations", "3")
+    )
+    assert f"shard '{tmp_path / 'none.pt'}' does not exist" in line
+    assert not any((tmp_path / name).exists() for name in ("g.pt", "l.csv", "s.json"))
+
+
+def test_label_table_refuses_shards_of_different_shapes(tmp_path):
+    save_shard(Shard(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), Label(0, "a", "a"), "x"), tmp_path / "a.pt")
+    save_shard(Shard(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), Label(1, "b", "b"), "x"), tmp_path / "b.pt")
+    result = run_wcgan(
+        "label-table",
+        "--shards",
+        str(tmp_path / "a.pt"),
+        str(tmp_path / "b.pt"),
+        "--out",
+        str(tmp_path / "t.tsv"),
+    )
+    assert "label 'a' has images of shape (1, 8, 8) but 'b' has (3, 8, 8)" in one_error_line(result)
+    assert not (tmp_path / "t.tsv").exists()
+
+
+def test_merge_scores_orders_rows_and_names_a_missing_file(tmp_path):
+    for index, scope in ((1, "label"), (-1, "overall"), (0, "label")):
+        (tmp_path / f"{index}.json").write_text(json.dumps({"scope": scope, "index": index, "fid": 1.5}))
+    paths = [str(tmp_path / f"{i}.json") for i in (1, -1, 0)]
+    assert run_wcgan("merge-scores", "--scores", *paths, "--out", str(tmp_path / "m.tsv")).returncode == 0
+    rows = (tmp_path / "m.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in rows] == ["scope", "overall", "label", "label"]
+    result = run_wcgan("merge-scores", "--scores", str(tmp_path / "x.json"), "--out", str(tmp_path / "n.tsv"))
+    assert "score file" in one_error_line(result) and not (tmp_path / "n.tsv").exists()
+
+
+def test_format_options_round_trips_through_the_parser():
+    assert format_options({"lr": None, "betas": [0.0, 0.9], "download": False, "loss": "wgan gp"}) == (
+        "--betas 0.0 0.9 --no-download --loss 'wgan gp'"
+    )

@@ -1,0 +1,104 @@
+import dataclasses
+
+import jsonschema
+import pytest
+import yaml
+
+from conftest import REPO, default_config, merged
+from wcgan.classifier import ClassifierConfig
+from wcgan.config import TrainConfig, describe_schema_error, label_seed, scheduler_minutes
+from wcgan.errors import WcganError
+from wcgan.sources import SOURCES
+
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+
+
+def schema_error(config: dict) -> str:
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(config), key=str)
+    assert errors, "expected the schema to reject the config"
+    return describe_schema_error(errors[0])
+
+
+def test_every_config_file_validates():
+    for path in sorted((REPO / "config").glob("*.yaml")):
+        config = merged(default_config(), yaml.safe_load(path.read_text()))
+        jsonschema.validate(config, SCHEMA)
+        TrainConfig.from_mapping(config["train"])
+
+
+def test_schema_mirrors_the_packages_options():
+    train = SCHEMA["properties"]["train"]["properties"]
+    assert set(train) == {f.name for f in dataclasses.fields(TrainConfig)}
+    classifier = SCHEMA["properties"]["metrics"]["properties"]["classifier"]["properties"]
+    assert set(classifier) == {f.name for f in dataclasses.fields(ClassifierConfig)}
+    assert set(SCHEMA["properties"]["data"]["properties"]["source"]["enum"]) == set(SOURCES)
+    assert set(SCHEMA["properties"]["train"]["properties"]["loss"]["enum"]) == {"wgan-gp", "wgan-clip"}
+
+
+def test_schema_errors_are_one_line_naming_the_key():
+    config = default_config()
+    config["train"]["foo"] = 1
+    assert schema_error(config) == "config key 'train': unknown key 'foo'"
+    config = default_config()
+    config["train"]["lr"] = "fast"
+    assert schema_error(config).startswith("config key 'train.lr': 'fast' is not of type")
+    config = default_config()
+    config["data"]["source"] = "mnist"
+    assert schema_error(config).startswith("config key 'data.source': 'mnist' is not one of")
+    config = default_config()
+    config["data"]["resolution"] = 28
+    assert schema_error(config).startswith("config key 'data.resolution': 28 is not one of")
+    assert "\n" not in schema_error(config)
+
+
+def test_recipes_fill_what_the_config_leaves_unset():
+    gp = TrainConfig(iterations=1).effective()
+    assert (gp["optimizer"], gp["lr"], gp["betas"], gp["critic_steps"], gp["gp_weight"]) == (
+        "adam", 1e-4, (0.0, 0.9), 5, 10.0,
+    )  # fmt: skip
+    clip = TrainConfig(loss="wgan-clip", iterations=1).effective()
+    assert (clip["optimizer"], clip["lr"], clip["betas"], clip["clip_value"]) == ("rmsprop", 5e-5, None, 0.01)
+    assert TrainConfig(iterations=1, lr=3e-4, critic_steps=1).effective()["lr"] == 3e-4
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"loss": "hinge", "iterations": 1}, "train.loss 'hinge' is unknown"),
+        (
+            {"loss": "wgan-clip", "gp_weight": 5.0, "iterations": 1},
+            "train.gp_weight does not apply to loss 'wgan-clip'",
+        ),
+        ({"clip_value": 0.1, "iterations": 1}, "train.clip_value does not apply to loss 'wgan-gp'"),
+        (
+            {"loss": "wgan-clip", "betas": [0.5, 0.9], "iterations": 1},
+            "train.betas applies only to optimizer adam",
+        ),
+        ({}, "both unset: a label needs a budget"),
+        ({"iterations": 0}, "train.iterations must be positive, got 0"),
+        ({"seconds": -5}, "train.seconds must be positive, got -5"),
+        ({"iterations": 1, "speed": 3}, "train.speed is not a training option"),
+        ({"iterations": 1, "device": "tpu"}, "train.device 'tpu'"),
+    ],
+)
+def test_bad_training_options(values, message):
+    with pytest.raises(WcganError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        TrainConfig.from_mapping(values)
+
+
+def test_scheduler_minutes_follow_the_budget():
+    assert scheduler_minutes(TrainConfig(seconds=600), margin_minutes=5, fallback_minutes=60) == 15
+    assert scheduler_minutes(TrainConfig(seconds=61), margin_minutes=0, fallback_minutes=60) == 2
+    assert scheduler_minutes(TrainConfig(iterations=10), margin_minutes=5, fallback_minutes=60) == 60
+
+
+def test_label_seeds_are_stable_and_distinct():
+    assert label_seed(0, "cat") == label_seed(0, "cat")
+    assert len({label_seed(0, "cat"), label_seed(0, "dog"), label_seed(1, "cat")}) == 3
+
+
+def test_envs_pin_what_pyproject_pins():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    env = yaml.safe_load((REPO / "envs" / "wcgan.yaml").read_text())
+    pins = [d for d in env["dependencies"][-1]["pip"] if "==" in d]
+    assert len(pins) >= 10 and all(f'"{pin}"' in pyproject for pin in pins)

@@ -1,0 +1,147 @@
+import pytest
+import torch
+
+from conftest import save_png
+from wcgan.data import Shard, load_label_images, load_shard, save_shard
+from wcgan.errors import WcganError
+from wcgan.labels import Label
+from wcgan.sources import CIFAR100_CLASSES, DataSpec, label_names
+
+
+def test_digits_labels_without_reading_images():
+    assert label_names(DataSpec()) == [str(d) for d in range(10)]
+
+
+def test_digits_label_images_are_uint8_8x8_greyscale():
+    images = load_label_images(DataSpec(), "0")
+    assert images.dtype == torch.uint8
+    assert images.shape == (178, 1, 8, 8)  # scikit-learn's digits have 178 zeros
+    assert images.max() == 255  # 0..16 spread over 0..255
+
+
+def test_imagefolder_labels_are_folder_names(image_tree):
+    assert label_names(DataSpec("imagefolder", str(image_tree))) == ["Café", "red car", "x+y"]
+
+
+def test_config_labels_win_and_need_no_data(tmp_path):
+    spec = DataSpec("imagefolder", str(tmp_path / "absent"), labels=("a", "b"))
+    assert label_names(spec) == ["a", "b"]
+
+
+def test_imagefolder_images_keep_their_size_and_channels(image_tree):
+    images = load_label_images(DataSpec("imagefolder", str(image_tree)), "red car")
+    assert images.shape == (4, 3, 8, 8)
+
+
+def test_modes_are_converted(image_tree):
+    save_png(image_tree / "red car" / "grey.png", mode="L")
+    save_png(image_tree / "red car" / "alpha.png", mode="RGBA")
+    assert load_label_images(DataSpec("imagefolder", str(image_tree)), "red car").shape == (6, 3, 8, 8)
+    grey = load_label_images(DataSpec("imagefolder", str(image_tree), channels=1), "red car")
+    assert grey.shape == (6, 1, 8, 8)
+
+
+def test_mixed_sizes_are_refused_unless_a_resolution_is_set(image_tree):
+    save_png(image_tree / "red car" / "big.png", size=(16, 16))
+    spec = DataSpec("imagefolder", str(image_tree))
+    with pytest.raises(WcganError, match=r"big\.png' is 16x16 but .* is 8x8; set data\.resolution"):
+        load_label_images(spec, "red car")
+    resized = load_label_images(DataSpec("imagefolder", str(image_tree), resolution=16), "red car")
+    assert resized.shape == (5, 3, 16, 16)
+
+
+def test_non_square_and_unsupported_sizes_are_refused(tmp_path):
+    save_png(tmp_path / "a" / "wide.png", size=(16, 8))
+    with pytest.raises(WcganError, match="wide.png' is 16x8, not square"):
+        load_label_images(DataSpec("imagefolder", str(tmp_path)), "a")
+    save_png(tmp_path / "b" / "0.png", size=(28, 28))
+    save_png(tmp_path / "b" / "1.png", size=(28, 28))
+    with pytest.raises(WcganError, match="resolution 28 is not supported"):
+        load_label_images(DataSpec("imagefolder", str(tmp_path)), "b")
+    assert load_label_images(DataSpec("imagefolder", str(tmp_path), resolution=32), "b").shape == (
+        2,
+        3,
+        32,
+        32,
+    )
+
+
+def test_unsupported_configured_resolution(image_tree):
+    with pytest.raises(WcganError, match="data.resolution 28 is not supported"):
+        load_label_images(DataSpec("imagefolder", str(image_tree), resolution=28), "red car")
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda root: None, "does not exist or is not a folder"),
+        (lambda root: root.mkdir(), "has no class folders"),
+    ],
+)
+def test_missing_or_empty_root(tmp_path, setup, message):
+    root = tmp_path / "root"
+    setup(root)
+    with pytest.raises(WcganError, match=message):
+        label_names(DataSpec("imagefolder", str(root)))
+
+
+def test_empty_class_folder_and_single_image_class(image_tree):
+    (image_tree / "empty").mkdir()
+    save_png(image_tree / "lonely" / "0.png")
+    spec = DataSpec("imagefolder", str(image_tree))
+    with pytest.raises(WcganError, match="label 'empty' has no images"):
+        load_label_images(spec, "empty")
+    with pytest.raises(WcganError, match="label 'lonely' has only 1 image"):
+        load_label_images(spec, "lonely")
+
+
+def test_corrupt_and_truncated_images_name_the_file(image_tree):
+    (image_tree / "red car" / "corrupt.png").write_bytes(b"not an image at all")
+    spec = DataSpec("imagefolder", str(image_tree))
+    with pytest.raises(WcganError, match=r"corrupt\.png' cannot be read"):
+        load_label_images(spec, "red car")
+    (image_tree / "red car" / "corrupt.png").unlink()
+    big = save_png(image_tree / "Café" / "cut.png", size=(8, 8))
+    big.write_bytes(big.read_bytes()[:60])
+    with pytest.raises(WcganError, match=r"cut\.png' cannot be read"):
+        load_label_images(spec, "Café")
+
+
+def test_unknown_source_and_unknown_label(image_tree):
+    with pytest.raises(WcganError, match="data.source 'mnist' is unknown"):
+        label_names(DataSpec("mnist"))
+    with pytest.raises(WcganError, match="label 'bus' is not a label"):
+        load_label_images(DataSpec("imagefolder", str(image_tree)), "bus")
+
+
+def test_torchvision_readers_explain_missing_files(tmp_path):
+    assert len(CIFAR100_CLASSES) == 100
+    assert label_names(DataSpec("cifar100", str(tmp_path)))[:2] == ["apple", "aquarium_fish"]
+    with pytest.raises(WcganError, match="holds no CIFAR10 training files.*data.download"):
+        load_label_images(DataSpec("cifar10", str(tmp_path)), "cat")
+    with pytest.raises(WcganError, match="has no train/ folder.*torchvision.datasets.ImageNet"):
+        label_names(DataSpec("imagenet1k", str(tmp_path)))
+    with pytest.raises(WcganError, match="data.root is required for source 'cifar10'"):
+        load_label_images(DataSpec("cifar10"), "cat")
+
+
+def test_imagenet_layout_is_read_per_wnid(tmp_path):
+    for i in range(2):
+        save_png(tmp_path / "train" / "n01440764" / f"{i}.JPEG", size=(40, 30))
+    spec = DataSpec("imagenet1k", str(tmp_path), resolution=16)
+    assert label_names(spec) == ["n01440764"]
+    assert load_label_images(spec, "n01440764").shape == (2, 3, 16, 16)
+
+
+def test_shard_roundtrip_and_foreign_file(tmp_path):
+    shard = Shard(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), Label(2, "b", "B"), "digits")
+    save_shard(shard, tmp_path / "b.pt")
+    back = load_shard(tmp_path / "b.pt")
+    assert back.label == shard.label and torch.equal(back.images, shard.images)
+    assert (back.resolution, back.channels) == (8, 1)
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(WcganError, match="is not a wcgan shard"):
+        load_shard(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(WcganError, match="junk.pt' cannot be read"):
+        load_shard(tmp_path / "junk.pt")

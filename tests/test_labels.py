@@ -1,0 +1,55 @@
+import pytest
+
+from wcgan.errors import WcganError
+from wcgan.labels import Label, find_label, make_labels, read_table, slugify, write_table
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("airplane", "airplane"),
+        ("red car", "red-car"),
+        ("T-shirt/top", "t-shirt-top"),
+        ("Café crème", "cafe-creme"),
+        ("  spaced  ", "spaced"),
+        ("n01440764", "n01440764"),
+        ("a..b", "a..b"),
+    ],
+)
+def test_slugify_gives_safe_names(name, slug):
+    assert slugify(name) == slug
+
+
+def test_slugify_of_non_ascii_name_is_stable_and_distinct():
+    assert slugify("猫") == slugify("猫")
+    assert slugify("猫") != slugify("犬")
+    assert slugify("猫").startswith("u")
+
+
+def test_make_labels_indexes_in_order():
+    labels = make_labels(["b", "a"])
+    assert labels == [Label(0, "b", "b"), Label(1, "a", "a")]
+
+
+def test_labels_that_share_a_slug_are_an_error_naming_both():
+    with pytest.raises(WcganError, match="'Cat'.*'cat'|'cat'.*'Cat'"):
+        make_labels(["cat", "Cat"])
+
+
+def test_a_label_listed_twice_is_an_error():
+    with pytest.raises(WcganError, match="listed twice"):
+        make_labels(["dog", "dog"])
+
+
+def test_table_roundtrip(tmp_path):
+    labels = make_labels(["red car", "Café"])
+    write_table(labels, [5, 7], tmp_path / "labels.tsv")
+    assert read_table(tmp_path / "labels.tsv") == [(labels[0], 5), (labels[1], 7)]
+
+
+def test_find_label_by_name_or_slug_and_unknown_label():
+    labels = make_labels(["red car", "Café"])
+    assert find_label(labels, "red car").index == 0
+    assert find_label(labels, "cafe").index == 1
+    with pytest.raises(WcganError, match="unknown label 'bus'"):
+        find_label(labels, "bus")

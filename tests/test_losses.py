@@ -1,0 +1,64 @@
+import torch
+from torch import nn
+
+from wcgan.config import RECIPES
+from wcgan.losses import LOSSES, WassersteinClip, WassersteinGP, make_optimizer
+
+
+class LinearCritic(nn.Module):
+    """D(x) = <w, x>: its gradient is w everywhere, so the penalty is known exactly."""
+
+    def __init__(self, norm: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((4,), norm / 2.0))  # ||w|| = norm
+
+    def forward(self, x):
+        return x.flatten(1) @ self.weight
+
+
+def test_every_loss_has_a_recipe():
+    assert set(LOSSES) == set(RECIPES)
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    real, fake = torch.randn(8, 1, 2, 2), torch.randn(8, 1, 2, 2)
+    rng = torch.Generator().manual_seed(0)
+    loss = WassersteinGP(gp_weight=10.0)
+    assert loss.critic_penalty(LinearCritic(1.0), real, fake, rng).item() < 1e-10
+    assert abs(loss.critic_penalty(LinearCritic(3.0), real, fake, rng).item() - 4.0) < 1e-5
+    assert loss.penalty_weight == 10.0
+
+
+def test_critic_loss_is_minus_the_wasserstein_estimate():
+    critic = LinearCritic(2.0)
+    real, fake = torch.ones(4, 1, 2, 2), torch.zeros(4, 1, 2, 2)
+    loss, wasserstein = WassersteinGP(10.0).critic_loss(critic, real, fake)
+    assert torch.isclose(wasserstein, torch.tensor(4.0))  # <w, 1> = 4 * 1.0
+    assert torch.isclose(loss, -wasserstein)
+    assert torch.isclose(WassersteinGP(10.0).generator_loss(critic, real), torch.tensor(-4.0))
+
+
+def test_weight_clipping_clamps_the_critic():
+    critic = LinearCritic(3.0)
+    loss = WassersteinClip(clip_value=0.01)
+    assert loss.critic_penalty(critic, torch.zeros(2, 1, 2, 2), torch.zeros(2, 1, 2, 2), None) is None
+    loss.after_critic_step(critic)
+    assert torch.allclose(critic.weight, torch.full((4,), 0.01))
+
+
+def test_critic_learns_to_separate_real_from_fake():
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Flatten(0))
+    real, fake = torch.randn(64, 1, 2, 2) + 2, torch.randn(64, 1, 2, 2) - 2
+    loss = WassersteinGP(gp_weight=10.0)
+    optimizer = make_optimizer("adam", critic.parameters(), 1e-2, (0.0, 0.9))
+    rng = torch.Generator().manual_seed(0)
+    estimates = []
+    for _ in range(100):
+        critic_loss, wasserstein = loss.critic_loss(critic, real, fake)
+        total = critic_loss + loss.penalty_weight * loss.critic_penalty(critic, real, fake, rng)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        estimates.append(wasserstein.item())
+    assert estimates[-1] > 3.0 > estimates[0]  # the two clouds are 4 apart on every pixel

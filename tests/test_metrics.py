@@ -1,0 +1,74 @@
+import pytest
+import torch
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from wcgan.classifier import ClassifierConfig, load_classifier, predict, save_classifier, train_classifier
+from wcgan.errors import WcganError
+from wcgan.metrics import CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor, choose_extractor, score
+
+
+@pytest.fixture(scope="module")
+def classifier_file(digit_shards, tmp_path_factory):
+    config = ClassifierConfig(epochs=4, batch_size=32, width=8)
+    model, report = train_classifier(digit_shards, config, torch.device("cpu"), log=lambda _: None)
+    path = tmp_path_factory.mktemp("clf") / "classifier.pt"
+    save_classifier(model, ["0", "1", "2"], report, path)
+    return path, report
+
+
+def test_classifier_learns_the_digits(classifier_file, digit_shards):
+    path, report = classifier_file
+    assert report["holdout_accuracy"] > 0.9
+    assert report["holdout_images"] + report["train_images"] == sum(len(s.images) for s in digit_shards)
+    predictions = predict(load_classifier(path), digit_shards[2].images)
+    assert (predictions == 2).float().mean() > 0.9
+
+
+def test_classifier_extractor_is_registered_with_torch_fidelity():
+    assert FEATURE_EXTRACTORS_REGISTRY[CLASSIFIER_EXTRACTOR] is ClassifierFeatureExtractor
+
+
+def test_scores_separate_matching_from_mismatched_images(classifier_file, digit_shards, tmp_path):
+    extractor = choose_extractor(None, classifier_file[0])
+    zeros, ones = digit_shards[0].images, digit_shards[1].images
+    same = score(zeros[:80], zeros[80:160], extractor)
+    different = score(ones[:80], zeros[80:160], extractor)
+    assert set(same) == {"fid", "kid_mean", "kid_std"}
+    assert different["fid"] > 10 * same["fid"]
+    both = score(
+        torch.cat([zeros[:50], ones[:50]]), torch.cat([zeros, ones]), extractor,
+        inception_score=True, precision_recall=True, cache_root=tmp_path, real_cache_name="all",
+    )  # fmt: skip
+    assert 1.8 < both["is_mean"] <= 2.0  # two confidently told-apart classes
+    assert both["precision"] > 0.9 and both["recall"] > 0.5
+    cached = sorted(p.name for p in tmp_path.iterdir())
+    assert cached and all(name.startswith("all-") for name in cached)
+    again = score(
+        torch.cat([zeros[:50], ones[:50]]), torch.cat([zeros, ones]), extractor,
+        inception_score=True, precision_recall=True, cache_root=tmp_path, real_cache_name="all",
+    )  # fmt: skip
+    assert again == both and sorted(p.name for p in tmp_path.iterdir()) == cached
+
+
+def test_inception_needs_an_existing_weights_file(tmp_path):
+    with pytest.raises(WcganError, match="metrics.inception_weights '.*absent.pth' does not exist"):
+        choose_extractor(str(tmp_path / "absent.pth"), None)
+    assert choose_extractor("download", None).weights is None
+
+
+def test_inception_from_a_local_weights_file(tmp_path, digit_shards, monkeypatch):
+    """torch-fidelity's own Inception-v3, loaded from a local file (random weights here: the
+    real file cannot be downloaded on this machine, and the code path is the same)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    torch.save({}, tmp_path / "empty.pth")
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", lambda self, state, *a, **k: None)
+    state = FeatureExtractorInceptionV3(
+        "x", ["2048"], feature_extractor_weights_path=str(tmp_path / "empty.pth")
+    ).state_dict()
+    monkeypatch.undo()
+    torch.save(state, tmp_path / "inception.pth")
+    extractor = choose_extractor(str(tmp_path / "inception.pth"), None)
+    assert extractor.name == "inception-v3-compat"
+    values = score(digit_shards[0].images[:12], digit_shards[1].images[:12], extractor, inception_score=True)
+    assert values["is_mean"] > 0 and values["fid"] >= 0

@@ -1,0 +1,152 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+from wcgan.atomic import load_torch
+from wcgan.config import TrainConfig
+from wcgan.data import save_shard
+from wcgan.errors import WcganError
+from wcgan.training import LOSS_COLUMNS, load_generator, save_generator, train_label, write_losses
+
+TINY = dict(batch_size=16, z_dim=8, width=4, log_seconds=0.05, checkpoint_seconds=600)
+
+
+def tiny(**values) -> TrainConfig:
+    return TrainConfig(**{**TINY, **values})
+
+
+def weights(result):
+    return torch.cat([p.detach().flatten() for p in result.generator.state_dict().values()])
+
+
+def test_trains_the_budgeted_iterations(digit_shards, tmp_path):
+    result = train_label(digit_shards[0], tiny(iterations=5), tmp_path, log=lambda _: None)
+    assert result.history.shape == (5, len(LOSS_COLUMNS))
+    assert result.history[:, 0].tolist() == [1, 2, 3, 4, 5]
+    assert result.summary["iterations"] == 5 and result.summary["stopped_by"] == "iterations"
+    assert result.summary["phase_seconds"]["penalty"] > 0
+    assert torch.all(result.history[:, 4] > 0)  # wgan-gp reports a penalty
+    assert [p.name for p in tmp_path.iterdir()] == [p.name for p in tmp_path.glob("*.pt")]  # no temp files
+
+
+def test_wall_clock_budget_stops_training(digit_shards, tmp_path):
+    result = train_label(digit_shards[0], tiny(seconds=0.5), tmp_path, log=lambda _: None)
+    assert result.summary["stopped_by"] == "seconds"
+    assert 0.5 <= result.summary["seconds"] < 5
+
+
+def test_same_seed_same_result_different_seed_different_result(digit_shards, tmp_path):
+    a = train_label(digit_shards[0], tiny(iterations=3), tmp_path / "a", log=lambda _: None)
+    b = train_label(digit_shards[0], tiny(iterations=3), tmp_path / "b", log=lambda _: None)
+    c = train_label(digit_shards[0], tiny(iterations=3, seed=1), tmp_path / "c", log=lambda _: None)
+    assert torch.equal(weights(a), weights(b))
+    assert torch.equal(a.history[:, 2:], b.history[:, 2:])
+    assert not torch.equal(weights(a), weights(c))
+
+
+def test_labels_get_different_seeds(digit_shards, tmp_path):
+    a = train_label(digit_shards[0], tiny(iterations=1), tmp_path / "a", log=lambda _: None)
+    b = train_label(digit_shards[1], tiny(iterations=1), tmp_path / "b", log=lambda _: None)
+    assert not torch.equal(weights(a), weights(b))
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "wgan-clip"])
+def test_resume_continues_exactly(digit_shards, tmp_path, loss):
+    straight = train_label(
+        digit_shards[0], tiny(loss=loss, iterations=6), tmp_path / "straight", log=lambda _: None
+    )
+    lines = []
+    train_label(digit_shards[0], tiny(loss=loss, iterations=3), tmp_path / "resumed", log=lambda _: None)
+    resumed = train_label(
+        digit_shards[0], tiny(loss=loss, iterations=6), tmp_path / "resumed", log=lines.append
+    )
+    assert any("resumed from" in line and "at iteration 3" in line for line in lines)
+    assert resumed.summary["resumed_from_iteration"] == 3
+    assert torch.equal(weights(straight), weights(resumed))
+    assert torch.equal(straight.history[:, [0, *range(2, 6)]], resumed.history[:, [0, *range(2, 6)]])
+
+
+def test_a_different_setting_starts_a_new_run(digit_shards, tmp_path):
+    train_label(digit_shards[0], tiny(iterations=2), tmp_path, log=lambda _: None)
+    result = train_label(digit_shards[0], tiny(iterations=2, lr=3e-4), tmp_path, log=lambda _: None)
+    assert result.summary["resumed_from_iteration"] == 0
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # the earlier run's checkpoint is kept
+
+
+def test_weight_clipping_keeps_the_critic_clipped(digit_shards, tmp_path):
+    result = train_label(digit_shards[0], tiny(loss="wgan-clip", iterations=2), tmp_path, log=lambda _: None)
+    state = load_torch(result.summary["checkpoint"], "checkpoint")
+    assert max(t.abs().max().item() for t in state["critic"].values()) <= 0.01 + 1e-7
+    assert torch.all(result.history[:, 4] == 0)  # no penalty term
+
+
+def test_diverging_losses_stop_with_a_clear_error(digit_shards, tmp_path):
+    with pytest.raises(
+        WcganError, match=r"label '0': .* is (nan|inf|-inf) at iteration \d+; training stopped"
+    ):
+        train_label(digit_shards[0], tiny(iterations=50, lr=1e30), tmp_path, log=lambda _: None)
+
+
+def test_generator_file_and_loss_csv(digit_shards, tmp_path):
+    result = train_label(digit_shards[1], tiny(iterations=2), tmp_path / "ck", log=lambda _: None)
+    save_generator(result, digit_shards[1], tmp_path / "g.pt")
+    generator, meta = load_generator(tmp_path / "g.pt")
+    assert (meta["name"], meta["index"], meta["iterations"]) == ("1", 1, 2)
+    assert generator(torch.randn(2, 8)).shape == (2, 1, 8, 8)
+    write_losses(result.history, tmp_path / "losses.csv")
+    lines = (tmp_path / "losses.csv").read_text().splitlines()
+    assert lines[0] == ",".join(LOSS_COLUMNS) and len(lines) == 3
+
+
+def _start_training(shard_path, out, iterations, checkpoint_seconds):
+    command = [
+        sys.executable, "-m", "wcgan.cli", "train", "--shard", str(shard_path),
+        "--model-out", str(out / "g.pt"), "--losses-out", str(out / "l.csv"),
+        "--summary-out", str(out / "s.json"), "--checkpoint-dir", str(out / "ck"), "--threads", "1",
+        "--iterations", str(iterations), "--batch-size", "16", "--z-dim", "8", "--width", "4",
+        "--checkpoint-seconds", str(checkpoint_seconds), "--log-seconds", "0.2",
+    ]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(process, folder, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(folder.glob("*.pt")) if folder.exists() else []
+        if found and load_torch(found[0], "checkpoint")["iteration"] > 0:
+            return found[0]
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.1)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_training_resumes_from_its_checkpoint(digit_shards, tmp_path, sig):
+    save_shard(digit_shards[0], tmp_path / "shard.pt")
+    process = _start_training(tmp_path / "shard.pt", tmp_path, iterations=100_000, checkpoint_seconds=0.3)
+    _wait_for_checkpoint(process, tmp_path / "ck")
+    os.kill(process.pid, sig)
+    _, stderr = process.communicate(timeout=60)
+    checkpoint = next((tmp_path / "ck").glob("*.pt"))
+    reached = load_torch(checkpoint, "checkpoint")["iteration"]
+    assert reached > 0 and not (tmp_path / "g.pt").exists()
+    if sig == signal.SIGTERM:  # a scheduler's time limit: checkpoint, one line, exit 143
+        assert process.returncode == 143
+        assert f"stopped by SIGTERM at iteration {reached}; checkpoint" in stderr.strip().splitlines()[-1]
+    else:
+        assert process.returncode == -signal.SIGKILL
+    # The rerun resumes where the checkpoint left off and stops at the budget.
+    budget = reached + 5
+    rerun = _start_training(tmp_path / "shard.pt", tmp_path, iterations=budget, checkpoint_seconds=600)
+    _, stderr = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, stderr
+    assert f"at iteration {reached} " in stderr
+    assert load_torch(checkpoint, "checkpoint")["iteration"] == budget
+    rows = (tmp_path / "l.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, budget + 1))

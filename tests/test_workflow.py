@@ -1,0 +1,228 @@
+"""End to end: the real Snakemake workflow on tiny configs in temporary working directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, SNAKEFILE, TINY, env, merged, run_snakemake, write_config
+from wcgan.atomic import load_torch
+from wcgan.labels import read_table
+
+pytestmark = pytest.mark.e2e
+RUN = Path("results") / "tiny"
+
+
+def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
+    """The jobs a dry run would run, by rule."""
+    result = run_snakemake(workdir, *targets, "-n", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr
+    counts = re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, re.MULTILINE)
+    return {rule: int(n) for rule, n in counts if rule != "total"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    workdir = tmp_path_factory.mktemp("tiny")
+    write_config(workdir, TINY)
+    result = run_snakemake(workdir, "--report", str(RUN / "report.html"), "--report-after-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result
+
+
+def copy_run(tiny_run, tmp_path: Path) -> Path:
+    """A copy of the finished tiny run (outputs, metadata and times kept) to change freely."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], workdir, symlinks=True)
+    return workdir
+
+
+def test_tiny_run_makes_every_output(tiny_run):
+    workdir, result = tiny_run
+    run = workdir / RUN
+    slugs = ["0", "1", "2"]
+    assert [(label.slug, count) for label, count in read_table(run / "labels.tsv")] == [
+        ("0", 178),
+        ("1", 182),
+        ("2", 177),
+    ]
+    for slug in slugs:
+        for path in (f"shards/{slug}.pt", f"models/{slug}.pt", f"samples/{slug}.pt", f"scores/labels/{slug}.json",
+                     f"figures/samples/{slug}.png", f"logs/train/{slug}.log", f"benchmarks/train/{slug}.tsv"):  # fmt: skip
+            assert (run / path).stat().st_size > 0, path
+        rows = (run / f"losses/{slug}.csv").read_text().splitlines()
+        assert rows[0].startswith("iteration,seconds,critic_loss,wasserstein,penalty") and len(rows) == 13
+        summary = json.loads((run / f"training/{slug}.json").read_text())
+        assert summary["iterations"] == 12 and summary["threads"] == 1
+        assert "iter 12/12 (100%)" in (run / f"logs/train/{slug}.log").read_text()
+        assert len(load_torch(run / f"samples/{slug}.pt", "samples")["images"]) == 40
+    for path in ("classifier/classifier.pt", "figures/samples_merged.png", "figures/losses.png",
+                 "figures/fid_per_label.png", "report.html", "benchmarks/score/overall.tsv"):  # fmt: skip
+        assert (run / path).stat().st_size > 0, path
+    assert json.loads((run / "classifier/report.json").read_text())["holdout_accuracy"] > 0.5
+    table = (run / "scores/metrics.tsv").read_text().splitlines()
+    header = table[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in table[1:]]
+    assert [(r["scope"], r["label"]) for r in rows] == [
+        ("overall", ""),
+        ("label", "0"),
+        ("label", "1"),
+        ("label", "2"),
+    ]
+    assert {r["extractor"] for r in rows} == {"wcgan-classifier"}
+    assert rows[0]["n_fake"] == "120" and float(rows[0]["fid"]) > 0 and float(rows[0]["is_mean"]) >= 1
+    assert "metrics (wcgan-classifier features)" in result.stdout
+
+
+def test_every_rule_has_a_log_and_a_benchmark():
+    for path in sorted((SNAKEFILE.parent / "rules").glob("*.smk")):
+        text = path.read_text()
+        for rule in re.split(r"^rule ", text, flags=re.MULTILINE)[1:]:
+            name = rule.split(":")[0]
+            if "output:" in rule:
+                assert "log:" in rule and "benchmark:" in rule, f"{path.name}: rule {name}"
+
+
+def test_deleting_one_model_reruns_only_that_label(tiny_run, tmp_path):
+    workdir = copy_run(tiny_run, tmp_path)
+    run = workdir / RUN
+    (run / "models/1.pt").unlink()
+    before = {p: p.stat().st_mtime_ns for p in (run / "models").glob("*.pt")}
+    assert planned_jobs(workdir) == {
+        "train_label": 1, "sample_label": 1, "score_label": 1, "score_overall": 1, "merge_scores": 1,
+        "plot_sample_grids": 1, "plot_merged_grid": 1, "plot_losses": 1, "plot_label_scores": 1, "all": 1,
+    }  # fmt: skip
+    result = run_snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert (run / "models/1.pt").exists()
+    # The label's finished checkpoint is reused, not retrained.
+    assert "resumed from" in (run / "logs/train/1.log").read_text()
+
+
+def test_figures_target_regenerates_figures_without_retraining(tiny_run, tmp_path):
+    workdir = copy_run(tiny_run, tmp_path)
+    shutil.rmtree(workdir / RUN / "figures")
+    jobs = planned_jobs(workdir, "figures")
+    assert set(jobs) == {
+        "plot_sample_grids",
+        "plot_merged_grid",
+        "plot_losses",
+        "plot_label_scores",
+        "figures",
+    }
+    result = run_snakemake(workdir, "figures", "--report", str(RUN / "report2.html"), "--report-after-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / RUN / "figures/samples_merged.png").exists() and (
+        workdir / RUN / "report2.html"
+    ).exists()
+
+
+def test_dry_run_of_the_default_config(tmp_path):
+    write_config(tmp_path, {})
+    assert planned_jobs(tmp_path)["train_label"] == 10
+
+
+def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
+    data = {"source": "imagefolder", "root": str(tmp_path / "not-here"), "labels": ["cat", "dog", "red car"]}
+    write_config(tmp_path, {"data": data})
+    jobs = planned_jobs(tmp_path)
+    assert jobs["split_label"] == 3 and jobs["train_label"] == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train": {"foo": 1}}, "config key 'train': unknown key 'foo'"),
+        ({"train": {"lr": "fast"}}, "config key 'train.lr': 'fast' is not of type"),
+        ({"train": {"iterations": 0}}, "config key 'train.iterations': 0 is less than the minimum of 1"),
+        (
+            {"train": {"iterations": None, "seconds": None}},
+            "train.iterations and train.seconds are both unset",
+        ),
+        (
+            {"train": {"loss": "wgan-clip", "gp_weight": 5}},
+            "train.gp_weight does not apply to loss 'wgan-clip'",
+        ),
+        ({"data": {"resolution": 28}}, "config key 'data.resolution': 28 is not one of"),
+        ({"data": {"source": "mnist"}}, "config key 'data.source': 'mnist' is not one of"),
+        ({"data": {"labels": ["Cat", "cat"]}}, "rename one so every label has its own slug"),
+        (
+            {"data": {"source": "imagefolder", "root": "/nonexistent"}},
+            "data.root '/nonexistent' does not exist",
+        ),
+        (
+            {"metrics": {"inception_weights": "/nonexistent.pth"}},
+            "metrics.inception_weights '/nonexistent.pth' does not exist",
+        ),
+    ],
+)
+def test_bad_config_is_one_clear_line_before_anything_runs(tmp_path, overrides, message):
+    write_config(tmp_path, merged(TINY, overrides))
+    result = run_snakemake(tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def _training_pid(workdir: Path, slug: str) -> int | None:
+    marker = f"checkpoints/{slug}"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if (
+            cwd == str(workdir)
+            and "train" in cmdline
+            and any(marker in arg for arg in cmdline)
+            and any(arg.endswith("wcgan") or arg == "wcgan.cli" for arg in cmdline)
+        ):
+            return int(entry.name)
+    return None
+
+
+def test_training_killed_mid_run_resumes_on_rerun(tmp_path):
+    write_config(tmp_path, merged(TINY, {"train": {"iterations": 600, "checkpoint_seconds": 0.1}}))
+    target = str(RUN / "training/0.json")  # only label 0's training: what this test is about
+    command = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--cores", "2", target]
+    first = subprocess.Popen(
+        command, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    checkpoints = tmp_path / RUN / "checkpoints" / "0"
+    deadline = time.monotonic() + 240
+    killed = None
+    while time.monotonic() < deadline and killed is None:
+        found = list(checkpoints.glob("*.pt")) if checkpoints.exists() else []
+        pid = _training_pid(tmp_path, "0")
+        if found and pid and load_torch(found[0], "checkpoint")["iteration"] > 0:
+            os.kill(pid, signal.SIGKILL)
+            killed = pid
+        time.sleep(0.05)
+    output, _ = first.communicate(timeout=300)
+    assert killed is not None, output[-3000:]
+    assert first.returncode != 0
+    assert not (tmp_path / RUN / "models/0.pt").exists()
+    reached = load_torch(next(checkpoints.glob("*.pt")), "checkpoint")["iteration"]
+    assert 0 < reached < 600
+
+    second = run_snakemake(tmp_path, target)
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((tmp_path / RUN / "training/0.json").read_text())
+    assert summary["iterations"] == 600
+    assert summary["resumed_from_iteration"] >= reached > 0
+    assert (
+        f"at iteration {summary['resumed_from_iteration']} "
+        in (tmp_path / RUN / "logs/train/0.log").read_text()
+    )
