@@ -46,7 +46,7 @@ TINY = {
     "sampling": {"per_label": 40},
     "metrics": {"classifier": {"epochs": 2, "batch_size": 64, "width": 8}},
     "figures": {"grid_samples": 16, "merged_per_label": 6},
-    "resources": {"score_threads": 1},
+    "resources": {"classifier_threads": 1},
 }
 
 

@@ -5,8 +5,7 @@ import pytest
 import yaml
 
 from conftest import REPO, default_config, merged
-from wcgan.classifier import ClassifierConfig
-from wcgan.config import TrainConfig, describe_schema_error, label_seed, scheduler_minutes
+from wcgan.config import ClassifierConfig, TrainConfig, describe_schema_error, label_seed, scheduler_minutes
 from wcgan.errors import WcganError
 from wcgan.sources import SOURCES
 
@@ -77,7 +76,7 @@ def test_recipes_fill_what_the_config_leaves_unset():
         ({}, "both unset: a label needs a budget"),
         ({"iterations": 0}, "train.iterations must be positive, got 0"),
         ({"seconds": -5}, "train.seconds must be positive, got -5"),
-        ({"iterations": 1, "speed": 3}, "train.speed is not a training option"),
+        ({"iterations": 1, "speed": 3}, "train.speed is not an option of train"),
         ({"iterations": 1, "device": "tpu"}, "train.device 'tpu'"),
     ],
 )

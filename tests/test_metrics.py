@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from wcgan.classifier import ClassifierConfig, load_classifier, predict, save_classifier, train_classifier
+from wcgan.classifier import load_classifier, predict, save_classifier, train_classifier
+from wcgan.config import ClassifierConfig
 from wcgan.errors import WcganError
 from wcgan.metrics import CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor, choose_extractor, score
 

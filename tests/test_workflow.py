@@ -15,6 +15,7 @@ import pytest
 
 from conftest import BIN, SNAKEFILE, TINY, env, merged, run_snakemake, write_config
 from wcgan.atomic import load_torch
+from wcgan.benchmarks import read_benchmarks, time_by_rule
 from wcgan.labels import read_table
 
 pytestmark = pytest.mark.e2e
@@ -80,6 +81,9 @@ def test_tiny_run_makes_every_output(tiny_run):
     assert {r["extractor"] for r in rows} == {"wcgan-classifier"}
     assert rows[0]["n_fake"] == "120" and float(rows[0]["fid"]) > 0 and float(rows[0]["is_mean"]) >= 1
     assert "metrics (wcgan-classifier features)" in result.stdout
+    by_rule = time_by_rule(read_benchmarks(run))
+    assert by_rule.loc["train", "jobs"] == 3 and by_rule.loc["split", "jobs"] == 3
+    assert by_rule["total_s"].gt(0).all()
 
 
 def test_every_rule_has_a_log_and_a_benchmark():

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,39 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from wcgan.atomic import load_torch, save_torch
+from wcgan.config import ClassifierConfig
 from wcgan.data import Shard
 from wcgan.errors import WcganError
 from wcgan.networks import Classifier, images_to_float
 
 CLASSIFIER_FORMAT = "wcgan-classifier-1"
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """The config's ``metrics.classifier`` section."""
-
-    epochs: int = 10  # passes over the training part
-    batch_size: int = 128
-    lr: float = 2e-3  # Adam, cosine-decayed to 0
-    width: int = 32  # channels of the first block
-    holdout: float = 0.1  # share of each label kept aside to measure accuracy
-    max_images_per_label: int | None = None  # cap per label (ImageNet-size sets); None: all
-    seed: int = 0
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], key: str = "metrics.classifier") -> ClassifierConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        for name in values:
-            if name not in names:
-                raise WcganError(f"{key}.{name} is not a classifier option")
-        config = cls(**values)
-        if not 0 < config.holdout < 1:
-            raise WcganError(f"{key}.holdout must be between 0 and 1, got {config.holdout}")
-        for name in ("epochs", "batch_size", "lr", "width", "max_images_per_label"):
-            value = getattr(config, name)
-            if value is not None and not value > 0:
-                raise WcganError(f"{key}.{name} must be positive, got {value}")
-        return config
 
 
 def _split(shards: Sequence[Shard], config: ClassifierConfig, rng: torch.Generator):

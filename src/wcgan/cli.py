@@ -153,8 +153,9 @@ def cmd_label_table(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from wcgan.atomic import atomic_open
+    from wcgan.config import TrainConfig
     from wcgan.data import load_shard
-    from wcgan.training import TrainConfig, save_generator, train_label, write_losses
+    from wcgan.training import save_generator, train_label, write_losses
 
     config = config_from_args(TrainConfig, args)
     shard = load_shard(args.shard)
@@ -170,10 +171,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     import torch
 
+    from wcgan.config import label_seed
     from wcgan.figures import save_grid
-    from wcgan.labels import Label
+    from wcgan.labels import Label, find_label
     from wcgan.sampling import ConditionalEnsemble, generate, latents, save_samples
-    from wcgan.training import label_seed, load_generator
+    from wcgan.training import load_generator
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,8 +188,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
         if args.label is None:
             raise WcganError("--run needs --label NAME (a label's name or slug)")
         ensemble = ConditionalEnsemble.from_run(args.run)
-        from wcgan.labels import find_label
-
         label = find_label(ensemble.labels, args.label)
         generator = ensemble.generator(label.index)
     images = generate(generator, latents(args.n, generator.z_dim, label_seed(args.seed, label.slug)))
@@ -214,7 +214,8 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
     import torch
 
     from wcgan.atomic import atomic_open
-    from wcgan.classifier import ClassifierConfig, save_classifier, train_classifier
+    from wcgan.classifier import save_classifier, train_classifier
+    from wcgan.config import ClassifierConfig
     from wcgan.data import load_shard
 
     if args.threads:
@@ -331,8 +332,7 @@ def cmd_plot_scores(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wcgan.classifier import ClassifierConfig
-    from wcgan.training import TrainConfig
+    from wcgan.config import ClassifierConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="wcgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"wcgan {__version__}")

@@ -38,8 +38,32 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+class ConfigSection:
+    """A config section as a frozen dataclass: unknown keys are rejected by name, lists become
+    tuples, and ``check`` validates the values, every message naming ``<section>.<key>``."""
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], key: str):
+        names = {f.name for f in dataclasses.fields(cls)}
+        for name in values:
+            if name not in names:
+                raise WcganError(f"{key}.{name} is not an option of {key}")
+        section = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        section.check(key)
+        return section
+
+    def check(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _require_positive(self, key: str, names: tuple[str, ...]) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise WcganError(f"{key}.{name} must be positive, got {value}")
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigSection):
     """One label's training options (the config's ``train`` section).
 
     ``None`` for an optimizer or loss setting means "the loss's published recipe"
@@ -66,17 +90,7 @@ class TrainConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "train") -> TrainConfig:
-        """Build from a config section, rejecting unknown keys and values that do not fit."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        for name in values:
-            if name not in names:
-                raise WcganError(f"{key}.{name} is not a training option")
-        values = dict(values)
-        if isinstance(values.get("betas"), list):
-            values["betas"] = tuple(values["betas"])
-        config = cls(**values)
-        config.check(key)
-        return config
+        return super().from_mapping(values, key)
 
     @property
     def recipe(self) -> Recipe:
@@ -94,11 +108,21 @@ class TrainConfig:
             raise WcganError(f"{key}.betas applies only to optimizer adam")
         if self.iterations is None and self.seconds is None:
             raise WcganError(f"{key}.iterations and {key}.seconds are both unset: a label needs a budget")
-        positive = ("iterations", "seconds", "batch_size", "z_dim", "width", "critic_steps", "lr")
-        for name in (*positive, "gp_weight", "clip_value", "log_seconds"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise WcganError(f"{key}.{name} must be positive, got {value}")
+        self._require_positive(
+            key,
+            (
+                "iterations",
+                "seconds",
+                "batch_size",
+                "z_dim",
+                "width",
+                "critic_steps",
+                "lr",
+                "gp_weight",
+                "clip_value",
+                "log_seconds",
+            ),
+        )
         if self.checkpoint_seconds < 0:
             raise WcganError(f"{key}.checkpoint_seconds must be 0 or more")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -125,6 +149,28 @@ class TrainConfig:
     def loss_options(self) -> dict[str, float]:
         effective = self.effective()
         return {name: effective[name] for name in self.recipe.options}
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(ConfigSection):
+    """The config's ``metrics.classifier`` section."""
+
+    epochs: int = 10  # passes over the training part
+    batch_size: int = 128
+    lr: float = 2e-3  # Adam, cosine-decayed to 0
+    width: int = 32  # channels of the first block
+    holdout: float = 0.1  # share of each label kept aside to measure accuracy
+    max_images_per_label: int | None = None  # cap per label (ImageNet-size sets); None: all
+    seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], key: str = "metrics.classifier") -> ClassifierConfig:
+        return super().from_mapping(values, key)
+
+    def check(self, key: str = "metrics.classifier") -> None:
+        if not 0 < self.holdout < 1:
+            raise WcganError(f"{key}.holdout must be between 0 and 1, got {self.holdout}")
+        self._require_positive(key, ("epochs", "batch_size", "lr", "width", "max_images_per_label"))
 
 
 def scheduler_minutes(config: TrainConfig, margin_minutes: float, fallback_minutes: float) -> int:

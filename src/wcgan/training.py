@@ -46,12 +46,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def run_key(config: TrainConfig, shard: Shard) -> str:
+def run_key(config: TrainConfig, shard: Shard, device: torch.device) -> str:
     """Names the checkpoint: changes with anything that makes a run different, but not with the
-    budget, so raising ``iterations`` continues a finished run instead of starting over."""
+    budget, so raising ``iterations`` continues a finished run instead of starting over. The
+    device type is part of it because CPU and GPU random generators have different states."""
     effective = config.effective()
     for name in ("iterations", "seconds", "checkpoint_seconds", "log_seconds", "device"):
         effective.pop(name)
+    effective["device_type"] = device.type
     digest = hashlib.sha256(json.dumps(effective, sort_keys=True).encode())
     digest.update(shard.images.numpy().tobytes())
     digest.update(f"{shard.label.slug}:{tuple(shard.images.shape)}".encode())
@@ -128,7 +130,7 @@ def train_label(
     real_images = images_to_float(shard.images.to(device))
     batch, critic_steps = config.batch_size, settings["critic_steps"]
 
-    checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, shard)}.pt"
+    checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, shard, device)}.pt"
     iteration, trained_seconds, history = 0, 0.0, torch.zeros(0, len(LOSS_COLUMNS), dtype=torch.float64)
     if checkpoint_path.exists():
         state = load_torch(checkpoint_path, "checkpoint")

@@ -15,7 +15,7 @@ rule train_classifier:
         f"{RESULTS}/benchmarks/train_classifier.tsv"
     conda:
         "../../envs/wcgan.yaml"
-    threads: config["resources"]["score_threads"]
+    threads: config["resources"]["classifier_threads"]
     params:
         options=format_options(config["metrics"]["classifier"]),
     shell:
