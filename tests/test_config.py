@@ -5,7 +5,14 @@ import pytest
 import yaml
 
 from conftest import REPO, default_config, merged
-from wcgan.config import ClassifierConfig, TrainConfig, describe_schema_error, label_seed, scheduler_minutes
+from wcgan.config import (
+    ClassifierConfig,
+    TrainConfig,
+    coerce_strings,
+    describe_schema_error,
+    label_seed,
+    scheduler_minutes,
+)
 from wcgan.errors import WcganError
 from wcgan.sources import SOURCES
 
@@ -101,3 +108,19 @@ def test_envs_pin_what_pyproject_pins():
     env = yaml.safe_load((REPO / "envs" / "wcgan.yaml").read_text())
     pins = [d for d in env["dependencies"][-1]["pip"] if "==" in d]
     assert len(pins) >= 10 and all(f'"{pin}"' in pyproject for pin in pins)
+
+
+def test_strings_from_snakemakes_nested_config_option_are_coerced():
+    config = merged(
+        default_config(),
+        {"train": {"iterations": "150", "seconds": "2.5", "lr": "null", "betas": ["0", "0.9"]}},
+    )
+    config["data"]["download"] = "true"
+    config["data"]["root"] = "150"  # a string where the schema wants one stays a string
+    config["run"] = "7"
+    coerced = coerce_strings(config, SCHEMA)
+    jsonschema.validate(coerced, SCHEMA)
+    assert coerced["train"]["iterations"] == 150 and coerced["train"]["seconds"] == 2.5
+    assert coerced["train"]["lr"] is None and coerced["train"]["betas"] == [0.0, 0.9]
+    assert coerced["data"]["download"] is True and coerced["data"]["root"] == "150" and coerced["run"] == "7"
+    assert coerce_strings({"train": {"iterations": "many"}}, SCHEMA)["train"]["iterations"] == "many"

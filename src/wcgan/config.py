@@ -195,3 +195,29 @@ def describe_schema_error(error: Any) -> str:
         unknown = sorted(set(error.instance) - known)
         return f"config key '{where}': unknown key {', '.join(repr(k) for k in unknown)}"
     return f"config key '{where}': {error.message}"
+
+
+def coerce_strings(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Undo Snakemake's ``--config 'train={"iterations": 300}'``, which parses nested values as
+    strings: where the schema wants a number, boolean or null, a string that reads as one becomes
+    one. Anything else is returned unchanged for the schema to judge."""
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        return {k: coerce_strings(v, properties.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_strings(v, schema.get("items", {})) for v in value]
+    if not isinstance(value, str):
+        return value
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if "null" in types and value in ("null", "~", "None"):
+        return None
+    if "boolean" in types and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind, parse in (("integer", int), ("number", float)):
+        if kind in types:
+            try:
+                return parse(value)
+            except ValueError:
+                pass
+    return value

@@ -2,6 +2,8 @@
 # the wcgan package; what is imported here is torch-free, so dry runs stay fast.
 from pathlib import Path
 
+import yaml
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -9,6 +11,7 @@ from wcgan.cli import format_options
 from wcgan.config import (
     INCEPTION_DOWNLOAD,
     TrainConfig,
+    coerce_strings,
     describe_schema_error,
     scheduler_minutes,
 )
@@ -17,6 +20,8 @@ from wcgan.labels import SLUG_PATTERN, make_labels
 from wcgan.sources import DataSpec, check_root, label_names
 from wcgan.tables import format_metrics
 
+SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+config.update(coerce_strings(config, yaml.safe_load(SCHEMA.read_text())))
 try:
     validate(config, schema="../schemas/config.schema.yaml")
 except WorkflowError as error:
