@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -35,16 +37,34 @@ def _option_kwargs(annotation: str) -> dict[str, Any]:
     return dict(type={"int": int, "float": float, "str": str}[base])
 
 
-def add_config_options(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+def _field_comments(cls: type) -> dict[str, str]:
+    """The trailing ``# comment`` of each dataclass field: the one place options are described."""
+    pattern = re.compile(r"^\s+(\w+): [^=]+=[^#]+#\s*(.+)$")
+    comments = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        comments.update(m.groups() for m in map(pattern.match, lines) if m)
+    return comments
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser, cls: type, title: str, exclude: Sequence[str] = ()
+) -> None:
     """One ``--field-name`` option per dataclass field; unset options keep the dataclass default."""
-    group = parser.add_argument_group(title, f"unset options take the defaults of {cls.__name__}")
+    group = parser.add_argument_group(title)
+    comments = _field_comments(cls)
     for field in dataclasses.fields(cls):
-        default = field.default if field.default is not None else "recipe/none"
+        if field.name in exclude:
+            continue
+        default = "unset" if field.default is None else field.default
         group.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             default=argparse.SUPPRESS,
-            help=f"default: {default}",
+            help=f"{comments.get(field.name, '')} (default: {default})",
             **_option_kwargs(str(field.type)),
         )
 
@@ -74,46 +94,29 @@ def format_options(values: Mapping[str, Any]) -> str:
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data set (the config's data section)")
-    group.add_argument(
-        "--source", default="digits", help="digits | imagefolder | cifar10 | cifar100 | imagenet1k"
-    )
-    group.add_argument("--root", help="folder the source reads")
-    group.add_argument("--resolution", type=int, help="crop and resize every image to this size")
-    group.add_argument("--channels", type=int, choices=(1, 3), help="1: greyscale, 3: RGB")
-    group.add_argument(
-        "--download",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="let torchvision download CIFAR",
-    )
-    group.add_argument("--min-images", type=int, default=2, help="fewest images a label may have")
+    from wcgan.sources import DataSpec
+
+    add_config_options(parser, DataSpec, "data set (the config's data section)", exclude=("labels",))
 
 
 def _spec(args: argparse.Namespace):
-    from wcgan.data import DataSpec
+    from wcgan.sources import DataSpec
 
-    return DataSpec(
-        source=args.source,
-        root=args.root,
-        resolution=args.resolution,
-        channels=args.channels,
-        download=args.download,
-        min_images=args.min_images,
-    )
+    return config_from_args(DataSpec, args)
 
 
 def cmd_labels(args: argparse.Namespace) -> None:
-    from wcgan.data import label_names
     from wcgan.labels import make_labels
+    from wcgan.sources import label_names
 
     for label in make_labels(label_names(_spec(args))):
         print(f"{label.index}\t{label.slug}\t{label.name}")
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    from wcgan.data import Shard, label_names, load_label_images, save_shard
+    from wcgan.data import Shard, load_label_images, save_shard
     from wcgan.labels import Label, find_label, make_labels, slugify
+    from wcgan.sources import label_names
 
     spec = _spec(args)
     if args.index is None:

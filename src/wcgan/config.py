@@ -71,18 +71,18 @@ class TrainConfig(ConfigSection):
     penalty weight 10; weight clipping with RMSprop 5e-5, 5 critic steps and clip 0.01.
     """
 
-    loss: str = "wgan-gp"  # a name in RECIPES
+    loss: str = "wgan-gp"  # wgan-gp | wgan-clip (a name in RECIPES)
     iterations: int | None = None  # budget: generator iterations (None: no limit)
     seconds: float | None = None  # budget: wall-clock training seconds (None: no limit)
     batch_size: int = 64  # real and fake images per critic step
     z_dim: int = 128  # latent size
     width: int = 64  # network channels at full resolution
-    critic_steps: int | None = None  # critic updates per generator update
-    optimizer: str | None = None  # adam | rmsprop
-    lr: float | None = None  # learning rate of both networks
-    betas: tuple[float, float] | None = None  # Adam's betas
-    gp_weight: float | None = None  # wgan-gp: weight of the gradient penalty
-    clip_value: float | None = None  # wgan-clip: critic weights are clipped to [-c, c]
+    critic_steps: int | None = None  # critic updates per generator update; unset: the recipe
+    optimizer: str | None = None  # adam | rmsprop; unset: the recipe
+    lr: float | None = None  # learning rate of both networks; unset: the recipe
+    betas: tuple[float, float] | None = None  # Adam's betas; unset: the recipe
+    gp_weight: float | None = None  # wgan-gp: weight of the gradient penalty; unset: 10
+    clip_value: float | None = None  # wgan-clip: critic weights clipped to [-c, c]; unset: 0.01
     checkpoint_seconds: float = 60.0  # seconds between checkpoints (0: every iteration)
     log_seconds: float = 5.0  # seconds between progress lines and NaN checks
     seed: int = 0  # base seed; each label derives its own from it and its slug

@@ -54,14 +54,10 @@ def _check_native_size(where: str, size: tuple[int, int], first: tuple[str, tupl
 
 def load_label_images(spec: DataSpec, name: str) -> torch.Tensor:
     """All images of label ``name`` as uint8 ``N x C x H x W``, after the size and mode policy."""
+    spec.check()
     source = get_source(spec)
     if name not in label_names(spec):
         raise WcganError(f"label '{name}' is not a label of this data set")
-    if spec.resolution is not None and spec.resolution not in SUPPORTED_RESOLUTIONS:
-        raise WcganError(
-            f"data.resolution {spec.resolution} is not supported "
-            f"({', '.join(map(str, SUPPORTED_RESOLUTIONS))})"
-        )
     channels = spec.channels or source.channels
     mode = {1: "L", 3: "RGB"}[channels]
     arrays = []

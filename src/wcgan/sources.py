@@ -7,13 +7,15 @@ images of one label on request; ``wcgan.data`` turns them into a tensor. No torc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from wcgan.config import SUPPORTED_RESOLUTIONS, ConfigSection
 from wcgan.errors import WcganError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -37,7 +39,7 @@ CIFAR100_CLASSES = (
 
 
 @dataclass(frozen=True)
-class DataSpec:
+class DataSpec(ConfigSection):
     """Where a data set comes from and how its images are normalised (the config's ``data``)."""
 
     source: str = "digits"  # a name in SOURCES
@@ -47,6 +49,21 @@ class DataSpec:
     channels: int | None = None  # None: the source's own (digits 1, the others 3)
     download: bool = False  # let torchvision download cifar10/cifar100 into root
     min_images: int = 2  # a label with fewer images is an error
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], key: str = "data") -> DataSpec:
+        return super().from_mapping(values, key)
+
+    def check(self, key: str = "data") -> None:
+        if self.source not in SOURCES:
+            raise WcganError(f"{key}.source '{self.source}' is unknown (known: {', '.join(SOURCES)})")
+        if self.resolution is not None and self.resolution not in SUPPORTED_RESOLUTIONS:
+            supported = ", ".join(map(str, SUPPORTED_RESOLUTIONS))
+            raise WcganError(f"{key}.resolution {self.resolution} is not supported ({supported})")
+        if self.channels not in (None, 1, 3):
+            raise WcganError(f"{key}.channels must be 1 or 3, got {self.channels}")
+        if self.min_images < 2:
+            raise WcganError(f"{key}.min_images must be 2 or more, got {self.min_images}")
 
     def root_path(self) -> Path:
         if not self.root:

@@ -38,7 +38,7 @@ def _or_workflow_error(make, *args):
 
 RESULTS = f"results/{config['run']}"
 DATA = config["data"]
-SPEC = DataSpec(**{**DATA, "labels": tuple(DATA["labels"]) if DATA["labels"] else None})
+SPEC = _or_workflow_error(DataSpec.from_mapping, DATA)
 LABELS = _or_workflow_error(lambda: make_labels(label_names(SPEC)))
 LABEL_BY_SLUG = {label.slug: label for label in LABELS}
 SLUGS = [label.slug for label in LABELS]
