@@ -13,11 +13,13 @@ from wcgan.labels import Label, read_table
 
 
 def one_error_line(result) -> str:
+    """The error: the one ``wcgan: error:`` line, last on stderr (progress lines may come before)."""
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("wcgan: error: ")
-    return lines[0]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert [line.startswith("wcgan: error: ") for line in lines].count(True) == 1, result.stderr
+    assert lines[-1].startswith("wcgan: error: "), result.stderr
+    return lines[-1]
 
 
 def test_labels_and_split_of_an_image_tree(image_tree, tmp_path):
@@ -103,6 +105,34 @@ def test_merge_scores_orders_rows_and_names_a_missing_file(tmp_path):
 
 
 def test_format_options_round_trips_through_the_parser():
-    assert format_options({"lr": None, "betas": [0.0, 0.9], "download": False, "loss": "wgan gp"}) == (
-        "--betas 0.0 0.9 --no-download --loss 'wgan gp'"
+    import shlex
+
+    from wcgan.cli import build_parser, config_from_args
+    from wcgan.config import TrainConfig
+
+    section = {
+        "loss": "wgan-gp",
+        "iterations": 7,
+        "seconds": None,
+        "lr": 2e-4,
+        "betas": [0.5, 0.9],
+        "device": "cpu",
+    }
+    words = shlex.split(format_options(section))
+    assert "--seconds" not in words  # None means unset: the dataclass default applies
+    args = build_parser().parse_args(["train", "--shard", "s", "--model-out", "m", "--losses-out", "l",
+                                      "--summary-out", "j", "--checkpoint-dir", "c", *words])  # fmt: skip
+    assert config_from_args(TrainConfig, args) == TrainConfig(
+        iterations=7, lr=2e-4, betas=(0.5, 0.9), device="cpu"
     )
+    assert format_options({"download": False, "loss": "wgan gp"}) == "--no-download --loss 'wgan gp'"
+
+
+def test_diverging_training_is_one_line_with_no_outputs(tmp_path, digit_shards):
+    save_shard(digit_shards[0], tmp_path / "0.pt")
+    result = run_wcgan("train", "--shard", str(tmp_path / "0.pt"), "--model-out", str(tmp_path / "g.pt"),
+                       "--losses-out", str(tmp_path / "l.csv"), "--summary-out", str(tmp_path / "s.json"),
+                       "--checkpoint-dir", str(tmp_path / "ck"), "--iterations", "50", "--lr", "1e30",
+                       "--width", "4", "--z-dim", "8", "--batch-size", "8", "--log-seconds", "0.05")  # fmt: skip
+    assert "training stopped" in one_error_line(result)
+    assert not any((tmp_path / name).exists() for name in ("g.pt", "l.csv", "s.json"))

@@ -5,7 +5,14 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from wcgan.classifier import load_classifier, predict, save_classifier, train_classifier
 from wcgan.config import ClassifierConfig
 from wcgan.errors import WcganError
-from wcgan.metrics import CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor, choose_extractor, score
+from wcgan.metrics import (
+    CLASSIFIER_EXTRACTOR,
+    INCEPTION_EXTRACTOR,
+    ClassifierFeatureExtractor,
+    LocalInceptionFeatureExtractor,
+    choose_extractor,
+    score,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,36 +32,75 @@ def test_classifier_learns_the_digits(classifier_file, digit_shards):
     assert (predictions == 2).float().mean() > 0.9
 
 
-def test_classifier_extractor_is_registered_with_torch_fidelity():
+def test_both_extractors_are_registered_with_torch_fidelity():
     assert FEATURE_EXTRACTORS_REGISTRY[CLASSIFIER_EXTRACTOR] is ClassifierFeatureExtractor
+    assert FEATURE_EXTRACTORS_REGISTRY[INCEPTION_EXTRACTOR] is LocalInceptionFeatureExtractor
 
 
-def test_scores_separate_matching_from_mismatched_images(classifier_file, digit_shards, tmp_path):
+class NotTensors:
+    """Stands for arbitrary pickled code in a weights file."""
+
+
+def test_inception_weights_must_be_a_plain_state_dict(tmp_path):
+    torch.save({"fc.weight": NotTensors()}, tmp_path / "pickled.pth")
+    with pytest.raises(WcganError, match="pickled.pth' cannot be read"):
+        LocalInceptionFeatureExtractor(
+            "x", ["2048"], feature_extractor_weights_path=str(tmp_path / "pickled.pth")
+        )
+    torch.save({"a": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(WcganError, match="are not torch-fidelity's state dict"):
+        LocalInceptionFeatureExtractor(
+            "x", ["2048"], feature_extractor_weights_path=str(tmp_path / "other.pth")
+        )
+
+
+def test_scores_separate_matching_from_mismatched_images(classifier_file, digit_shards):
     extractor = choose_extractor(None, classifier_file[0])
+    assert extractor.accuracy == classifier_file[1]["holdout_accuracy"]
     zeros, ones = digit_shards[0].images, digit_shards[1].images
     same = score(zeros[:80], zeros[80:160], extractor)
     different = score(ones[:80], zeros[80:160], extractor)
     assert set(same) == {"fid", "kid_mean", "kid_std"}
     assert different["fid"] > 10 * same["fid"]
     both = score(
-        torch.cat([zeros[:50], ones[:50]]), torch.cat([zeros, ones]), extractor,
-        inception_score=True, precision_recall=True, cache_root=tmp_path, real_cache_name="all",
-    )  # fmt: skip
+        torch.cat([zeros[:50], ones[:50]]),
+        torch.cat([zeros, ones]),
+        extractor,
+        inception_score=True,
+        precision_recall=True,
+    )
     assert 1.8 < both["is_mean"] <= 2.0  # two confidently told-apart classes
     assert both["precision"] > 0.9 and both["recall"] > 0.5
-    cached = sorted(p.name for p in tmp_path.iterdir())
-    assert cached and all(name.startswith("all-") for name in cached)
-    again = score(
-        torch.cat([zeros[:50], ones[:50]]), torch.cat([zeros, ones]), extractor,
-        inception_score=True, precision_recall=True, cache_root=tmp_path, real_cache_name="all",
-    )  # fmt: skip
-    assert again == both and sorted(p.name for p in tmp_path.iterdir()) == cached
+
+
+def test_real_features_are_cached_per_images_and_extractor(classifier_file, digit_shards, tmp_path, capsys):
+    extractor = choose_extractor(None, classifier_file[0])
+    zeros, ones = digit_shards[0].images, digit_shards[1].images
+
+    def run(real, extractor=extractor):
+        values = score(ones[:40], real, extractor, cache_root=tmp_path, real_cache_name="all", verbose=True)
+        return values, capsys.readouterr().err
+
+    first, log = run(zeros)
+    assert "Caching" in log and "Loading cached" not in log
+    files = set(tmp_path.iterdir())
+    assert files and all(p.name.startswith("all-") for p in files)
+    again, log = run(zeros)
+    assert again == first and "Loading cached" in log and set(tmp_path.iterdir()) == files
+    _, log = run(zeros[:100])  # other real images: a new cache entry, not the stale one
+    assert "Loading cached" not in log and len(set(tmp_path.iterdir())) == 2 * len(files)
+    state = torch.load(classifier_file[0], weights_only=True)
+    state["state"]["head.bias"] += 1.0  # a retrained classifier: other weights, other cache entry
+    torch.save(state, tmp_path.parent / "retrained.pt")
+    _, log = run(zeros, choose_extractor(None, tmp_path.parent / "retrained.pt"))
+    assert "Loading cached" not in log and len(set(tmp_path.iterdir())) == 3 * len(files)
 
 
 def test_inception_needs_an_existing_weights_file(tmp_path):
     with pytest.raises(WcganError, match="metrics.inception_weights '.*absent.pth' does not exist"):
         choose_extractor(str(tmp_path / "absent.pth"), None)
-    assert choose_extractor("download", None).weights is None
+    downloaded = choose_extractor("download", None)
+    assert (downloaded.name, downloaded.weights) == ("inception-v3-compat", "download")
 
 
 def test_inception_from_a_local_weights_file(tmp_path, digit_shards, monkeypatch):
@@ -70,6 +116,6 @@ def test_inception_from_a_local_weights_file(tmp_path, digit_shards, monkeypatch
     monkeypatch.undo()
     torch.save(state, tmp_path / "inception.pth")
     extractor = choose_extractor(str(tmp_path / "inception.pth"), None)
-    assert extractor.name == "inception-v3-compat"
+    assert extractor.name == "wcgan-inception-v3"
     values = score(digit_shards[0].images[:12], digit_shards[1].images[:12], extractor, inception_score=True)
     assert values["is_mean"] > 0 and values["fid"] >= 0

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from wcgan.config import SUPPORTED_RESOLUTIONS
-from wcgan.networks import Classifier, Critic, Generator, build_network, float_to_images, images_to_float
+from wcgan.networks import Classifier, Critic, Generator, float_to_images, images_to_float
 
 
 @pytest.mark.parametrize("resolution", SUPPORTED_RESOLUTIONS[:5])
@@ -19,7 +19,7 @@ def test_generator_and_critic_shapes(resolution, channels):
 def test_width_sets_the_channels_and_rebuild_from_hparams():
     generator = Generator(z_dim=8, resolution=32, channels=3, width=8)
     assert generator.net[-2].in_channels == 8
-    rebuilt = build_network("generator", generator.hparams)
+    rebuilt = Generator(**generator.hparams)
     rebuilt.load_state_dict(generator.state_dict())
     generator.eval(), rebuilt.eval()
     z = torch.randn(2, 8)

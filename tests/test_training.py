@@ -150,3 +150,14 @@ def test_killed_training_resumes_from_its_checkpoint(digit_shards, tmp_path, sig
     assert load_torch(checkpoint, "checkpoint")["iteration"] == budget
     rows = (tmp_path / "l.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, budget + 1))
+    # Bit for bit what an uninterrupted run (same settings, one thread) makes.
+    threads = torch.get_num_threads()
+    try:
+        straight = train_label(
+            digit_shards[0], tiny(iterations=budget), tmp_path / "straight", threads=1, log=lambda _: None
+        )
+    finally:
+        torch.set_num_threads(threads)
+    resumed, _ = load_generator(tmp_path / "g.pt")
+    pairs = zip(resumed.state_dict().values(), straight.generator.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)

@@ -14,6 +14,9 @@ from typing import IO, Any
 
 from wcgan.errors import WcganError
 
+_UMASK = os.umask(0o022)  # read the process umask (os.umask can only set it), then restore it
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -30,9 +33,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; results are shared
         os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a crash
+        finally:
+            os.close(directory)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Delete the temporary files a killed writer of ``path`` left behind."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -50,15 +66,18 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def load_torch(path: str | os.PathLike, what: str) -> Any:
-    """``torch.load(weights_only=True)`` with a one-line error naming the file when it is unusable."""
+def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` with a one-line error naming the file when it is unusable.
+
+    ``mmap=True`` maps tensors instead of reading them: slicing then reads only what is used.
+    """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise WcganError(f"{what} '{path}' does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WcganError(f"{what} '{path}' cannot be read: {first_line}") from exc

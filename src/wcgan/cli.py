@@ -129,18 +129,15 @@ def cmd_split(args: argparse.Namespace) -> None:
 
 
 def cmd_label_table(args: argparse.Namespace) -> None:
-    import torch
-
-    from wcgan.labels import Label, write_table
+    from wcgan.data import load_shard
+    from wcgan.labels import write_table
 
     labels, counts, shapes = [], [], {}
     for path in args.shards:
-        # mmap: only the header is read, not the images.
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        label = Label(data["index"], data["slug"], data["name"])
-        labels.append(label)
-        counts.append(len(data["images"]))
-        shapes.setdefault(tuple(data["images"].shape[1:]), label.name)
+        shard = load_shard(path, mmap=True)  # only the header is read, not the images
+        labels.append(shard.label)
+        counts.append(len(shard.images))
+        shapes.setdefault(tuple(shard.images.shape[1:]), shard.label.name)
     if len(shapes) > 1:
         (shape_a, name_a), (shape_b, name_b) = list(shapes.items())[:2]
         raise WcganError(
@@ -171,61 +168,74 @@ def cmd_train(args: argparse.Namespace) -> None:
         json.dump(result.summary, fh, indent=2)
 
 
-def cmd_sample(args: argparse.Namespace) -> None:
-    import torch
+def _default_run() -> str:
+    """``results/<run>`` of the config in this folder (``config/config.yaml``), the run that
+    ``snakemake`` here would make."""
+    import yaml
 
-    from wcgan.config import label_seed
+    config = Path("config/config.yaml")
+    if not config.is_file():
+        raise WcganError("no --run DIR given and no config/config.yaml here to find the run in")
+    run = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("run")
+    if not run:
+        raise WcganError(f"no --run DIR given and '{config}' names no run")
+    return str(Path("results") / run)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
     from wcgan.figures import save_grid
-    from wcgan.labels import Label, find_label
-    from wcgan.sampling import ConditionalEnsemble, generate, latents, save_samples
+    from wcgan.labels import Label
+    from wcgan.sampling import ConditionalEnsemble, sample_label, save_samples
     from wcgan.training import load_generator
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if (args.model is None) == (args.run is None):
-        raise WcganError("give either --model FILE or --run DIR with --label NAME")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".pt"):
+        raise WcganError(f"--out '{out}' must end in .png (a grid) or .pt (uint8 samples)")
+    _torch_setup(args)
     if args.model is not None:
         generator, meta = load_generator(args.model)
         label = Label(meta["index"], meta["slug"], meta["name"])
+        images = sample_label(generator, label, args.n, args.seed)
+    elif args.label is not None:
+        ensemble = ConditionalEnsemble.from_run(args.run or _default_run())
+        images = ensemble.sample(args.label, args.n, args.seed)
+        label = ensemble.find(args.label)
     else:
-        if args.label is None:
-            raise WcganError("--run needs --label NAME (a label's name or slug)")
-        ensemble = ConditionalEnsemble.from_run(args.run)
-        label = find_label(ensemble.labels, args.label)
-        generator = ensemble.generator(label.index)
-    images = generate(generator, latents(args.n, generator.z_dim, label_seed(args.seed, label.slug)))
-    out = Path(args.out)
+        raise WcganError(
+            "give --label NAME (with --run DIR, or the run of config/config.yaml) or --model FILE"
+        )
     if out.suffix.lower() == ".png":
         save_grid(images, out, columns=args.columns)
-    elif out.suffix.lower() == ".pt":
-        save_samples(images, label, out)
     else:
-        raise WcganError(f"--out '{out}' must end in .png (a grid) or .pt (uint8 samples)")
+        save_samples(images, label, out)
     log(f"label '{label.name}': {len(images)} samples -> {out}")
 
 
 # --- metrics ------------------------------------------------------------------------------
 
 
-def _device(name: str):
+def _torch_setup(args: argparse.Namespace):
+    """Apply ``--threads``; return the torch device of ``--device`` (commands that have one)."""
+    import torch
+
     from wcgan.training import resolve_device
 
-    return resolve_device(name)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return resolve_device(args.device) if hasattr(args, "device") else None
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> None:
-    import torch
 
     from wcgan.atomic import atomic_open
     from wcgan.classifier import save_classifier, train_classifier
     from wcgan.config import ClassifierConfig
     from wcgan.data import load_shard
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = _torch_setup(args)
     config = config_from_args(ClassifierConfig, args)
-    shards = sorted((load_shard(p) for p in args.shards), key=lambda s: s.label.index)
-    model, report = train_classifier(shards, config, _device(args.device), log=log)
+    shards = sorted((load_shard(p, mmap=True) for p in args.shards), key=lambda s: s.label.index)
+    model, report = train_classifier(shards, config, device, log=log)
     save_classifier(model, [s.label.name for s in shards], report, args.out)
     with atomic_open(args.report_out) as fh:
         json.dump(report, fh, indent=2)
@@ -235,14 +245,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     import torch
 
     from wcgan.atomic import atomic_open
-    from wcgan.data import load_shard
+    from wcgan.data import load_shard, sample_rows
     from wcgan.metrics import choose_extractor, score
     from wcgan.sampling import load_samples
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = _torch_setup(args)
     samples = sorted((load_samples(p) for p in args.samples), key=lambda s: s[1].index)
-    shards = sorted((load_shard(p) for p in args.shards), key=lambda s: s.label.index)
+    shards = sorted((load_shard(p, mmap=True) for p in args.shards), key=lambda s: s.label.index)
     fake_slugs = [label.slug for _, label in samples]
     real_slugs = [shard.label.slug for shard in shards]
     if fake_slugs != real_slugs:
@@ -250,8 +259,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         raise WcganError(f"samples and shards cover different labels (first difference: {missing[:5]})")
     if args.scope == "label" and len(shards) != 1:
         raise WcganError("--scope label scores exactly one label: give one --samples and one --shards file")
-    limit = args.max_real_per_label
-    real = torch.cat([shard.images[:limit] for shard in shards])
+    real = torch.cat([sample_rows(s.images, args.max_real_per_label, seed=s.label.index) for s in shards])
     fake = torch.cat([images for images, _ in samples])
     extractor = choose_extractor(args.inception_weights, args.classifier)
     overall = args.scope == "overall"
@@ -263,7 +271,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         precision_recall=overall,
         cache_root=args.cache_root,
         real_cache_name="all" if overall else shards[0].label.slug,
-        device=_device(args.device),
+        device=device,
         verbose=True,
     )
     label = shards[0].label
@@ -273,7 +281,8 @@ def cmd_score(args: argparse.Namespace) -> None:
         "slug": "" if overall else label.slug,
         "index": -1 if overall else label.index,
         "extractor": extractor.name,
-        "extractor_weights": extractor.weights or "downloaded",
+        "extractor_weights": extractor.weights,
+        "extractor_accuracy": extractor.accuracy,
         "n_fake": len(fake),
         "n_real": len(real),
         **values,
@@ -370,9 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(sub, TrainConfig, "training (the config's train section)")
 
     sub = command("sample", cmd_sample, "draw samples from one label's generator")
-    sub.add_argument("--model", help="a generator file")
-    sub.add_argument("--run", help="a run folder (results/<run>) with labels.tsv and models/")
-    sub.add_argument("--label", help="with --run: the label's name or slug")
+    sub.add_argument("--label", help="the label's name or slug, drawn from the run's generators")
+    sub.add_argument(
+        "--run", help="run folder with labels.tsv and models/ (default: results/<run> of config/config.yaml)"
+    )
+    sub.add_argument("--model", help="instead of --label: one generator file")
     sub.add_argument("-n", type=int, default=64, help="number of samples")
     sub.add_argument("--seed", type=int, default=0, help="base seed; each label derives its own")
     sub.add_argument("--columns", type=int, default=8, help="grid columns for a .png")

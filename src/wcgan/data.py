@@ -54,7 +54,6 @@ def _check_native_size(where: str, size: tuple[int, int], first: tuple[str, tupl
 
 def load_label_images(spec: DataSpec, name: str) -> torch.Tensor:
     """All images of label ``name`` as uint8 ``N x C x H x W``, after the size and mode policy."""
-    spec.check()
     source = get_source(spec)
     if name not in label_names(spec):
         raise WcganError(f"label '{name}' is not a label of this data set")
@@ -117,11 +116,23 @@ def save_shard(shard: Shard, path: str | os.PathLike) -> None:
     )
 
 
-def load_shard(path: str | os.PathLike) -> Shard:
-    data = load_torch(path, "shard")
+def load_shard(path: str | os.PathLike, mmap: bool = False) -> Shard:
+    """Read a shard; with ``mmap`` its images stay on disk until rows of them are used."""
+    data = load_torch(path, "shard", mmap=mmap)
     if not isinstance(data, dict) or data.get("format") != SHARD_FORMAT:
         raise WcganError(f"shard '{path}' is not a wcgan shard (made by 'wcgan split')")
     images = data["images"]
     if images.dtype != torch.uint8 or images.dim() != 4 or len(images) == 0:
         raise WcganError(f"shard '{path}' holds no uint8 N x C x H x W images")
     return Shard(images, Label(data["index"], data["slug"], data["name"]), data["source"])
+
+
+def sample_rows(images: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor:
+    """At most ``limit`` rows of ``images``, a seeded random subset in file order (all when unset).
+
+    Random rather than the first ``limit``: files sorted by name can be ordered by source.
+    """
+    if limit is None or len(images) <= limit:
+        return images[:]
+    rows = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:limit]
+    return images[rows.sort().values]

@@ -14,4 +14,6 @@ class WcganError(Exception):
 class TrainingInterrupted(WcganError):
     """SIGTERM or Ctrl-C stopped training after a checkpoint was written; a rerun resumes."""
 
-    exit_code = 143  # 128 + SIGTERM, what schedulers expect from a job they stopped
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number  # 143 for SIGTERM, 130 for Ctrl-C: the shell's convention

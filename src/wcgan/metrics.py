@@ -1,8 +1,10 @@
 """Scoring with torch-fidelity: IS, FID, KID and precision/recall, never re-implemented here.
 
-Two feature extractors serve one ``calculate_metrics`` call: torch-fidelity's own Inception-v3
-(``inception-v3-compat``) when a weights file is given, and the run's trained classifier,
-registered in torch-fidelity's extractor registry as ``wcgan-classifier``.
+Two feature extractors, both registered in torch-fidelity's extractor registry, serve the one
+``calculate_metrics`` call: ``wcgan-inception-v3`` (torch-fidelity's own Inception-v3 network, its
+local weights file checked with ``weights_only=True`` before use) when a weights file is given,
+and ``wcgan-classifier`` (the run's trained classifier) otherwise. ``inception_weights:
+download`` uses torch-fidelity's ``inception-v3-compat`` as it is, downloading its weights.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ import torch.nn.functional as F
 import torch_fidelity
 from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.registry import register_feature_extractor
 
+from wcgan.atomic import load_torch
 from wcgan.classifier import load_classifier
 from wcgan.config import INCEPTION_DOWNLOAD
 from wcgan.errors import WcganError
 from wcgan.networks import images_to_float
 
 CLASSIFIER_EXTRACTOR = "wcgan-classifier"
-INCEPTION_EXTRACTOR = "inception-v3-compat"
+INCEPTION_EXTRACTOR = "wcgan-inception-v3"  # local weights file
+DOWNLOADED_INCEPTION_EXTRACTOR = "inception-v3-compat"  # torch-fidelity downloads its weights
 
 # Our names for torch-fidelity's result keys, in table order.
 METRIC_KEYS = {
@@ -80,7 +85,28 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
         return tuple(provided[name] for name in self.features_list)
 
 
+class LocalInceptionFeatureExtractor(FeatureExtractorInceptionV3):
+    """torch-fidelity's Inception-v3, unchanged, reading a local weights file that must load with
+    ``torch.load(weights_only=True)``: torch-fidelity itself unpickles it without that guard, so
+    a file that passes the check holds tensors only before torch-fidelity reads it."""
+
+    def __init__(
+        self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None, **kwargs
+    ):
+        if feature_extractor_weights_path is None:
+            raise WcganError(f"feature extractor '{name}' needs a local weights file")
+        state = load_torch(feature_extractor_weights_path, "Inception-v3 weights")
+        if not isinstance(state, dict) or "fc.weight" not in state:
+            raise WcganError(
+                f"Inception-v3 weights '{feature_extractor_weights_path}' are not torch-fidelity's state dict"
+            )
+        super().__init__(
+            name, features_list, feature_extractor_weights_path=feature_extractor_weights_path, **kwargs
+        )
+
+
 register_feature_extractor(CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor)
+register_feature_extractor(INCEPTION_EXTRACTOR, LocalInceptionFeatureExtractor)
 
 
 @dataclass(frozen=True)
@@ -88,11 +114,12 @@ class Extractor:
     """Which registered extractor scores a run, and the weights file it reads."""
 
     name: str
-    weights: str | None  # None: torch-fidelity downloads Inception weights itself
+    weights: str  # a file, or INCEPTION_DOWNLOAD
+    accuracy: float | None = None  # the classifier's hold-out accuracy
 
     def digest(self) -> str:
         """Short content hash of the weights, so cached real features follow the extractor."""
-        if self.weights is None:
+        if self.weights == INCEPTION_DOWNLOAD:
             return "download"
         sha = hashlib.sha256()
         with open(self.weights, "rb") as fh:
@@ -105,14 +132,15 @@ def choose_extractor(inception_weights: str | None, classifier: str | os.PathLik
     """Inception-v3 when ``metrics.inception_weights`` names a file (or ``download``), else the
     run's classifier."""
     if inception_weights == INCEPTION_DOWNLOAD:
-        return Extractor(INCEPTION_EXTRACTOR, None)
+        return Extractor(DOWNLOADED_INCEPTION_EXTRACTOR, INCEPTION_DOWNLOAD)
     if inception_weights:
         if not Path(inception_weights).is_file():
             raise WcganError(f"metrics.inception_weights '{inception_weights}' does not exist")
         return Extractor(INCEPTION_EXTRACTOR, str(inception_weights))
     if classifier is None:
         raise WcganError("no classifier file given and metrics.inception_weights is unset")
-    return Extractor(CLASSIFIER_EXTRACTOR, str(classifier))
+    accuracy = load_torch(classifier, "classifier").get("holdout_accuracy")
+    return Extractor(CLASSIFIER_EXTRACTOR, str(classifier), accuracy)
 
 
 class ImageTensorDataset(Dataset):
@@ -158,11 +186,13 @@ def score(
             f"scoring needs at least 2 generated and 2 real images, got {len(fake)} and {len(real)}"
         )
     cached = cache_root is not None
+    if device is not None and device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # torch-fidelity takes only cuda=True, meaning the current device
     kwargs: dict[str, Any] = dict(
         input1=ImageTensorDataset(fake),
         input2=ImageTensorDataset(real),
         feature_extractor=extractor.name,
-        feature_extractor_weights_path=extractor.weights,
+        feature_extractor_weights_path=None if extractor.weights == INCEPTION_DOWNLOAD else extractor.weights,
         isc=inception_score,
         fid=True,
         kid=True,

@@ -1,7 +1,7 @@
 """DCGAN-style generator and critic sized by resolution, and the classifier behind the metrics.
 
-Every network keeps its constructor arguments in ``hparams`` so a saved state dict can be
-rebuilt with ``build_network(kind, hparams)`` without pickling code.
+Every network keeps its constructor arguments in ``hparams``, saved beside its state dict, so a
+file rebuilds it as ``Network(**hparams)`` without pickling code.
 """
 
 from __future__ import annotations
@@ -134,17 +134,6 @@ class Classifier(nn.Module):
         """Return ``(features, logits)`` for images scaled to [-1, 1]."""
         features = self.body(images)
         return features, self.head(features)
-
-
-NETWORKS: dict[str, type[nn.Module]] = {
-    "generator": Generator,
-    "critic": Critic,
-    "classifier": Classifier,
-}
-
-
-def build_network(kind: str, hparams: dict) -> nn.Module:
-    return NETWORKS[kind](**hparams)
 
 
 def images_to_float(images: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from wcgan.atomic import load_torch, save_torch
+from wcgan.config import label_seed
 from wcgan.errors import WcganError
 from wcgan.labels import Label, find_label, read_table
 from wcgan.networks import Generator, float_to_images
@@ -28,6 +29,12 @@ def generate(generator: Generator, z: torch.Tensor, batch_size: int = 256) -> to
 def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
     """``n`` standard-normal latent codes, the same for the same seed on every machine."""
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def sample_label(generator: Generator, label: Label, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` samples of one label, from latents seeded by ``seed`` and the label (as the pipeline
+    draws them), so the same label and seed give the same images from Python and the CLI."""
+    return generate(generator, latents(n, generator.z_dim, label_seed(seed, label.slug)))
 
 
 class ConditionalEnsemble:
@@ -75,10 +82,14 @@ class ConditionalEnsemble:
             out[rows] = images
         return out
 
+    def find(self, label: str) -> Label:
+        """The label named (or slugged) ``label``."""
+        return find_label(self.labels, label)
+
     def sample(self, label: str, n: int, seed: int = 0) -> torch.Tensor:
-        index = find_label(self.labels, label).index
-        generator = self.generator(index)
-        return generate(generator, latents(n, generator.z_dim, seed))
+        """``n`` samples of the label named (or slugged) ``label``."""
+        found = self.find(label)
+        return sample_label(self.generator(found.index), found, n, seed)
 
 
 def save_samples(images: torch.Tensor, label: Label, path: str | os.PathLike) -> None:

@@ -184,8 +184,7 @@ SOURCES: dict[str, Source] = {
 
 
 def get_source(spec: DataSpec) -> Source:
-    if spec.source not in SOURCES:
-        raise WcganError(f"data.source '{spec.source}' is unknown (known: {', '.join(SOURCES)})")
+    spec.check()
     return SOURCES[spec.source]
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from wcgan.atomic import atomic_open, load_torch, save_torch
+from wcgan.atomic import atomic_open, load_torch, remove_stale_temporaries, save_torch
 from wcgan.config import TrainConfig, label_seed
 from wcgan.data import Shard
 from wcgan.errors import TrainingInterrupted, WcganError
@@ -58,6 +58,13 @@ def run_key(config: TrainConfig, shard: Shard, device: torch.device) -> str:
     digest.update(shard.images.numpy().tobytes())
     digest.update(f"{shard.label.slug}:{tuple(shard.images.shape)}".encode())
     return digest.hexdigest()[:16]
+
+
+def initial_networks(config: TrainConfig, shard: Shard) -> tuple[Generator, Critic]:
+    """A label's generator and critic before training, initialised from the label's seed."""
+    torch.manual_seed(label_seed(config.seed, shard.label.slug))  # later draws use the loop's rng
+    generator = Generator(config.z_dim, shard.resolution, shard.channels, config.width)
+    return generator, Critic(shard.resolution, shard.channels, config.width)
 
 
 class PhaseClock:
@@ -120,9 +127,8 @@ def train_label(
         torch.set_num_threads(threads)
     label, seed = shard.label, label_seed(config.seed, shard.label.slug)
 
-    torch.manual_seed(seed)  # network initialisation; everything later draws from `rng`
-    generator = Generator(config.z_dim, shard.resolution, shard.channels, config.width).to(device)
-    critic = Critic(shard.resolution, shard.channels, config.width).to(device)
+    generator, critic = initial_networks(config, shard)
+    generator, critic = generator.to(device), critic.to(device)
     loss = LOSSES[config.loss](**config.loss_options())
     opt_g = make_optimizer(settings["optimizer"], generator.parameters(), settings["lr"], settings["betas"])
     opt_d = make_optimizer(settings["optimizer"], critic.parameters(), settings["lr"], settings["betas"])
@@ -131,9 +137,20 @@ def train_label(
     batch, critic_steps = config.batch_size, settings["critic_steps"]
 
     checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, shard, device)}.pt"
+    remove_stale_temporaries(checkpoint_path)
     iteration, trained_seconds, history = 0, 0.0, torch.zeros(0, len(LOSS_COLUMNS), dtype=torch.float64)
     if checkpoint_path.exists():
         state = load_torch(checkpoint_path, "checkpoint")
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise WcganError(
+                f"checkpoint '{checkpoint_path}' is not a wcgan checkpoint; move it away to retrain"
+            )
+        if config.iterations is not None and state["iteration"] > config.iterations:
+            raise WcganError(
+                f"label '{label.name}': checkpoint '{checkpoint_path}' is at iteration "
+                f"{state['iteration']}, past train.iterations {config.iterations}; raise the budget, "
+                f"or move the checkpoint away to retrain"
+            )
         generator.load_state_dict(state["generator"])
         critic.load_state_dict(state["critic"])
         opt_g.load_state_dict(state["opt_g"])
@@ -258,7 +275,8 @@ def train_label(
                 name = signal.Signals(stop_requested[0]).name
                 raise TrainingInterrupted(
                     f"label '{label.name}': stopped by {name} at iteration {iteration}; "
-                    f"checkpoint {checkpoint_path} written, rerun to resume"
+                    f"checkpoint {checkpoint_path} written, rerun to resume",
+                    stop_requested[0],
                 )
         with clock("checkpoint"):
             flush()
@@ -266,10 +284,6 @@ def train_label(
 
     session_seconds = time.monotonic() - session_start
     done = iteration - start_iteration
-    if config.iterations is not None and iteration > config.iterations:
-        log(
-            f"[{label.slug}] the checkpoint is already at iteration {iteration}, past the budget of {config.iterations}"
-        )
     summary = {
         "label": label.name,
         "slug": label.slug,

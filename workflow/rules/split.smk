@@ -15,7 +15,7 @@ rule split_label:
         name=lambda wildcards: LABEL_BY_SLUG[wildcards.label].name,
         index=lambda wildcards: LABEL_BY_SLUG[wildcards.label].index,
     shell:
-        "wcgan split {params.data} --label {params.name:q} --index {params.index}"
+        "wcgan split {params.data} --label={params.name:q} --index {params.index}"
         " --out {output.shard} 2> {log}"
 
 

@@ -5,6 +5,9 @@
 rule train_label:
     input:
         shard=rules.split_label.output.shard,
+        # A gate, not data: every label's shard must exist and share one shape before any
+        # training starts; ancient() keeps a rewritten table from retraining every label.
+        labels=ancient(rules.label_table.output.table),
     output:
         model=f"{RESULTS}/models/{{label}}.pt",
         losses=f"{RESULTS}/losses/{{label}}.csv",
