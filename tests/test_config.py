@@ -124,3 +124,11 @@ def test_strings_from_snakemakes_nested_config_option_are_coerced():
     assert coerced["train"]["lr"] is None and coerced["train"]["betas"] == [0.0, 0.9]
     assert coerced["data"]["download"] is True and coerced["data"]["root"] == "150" and coerced["run"] == "7"
     assert coerce_strings({"train": {"iterations": "many"}}, SCHEMA)["train"]["iterations"] == "many"
+
+
+def test_the_report_dependency_is_declared():
+    """`snakemake --report` needs pygments but snakemake does not require it; a plain install
+    (README command 1, no test extras) must still make the report."""
+    from importlib.metadata import requires
+
+    assert any(r.startswith("pygments==") for r in requires("wcgan"))
