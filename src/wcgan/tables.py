@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -45,3 +46,18 @@ def format_metrics(path: str | os.PathLike, max_rows: int = 25) -> str:
     extractor = table["extractor"].iloc[0] if len(table) else "?"
     more = f"\n... {len(table) - max_rows} more rows in {path}" if len(table) > max_rows else ""
     return f"metrics ({extractor} features) from {path}:\n{text}{more}"
+
+
+def missing_models(run_dir: str | os.PathLike, slugs: Sequence[str]) -> str | None:
+    """After a failed run: one line naming the labels that have no trained model, and where
+    their training logs are (None when every label has one)."""
+    run_dir = Path(run_dir)
+    missing = [slug for slug in slugs if not (run_dir / "models" / f"{slug}.pt").exists()]
+    if not missing:
+        return None
+    shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
+    return (
+        f"{len(missing)} of {len(slugs)} labels have no trained model, so the merged scores and "
+        f"figures were not made: {shown}; see {run_dir}/logs/train/<label>.log, fix, and rerun "
+        f"(finished labels are kept, interrupted ones resume)"
+    )

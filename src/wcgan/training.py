@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from wcgan.atomic import atomic_open, load_torch, remove_stale_temporaries, save_torch
+from wcgan.cluster import scheduler_job
 from wcgan.config import TrainConfig, label_seed
 from wcgan.data import Shard
 from wcgan.errors import TrainingInterrupted, WcganError
@@ -162,7 +163,9 @@ def train_label(
         )
     else:
         log(f"[{label.slug}] new run {checkpoint_path.stem}: {len(real_images)} images, seed {seed}")
+    where = scheduler_job()
     log(f"[{label.slug}] {json.dumps(settings)} on {device}, {torch.get_num_threads()} threads")
+    log(f"[{label.slug}] host {where['host']}, scheduler job {where['scheduler_job'] or 'none'}")
 
     def save_checkpoint() -> None:
         save_torch(
@@ -301,6 +304,7 @@ def train_label(
         "phase_seconds": dict(clock.seconds),
         "phase_timing_synchronized": clock.synchronize,
         "device": str(device),
+        **where,
         "threads": torch.get_num_threads(),
         "images": len(real_images),
         "resolution": shard.resolution,

@@ -1,5 +1,6 @@
 # Config validation, the label table and the few functions the rules share. The logic lives in
 # the wcgan package; what is imported here is torch-free, so dry runs stay fast.
+import sys
 from pathlib import Path
 
 import yaml
@@ -8,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from wcgan.cli import format_options
+from wcgan.cluster import check_labels_per_job, check_resources, check_slurm_gpu_request
 from wcgan.config import (
     INCEPTION_DOWNLOAD,
     TrainConfig,
@@ -18,7 +20,7 @@ from wcgan.config import (
 from wcgan.errors import WcganError
 from wcgan.labels import SLUG_PATTERN, make_labels
 from wcgan.sources import DataSpec, check_root, label_names
-from wcgan.tables import format_metrics
+from wcgan.tables import format_metrics, missing_models
 
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 config.update(coerce_strings(config, yaml.safe_load(SCHEMA.read_text())))
@@ -44,6 +46,22 @@ LABEL_BY_SLUG = {label.slug: label for label in LABELS}
 SLUGS = [label.slug for label in LABELS]
 TRAIN = _or_workflow_error(TrainConfig.from_mapping, config["train"])
 INCEPTION_WEIGHTS = config["metrics"]["inception_weights"]
+
+
+def _resource_values(resources):
+    """Plain values of the resources a profile or the command line sets."""
+    return {
+        name: resource.raw if resource.is_evaluable() else resource.value
+        for name, resource in (resources or {}).items()
+    }
+
+
+DEFAULT_RESOURCES = _resource_values(workflow.resource_settings.default_resources)
+RULE_RESOURCES = {
+    name: _resource_values(resources)
+    for name, resources in workflow.resource_settings.overwrite_resources.items()
+}
+_or_workflow_error(check_resources, DEFAULT_RESOURCES, RULE_RESOURCES, TRAIN)
 if (
     INCEPTION_WEIGHTS not in (None, INCEPTION_DOWNLOAD)
     and not Path(INCEPTION_WEIGHTS).is_file()
@@ -117,8 +135,16 @@ def get_figures():
 
 
 onstart:
-    # Not at parse time: a dry run needs no data when the config lists the labels.
+    # Not at parse time: a dry run needs no data when the config lists the labels, and the
+    # executor and job groups (label packing) are known only now.
     _or_workflow_error(check_root, SPEC)
+    _or_workflow_error(check_labels_per_job, workflow.group_settings, len(LABELS))
+    if workflow.executor_plugin.name == "slurm":
+        train = RULE_RESOURCES.get("train_label", {})
+        partition = train.get(
+            "slurm_partition", DEFAULT_RESOURCES.get("slurm_partition")
+        )
+        _or_workflow_error(check_slurm_gpu_request, partition, train.get("gpu"))
 
 
 onsuccess:
@@ -126,3 +152,9 @@ onsuccess:
     if metrics.exists():
         print(format_metrics(metrics))
         print(f"figures: {RESULTS}/figures/")
+
+
+onerror:
+    message = missing_models(RESULTS, SLUGS)
+    if message:
+        print(message, file=sys.stderr)

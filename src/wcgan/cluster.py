@@ -1,0 +1,104 @@
+"""Checks of cluster settings, made before anything is submitted.
+
+Profiles (``profiles/slurm``, ``profiles/lsf``) carry the site-specific values as placeholders
+that start with ``EDIT_ME``; Snakemake hands their resolved values (``--default-resources``,
+``--set-resources``) to the workflow, which passes them here as plain mappings. No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Mapping
+from typing import Any
+
+from wcgan.config import TrainConfig
+from wcgan.errors import WcganError
+
+PLACEHOLDER = "EDIT_ME"
+TRAIN_RULE = "train_label"
+
+
+def scheduler_job() -> dict[str, str | None]:
+    """Where this process runs: the host and the Slurm or LSF job id (None outside a scheduler)."""
+    job = os.environ.get("SLURM_JOB_ID")  # unique per array task too
+    if job is None and "LSB_JOBID" in os.environ:
+        index = os.environ.get("LSB_JOBINDEX", "0")
+        job = os.environ["LSB_JOBID"] + (f"[{index}]" if index != "0" else "")
+    return {"host": socket.gethostname(), "scheduler_job": job}
+
+
+def check_resources(
+    defaults: Mapping[str, Any], per_rule: Mapping[str, Mapping[str, Any]], train: TrainConfig
+) -> None:
+    """No placeholder left in any resource, and no training time limit below the budget."""
+    settings = [("default-resources", name, value) for name, value in defaults.items()]
+    settings += [
+        (f"set-resources {rule}", name, value)
+        for rule, values in per_rule.items()
+        for name, value in values.items()
+    ]
+    for where, name, value in settings:
+        if isinstance(value, str) and value.startswith(PLACEHOLDER):
+            raise WcganError(
+                f"profile setting {where}: {name} is still the placeholder '{value}'; set it to "
+                f"your site's value in the profile (or delete the line)"
+            )
+    runtime = per_rule.get(TRAIN_RULE, {}).get("runtime")
+    if runtime is not None and train.seconds is not None:
+        needed = math.ceil(train.seconds / 60)
+        if not isinstance(runtime, (int, float)) or runtime < needed:
+            raise WcganError(
+                f"set-resources {TRAIN_RULE}: runtime={runtime} minutes is below train.seconds "
+                f"({train.seconds:g} s = {needed} min): the scheduler would stop every label before its budget"
+            )
+
+
+def check_labels_per_job(group_settings: Any, labels: int) -> None:
+    """Label packing is Snakemake's job grouping (``--groups train_label=train
+    --group-components train=K``): K, the labels per job, must be between 1 and the labels."""
+    group = group_settings.overwrite_groups.get(TRAIN_RULE)
+    if group is None:
+        return
+    per_job = group_settings.group_components.get(group, 1)
+    if not 1 <= per_job <= labels:
+        raise WcganError(
+            f"labels per job (group-components {group}={per_job}) must be between 1 and the "
+            f"number of labels ({labels})"
+        )
+
+
+def slurm_partition_gpus(partition: str) -> int | None:
+    """GPUs per node that ``sinfo`` reports for ``partition`` (0: none), or None when unknown."""
+    if shutil.which("sinfo") is None:
+        return None
+    try:
+        result = subprocess.run(
+            ["sinfo", "-h", "-p", partition, "-o", "%G"], capture_output=True, text=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    if result.returncode != 0 or not result.stdout.strip():
+        return None
+    counts = []
+    for gres in result.stdout.split():
+        for item in gres.split(","):
+            parts = item.split("(")[0].split(":")  # gpu:a100:4(S:0-1) -> gpu, a100, 4
+            if parts[0] == "gpu":
+                counts.append(int(parts[-1]) if parts[-1].isdigit() else 1)
+    return max(counts, default=0)
+
+
+def check_slurm_gpu_request(partition: Any, gpus: Any) -> None:
+    """A training job that asks for GPUs must go to a partition that has some."""
+    if not gpus or not isinstance(partition, str):
+        return
+    available = slurm_partition_gpus(partition)
+    if available == 0:
+        raise WcganError(
+            f"set-resources {TRAIN_RULE}: gpu={gpus} on partition '{partition}', which has no GPUs "
+            f"(sinfo -p {partition} -o %G shows no gpu); set slurm_partition to a GPU partition, or gpu=0"
+        )
