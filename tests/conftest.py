@@ -65,10 +65,15 @@ def env() -> dict:
     return environment
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, *args: str, timeout: float = 600, extra_env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the real workflow in ``workdir`` (two cores), capturing its output."""
     command = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--cores", "2", *args]
-    return subprocess.run(command, cwd=workdir, env=env(), capture_output=True, text=True, timeout=timeout)
+    environment = {**env(), **(extra_env or {})}
+    return subprocess.run(
+        command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_wcgan(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

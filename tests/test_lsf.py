@@ -1,0 +1,69 @@
+"""The LSF profile, exercised with stand-in LSF commands (tests/lsf_standin): no LSF can be
+installed here. The stand-ins record each bsub command line and run the job locally, so these
+tests check what every training job asks LSF for, not a live cluster's behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TINY, run_snakemake, write_config
+
+pytestmark = pytest.mark.e2e
+RUN = Path("results") / "tiny"
+STANDIN = Path(__file__).parent / "lsf_standin"
+SITE = {"EDIT_ME_project": "ci-project", "EDIT_ME_cpu_queue": "cpu", "EDIT_ME_gpu_queue": "gpu"}
+
+
+def site_profile(folder: Path) -> Path:
+    """profiles/lsf with its SITE placeholders set, as a user edits it."""
+    text = (REPO / "profiles" / "lsf" / "config.v8+.yaml").read_text()
+    for placeholder, value in SITE.items():
+        text = text.replace(placeholder, value)
+    assert not re.search(r":\s*EDIT_ME", text)
+    folder.mkdir(parents=True)
+    (folder / "config.v8+.yaml").write_text(text)
+    return folder
+
+
+def test_each_training_job_asks_lsf_for_its_queue_project_time_memory_and_gpu(tmp_path):
+    workdir = tmp_path / "work"
+    write_config(workdir, TINY)
+    lsf = {"PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "LSF_STANDIN_DIR": str(tmp_path / "lsf")}
+    targets = [str(RUN / "training" / f"{slug}.json") for slug in ("0", "1", "2")]
+    result = run_snakemake(
+        workdir, *targets, "--profile", str(site_profile(tmp_path / "profile")), timeout=600, extra_env=lsf
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    submissions = [json.loads(line) for line in (tmp_path / "lsf" / "bsub.jsonl").read_text().splitlines()]
+    train = {s["job"]: s for s in submissions if "rule_train_label" in s["options"]["-J"][0]}
+    split = [s for s in submissions if "rule_split_label" in s["options"]["-J"][0]]
+    assert len(train) == 3 and len(split) == 3
+    for job in train.values():
+        options, argv = job["options"], job["argv"]
+        assert options["-q"] == ["gpu"] and options["-P"] == ["ci-project"]
+        assert options["-W"] == ["6"]  # train.seconds 60 -> 1 minute + 5 minutes margin
+        assert (
+            options["-n"] == ["1"] and "rusage[mem=16000.0]" in options["-R"]
+        )  # the plugin divides by -n: a float
+        assert argv[argv.index("-gpu") + 1] == "num=1"
+    for job in split:
+        assert job["options"]["-q"] == ["cpu"] and job["options"]["-W"] == ["30"]
+        assert "-gpu" not in job["argv"]
+    for slug in ("0", "1", "2"):
+        log = (workdir / RUN / "logs/train" / f"{slug}.log").read_text()
+        assert re.search(r"scheduler job (\d+)", log).group(1) in train
+
+
+def test_unedited_cluster_profiles_stop_with_one_line(tmp_path):
+    write_config(tmp_path, TINY)
+    for profile, key in (("lsf", "lsf_project"), ("slurm", "slurm_account")):
+        result = run_snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / profile), timeout=120)
+        assert result.returncode != 0
+        output = result.stdout + result.stderr  # the executor plugins log to different streams
+        assert f"default-resources: {key} is still the placeholder 'EDIT_ME_" in output
+        assert "Traceback" not in output
