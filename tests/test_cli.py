@@ -1,8 +1,6 @@
 """The command line as the rules call it: outputs on success; on bad input one line, a non-zero
 exit and no output file."""
 
-import json
-
 import pytest
 import torch
 
@@ -93,15 +91,20 @@ def test_label_table_refuses_shards_of_different_shapes(tmp_path):
     assert not (tmp_path / "t.tsv").exists()
 
 
-def test_merge_scores_orders_rows_and_names_a_missing_file(tmp_path):
-    for index, scope in ((1, "label"), (-1, "overall"), (0, "label")):
-        (tmp_path / f"{index}.json").write_text(json.dumps({"scope": scope, "index": index, "fid": 1.5}))
-    paths = [str(tmp_path / f"{i}.json") for i in (1, -1, 0)]
-    assert run_wcgan("merge-scores", "--scores", *paths, "--out", str(tmp_path / "m.tsv")).returncode == 0
-    rows = (tmp_path / "m.tsv").read_text().splitlines()
-    assert [r.split("\t")[0] for r in rows] == ["scope", "overall", "label", "label"]
-    result = run_wcgan("merge-scores", "--scores", str(tmp_path / "x.json"), "--out", str(tmp_path / "n.tsv"))
-    assert "score file" in one_error_line(result) and not (tmp_path / "n.tsv").exists()
+def test_train_also_draws_the_labels_samples(tmp_path, digit_shards):
+    from wcgan.sampling import load_samples, sample_label
+    from wcgan.training import load_generator
+
+    save_shard(digit_shards[2], tmp_path / "2.pt")
+    result = run_wcgan("train", "--shard", str(tmp_path / "2.pt"), "--model-out", str(tmp_path / "g.pt"),
+                       "--losses-out", str(tmp_path / "l.csv"), "--summary-out", str(tmp_path / "s.json"),
+                       "--checkpoint-dir", str(tmp_path / "ck"), "--iterations", "2", "--width", "4", "--z-dim", "8",
+                       "--batch-size", "8", "--samples-out", str(tmp_path / "samples.pt"), "--samples", "7",
+                       "--samples-seed", "3")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    images, label = load_samples(tmp_path / "samples.pt")
+    generator, _ = load_generator(tmp_path / "g.pt")
+    assert label.name == "2" and torch.equal(images, sample_label(generator, label, 7, seed=3))
 
 
 def test_format_options_round_trips_through_the_parser():

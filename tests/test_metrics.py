@@ -12,6 +12,7 @@ from wcgan.metrics import (
     LocalInceptionFeatureExtractor,
     choose_extractor,
     score,
+    score_run,
 )
 
 
@@ -119,3 +120,20 @@ def test_inception_from_a_local_weights_file(tmp_path, digit_shards, monkeypatch
     assert extractor.name == "wcgan-inception-v3"
     values = score(digit_shards[0].images[:12], digit_shards[1].images[:12], extractor, inception_score=True)
     assert values["is_mean"] > 0 and values["fid"] >= 0
+
+
+def test_a_run_is_scored_merged_and_per_label(classifier_file, digit_shards, tmp_path):
+    from wcgan.tables import read_metrics, write_metrics
+
+    extractor = choose_extractor(None, classifier_file[0])
+    samples = [(shard.images[:30], shard.label) for shard in digit_shards]
+    records = score_run(samples, digit_shards, extractor, max_real_per_label=60, log=lambda _: None)
+    write_metrics(records, tmp_path / "metrics.tsv")
+    table = read_metrics(tmp_path / "metrics.tsv")
+    assert list(table["scope"]) == ["overall", "label", "label", "label"]
+    assert list(table["label"].fillna("")) == ["", "0", "1", "2"]
+    assert list(table["n_fake"]) == [90, 30, 30, 30] and list(table["n_real"]) == [180, 60, 60, 60]
+    assert table["is_mean"].notna().tolist() == [True, False, False, False]
+    assert (table["extractor"] == "wcgan-classifier").all()
+    with pytest.raises(WcganError, match="samples and shards cover different labels"):
+        score_run(samples[:2], digit_shards, extractor, log=lambda _: None)

@@ -9,8 +9,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+import yaml
 
 from conftest import REPO, TINY, merged, run_snakemake, write_config
 
@@ -153,3 +155,25 @@ def test_one_failing_label_does_not_stop_the_others_and_is_named(tmp_path):
         "1 of 3 labels have no trained model, so the merged scores and figures were not made: 1;"
         in result.stderr
     )
+
+
+def test_weak_scaling_through_slurm_splits_each_job_with_the_schedulers_times(tmp_path):
+    path = write_config(tmp_path, merged(TINY, {"scaling": {"iterations": 8, "projection_jobs": [100]}}))
+    config = yaml.safe_load(path.read_text())
+    config["scaling"]["series"] = {"slurm": {"max_jobs": 2, "snakemake_args": CI_OVERRIDE}}  # only this one
+    path.write_text(yaml.safe_dump(config))
+    result = run_snakemake(tmp_path, "scaling", timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = pd.read_csv(tmp_path / RUN / "scaling/jobs.tsv", sep="\t", dtype={"scheduler_job": str})
+    assert jobs[["series", "n"]].values.tolist() == [["slurm", 1], ["slurm", 2], ["slurm", 2]]
+    for job, slug, n in zip(jobs["scheduler_job"], jobs["slug"], jobs["n"], strict=True):
+        assert slurm_job(job) == ("COMPLETED", f"rule_train_label_wildcards_{slug}")
+        log = (tmp_path / RUN / f"scaling/slurm/n{n}/logs/train/{slug}.log").read_text()
+        assert f"scheduler job {job}" in log
+    # Slurm's own time stamps: the job ran at least as long as the training command inside it.
+    assert jobs[["submit", "start", "end"]].notna().all().all()
+    assert (jobs["queue"] >= 0).all() and (jobs["launch"] >= 0).all()
+    assert (jobs["end"] - jobs["start"] >= jobs["command_s"] - 1).all()
+    summary = pd.read_csv(tmp_path / RUN / "scaling/summary.tsv", sep="\t")
+    assert summary["concurrent"].all()
+    assert (tmp_path / RUN / "figures/scaling/weak_scaling.png").exists()

@@ -11,7 +11,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 from conftest import BIN, SNAKEFILE, TINY, env, merged, run_snakemake, write_config
 from wcgan.atomic import load_torch
@@ -56,7 +58,7 @@ def test_tiny_run_makes_every_output(tiny_run):
         ("2", 177),
     ]
     for slug in slugs:
-        for path in (f"shards/{slug}.pt", f"models/{slug}.pt", f"samples/{slug}.pt", f"scores/labels/{slug}.json",
+        for path in (f"shards/{slug}.pt", f"models/{slug}.pt", f"samples/{slug}.pt",
                      f"figures/samples/{slug}.png", f"logs/train/{slug}.log", f"benchmarks/train/{slug}.tsv"):  # fmt: skip
             assert (run / path).stat().st_size > 0, path
         rows = (run / f"losses/{slug}.csv").read_text().splitlines()
@@ -66,7 +68,7 @@ def test_tiny_run_makes_every_output(tiny_run):
         assert "iter 12/12 (100%)" in (run / f"logs/train/{slug}.log").read_text()
         assert len(load_torch(run / f"samples/{slug}.pt", "samples")["images"]) == 40
     for path in ("classifier/classifier.pt", "figures/samples_merged.png", "figures/losses.png",
-                 "figures/fid_per_label.png", "report.html", "benchmarks/score/overall.tsv"):  # fmt: skip
+                 "figures/fid_per_label.png", "report.html", "benchmarks/score.tsv"):  # fmt: skip
         assert (run / path).stat().st_size > 0, path
     assert json.loads((run / "classifier/report.json").read_text())["holdout_accuracy"] > 0.5
     table = (run / "scores/metrics.tsv").read_text().splitlines()
@@ -101,8 +103,8 @@ def test_deleting_one_model_reruns_only_that_label(tiny_run, tmp_path):
     (run / "models/1.pt").unlink()
     before = {p: p.stat().st_mtime_ns for p in (run / "models").glob("*.pt")}
     assert planned_jobs(workdir) == {
-        "train_label": 1, "sample_label": 1, "score_label": 1, "score_overall": 1, "merge_scores": 1,
-        "plot_sample_grids": 1, "plot_merged_grid": 1, "plot_losses": 1, "plot_label_scores": 1, "all": 1,
+        "train_label": 1, "score": 1, "plot_sample_grids": 1, "plot_merged_grid": 1, "plot_losses": 1,
+        "plot_label_scores": 1, "all": 1,
     }  # fmt: skip
     result = run_snakemake(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -130,9 +132,72 @@ def test_figures_target_regenerates_figures_without_retraining(tiny_run, tmp_pat
     ).exists()
 
 
+SCALING = {
+    "iterations": 8,
+    "series": {"local": {"max_jobs": 2, "snakemake_args": []}},
+    "projection_jobs": [10, 100],
+}
+
+
+def test_scaling_target_times_concurrent_label_jobs_and_replots_without_rerunning(tmp_path):
+    write_config(tmp_path, merged(TINY, {"scaling": SCALING}))
+    result = run_snakemake(tmp_path, "scaling", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scaling = tmp_path / RUN / "scaling"
+    summary = pd.read_csv(scaling / "summary.tsv", sep="\t")
+    assert summary[["series", "n", "jobs"]].values.tolist() == [["local", 1, 1], ["local", 2, 2]]
+    assert summary["concurrent"].all() and summary["efficiency"].iloc[0] == 1.0
+    assert (summary["efficiency"] > 0).all() and (summary["training_mean_s"] > 0).all()
+    jobs = pd.read_csv(scaling / "jobs.tsv", sep="\t")
+    assert (jobs["iterations"] == 8).all()
+    assert (
+        jobs[["launch", "startup", "training", "checkpoint", "shutdown"]].sum(axis=1) - jobs["time_s"]
+    ).abs().max() < 1e-6
+    # Each point is a run of its own on the first N labels, with iterations fixed and no time budget.
+    point = yaml.safe_load((scaling / "local/n2/config.yaml").read_text())
+    assert point["data"]["labels"] == ["0", "1"] and point["train"]["seconds"] is None
+    assert sorted(p.name for p in (scaling / "local/n2/models").iterdir()) == ["0.pt", "1.pt"]
+    projection = pd.read_csv(scaling / "projection.tsv", sep="\t")
+    assert projection["n"].tolist() == [10, 100]
+    figures = tmp_path / RUN / "figures/scaling"
+    assert sorted(p.name for p in figures.glob("*.png")) == [
+        "job_time_split.png",
+        "projection.png",
+        "weak_scaling.png",
+    ]
+    shutil.rmtree(figures)
+    assert planned_jobs(tmp_path, "scaling") == {"plot_scaling": 1, "scaling": 1}
+
+
+def test_more_scaling_jobs_than_labels_is_one_clear_line(tmp_path):
+    write_config(
+        tmp_path, merged(TINY, {"scaling": {"series": {"local": {"max_jobs": 5, "snakemake_args": []}}}})
+    )
+    result = run_snakemake(tmp_path, "scaling", timeout=120)
+    assert result.returncode != 0
+    assert "scaling.series.local.max_jobs is 5, but the data set has only 3 labels" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_dry_run_of_the_default_config(tmp_path):
     write_config(tmp_path, {})
     assert planned_jobs(tmp_path)["train_label"] == 10
+
+
+def test_imagenet_dry_run_plans_a_job_per_label_without_the_data(tmp_path):
+    write_config(tmp_path, {})
+    shutil.copy(SNAKEFILE.parents[1] / "config/imagenet1k.yaml", tmp_path / "imagenet1k.yaml")
+    jobs = planned_jobs(tmp_path, "--configfile", "imagenet1k.yaml")
+    assert jobs["split_label"] == 1000 and jobs["train_label"] == 1000 and jobs["score"] == 1
+
+
+def test_the_committed_rule_graph_is_the_workflows(tmp_path):
+    write_config(tmp_path, {})
+    result = run_snakemake(tmp_path, "--rulegraph")
+    assert result.returncode == 0, result.stderr
+    rules = set(re.findall(r'label = "(\w+)"', result.stdout))
+    svg = (SNAKEFILE.parent / "report/rulegraph.svg").read_text()
+    assert rules and rules == set(re.findall(r">(\w+)</text>", svg)), "regenerate it (README)"
 
 
 def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
@@ -166,6 +231,10 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
         (
             {"metrics": {"inception_weights": "/nonexistent.pth"}},
             "metrics.inception_weights '/nonexistent.pth' does not exist",
+        ),
+        (
+            {"scaling": {"series": {"my cluster": {"max_jobs": 1, "snakemake_args": []}}}},
+            "config key 'scaling.series'",
         ),
     ],
 )

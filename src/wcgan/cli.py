@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from wcgan.atomic import atomic_open
     from wcgan.config import TrainConfig
     from wcgan.data import load_shard
+    from wcgan.sampling import sample_label, save_samples
     from wcgan.training import save_generator, train_label, write_losses
 
     config = config_from_args(TrainConfig, args)
@@ -162,10 +164,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = train_label(
         shard, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log
     )
+    trained = time.monotonic()
     save_generator(result, shard, args.model_out)
     write_losses(result.history, args.losses_out)
+    if args.samples_out:
+        images = sample_label(result.generator, shard.label, args.samples, args.samples_seed)
+        save_samples(images, shard.label, args.samples_out)
+    summary = result.summary
+    loop, checkpoint = summary["session_seconds"], summary["phase_seconds"].get("checkpoint", 0.0)
+    # Where this job's time went, for the weak-scaling split (wcgan.scaling).
+    summary["job"] = {
+        "started_at": args.started_at,
+        "finished_at": time.time(),
+        "startup_seconds": trained - args.started - loop,
+        "training_seconds": loop - checkpoint,
+        "checkpoint_seconds": checkpoint,
+        "shutdown_seconds": time.monotonic() - trained,
+    }
     with atomic_open(args.summary_out) as fh:
-        json.dump(result.summary, fh, indent=2)
+        json.dump(summary, fh, indent=2)
 
 
 def _default_run() -> str:
@@ -242,60 +259,74 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    import torch
-
-    from wcgan.atomic import atomic_open
-    from wcgan.data import load_shard, sample_rows
-    from wcgan.metrics import choose_extractor, score
+    from wcgan.data import load_shard
+    from wcgan.metrics import choose_extractor, score_run
     from wcgan.sampling import load_samples
+    from wcgan.tables import write_metrics
 
     device = _torch_setup(args)
     samples = sorted((load_samples(p) for p in args.samples), key=lambda s: s[1].index)
     shards = sorted((load_shard(p, mmap=True) for p in args.shards), key=lambda s: s.label.index)
-    fake_slugs = [label.slug for _, label in samples]
-    real_slugs = [shard.label.slug for shard in shards]
-    if fake_slugs != real_slugs:
-        missing = sorted(set(real_slugs) - set(fake_slugs)) or sorted(set(fake_slugs) - set(real_slugs))
-        raise WcganError(f"samples and shards cover different labels (first difference: {missing[:5]})")
-    if args.scope == "label" and len(shards) != 1:
-        raise WcganError("--scope label scores exactly one label: give one --samples and one --shards file")
-    real = torch.cat([sample_rows(s.images, args.max_real_per_label, seed=s.label.index) for s in shards])
-    fake = torch.cat([images for images, _ in samples])
     extractor = choose_extractor(args.inception_weights, args.classifier)
-    overall = args.scope == "overall"
-    values = score(
-        fake,
-        real,
+    records = score_run(
+        samples,
+        shards,
         extractor,
-        inception_score=overall,
-        precision_recall=overall,
+        args.max_real_per_label,
         cache_root=args.cache_root,
-        real_cache_name="all" if overall else shards[0].label.slug,
         device=device,
-        verbose=True,
+        log=log,
     )
-    label = shards[0].label
-    record = {
-        "scope": args.scope,
-        "label": "" if overall else label.name,
-        "slug": "" if overall else label.slug,
-        "index": -1 if overall else label.index,
-        "extractor": extractor.name,
-        "extractor_weights": extractor.weights,
-        "extractor_accuracy": extractor.accuracy,
-        "n_fake": len(fake),
-        "n_real": len(real),
-        **values,
-    }
-    with atomic_open(args.out) as fh:
-        json.dump(record, fh, indent=2)
-    log(json.dumps(record))
+    write_metrics(records, args.out)
 
 
-def cmd_merge_scores(args: argparse.Namespace) -> None:
-    from wcgan.tables import merge_scores
+# --- weak scaling -------------------------------------------------------------------------
 
-    merge_scores(args.scores, args.out)
+
+def cmd_scaling_config(args: argparse.Namespace) -> None:
+    import yaml
+
+    from wcgan.atomic import atomic_open
+    from wcgan.scaling import point_config
+    from wcgan.sources import DataSpec, label_names
+
+    base = json.loads(args.base)
+    names = label_names(DataSpec.from_mapping(base["data"]))
+    if args.jobs > len(names):
+        raise WcganError(
+            f"scaling: {args.jobs} label jobs asked for, but the data set has only {len(names)} labels"
+        )
+    config = point_config(base, args.run, names[: args.jobs], args.iterations)
+    with atomic_open(args.out, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(config, fh, sort_keys=False)
+
+
+def cmd_scaling_times(args: argparse.Namespace) -> None:
+    import yaml
+
+    from wcgan.labels import make_labels
+    from wcgan.scaling import point_times, write_table
+
+    config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    slugs = [label.slug for label in make_labels(config["data"]["labels"])]
+    table = point_times(Path("results") / config["run"], slugs, args.series, len(slugs))
+    if table["scheduler_job"].notna().any() and table["start"].isna().any():
+        log("scaling: the scheduler no longer knows some jobs; their queue and launch times are missing")
+    write_table(table, args.out)
+    log(f"scaling {args.series} N={len(slugs)}: mean job time {table['time_s'].mean():.2f} s")
+
+
+def cmd_scaling_report(args: argparse.Namespace) -> None:
+    from wcgan.scaling import project, read_points, summarize, write_table
+
+    jobs = read_points(args.points)
+    summary = summarize(jobs)
+    write_table(jobs, args.jobs_out)
+    write_table(summary, args.summary_out)
+    write_table(project(jobs, args.projection, seed=args.seed), args.projection_out)
+    if not summary["concurrent"].all():
+        late = summary.loc[~summary["concurrent"], ["series", "n"]].to_records(index=False).tolist()
+        log(f"scaling: in points {late} the jobs did not all run at once; more devices are needed for them")
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -340,6 +371,19 @@ def cmd_plot_scores(args: argparse.Namespace) -> None:
     plot_label_scores(read_metrics(args.metrics), args.out)
 
 
+def cmd_plot_scaling(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from wcgan.figures import plot_job_time_split, plot_scaling_projection, plot_weak_scaling
+    from wcgan.scaling import PARTS
+
+    summary = pd.read_csv(args.summary, sep="\t")
+    out = Path(args.out_dir)
+    plot_weak_scaling(summary, out / "weak_scaling.png")
+    plot_job_time_split(summary, PARTS, out / "job_time_split.png")
+    plot_scaling_projection(summary, pd.read_csv(args.projection, sep="\t"), out / "projection.png")
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
@@ -373,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--model-out", required=True, help="trained generator (.pt)")
     sub.add_argument("--losses-out", required=True, help="loss history (.csv)")
     sub.add_argument("--summary-out", required=True, help="run summary (.json)")
+    sub.add_argument("--samples-out", help="also draw samples from the trained generator (.pt)")
+    sub.add_argument("--samples", type=int, default=1000, help="how many, with --samples-out")
+    sub.add_argument("--samples-seed", type=int, default=0, help="base seed of their latents")
     sub.add_argument("--checkpoint-dir", required=True, help="resume state; kept after the run")
     sub.add_argument("--threads", type=int, help="torch intra-op threads")
     sub.add_argument("--profile", action="store_true", help="synchronize the GPU to time each phase")
@@ -398,11 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--threads", type=int)
     add_config_options(sub, ClassifierConfig, "classifier (the config's metrics.classifier section)")
 
-    sub = command("score", cmd_score, "score samples against real images with torch-fidelity")
-    sub.add_argument("--scope", choices=("label", "overall"), required=True)
-    sub.add_argument("--samples", nargs="+", required=True)
-    sub.add_argument("--shards", nargs="+", required=True)
-    sub.add_argument("--out", required=True)
+    sub = command("score", cmd_score, "score all labels' samples, merged and per label, with torch-fidelity")
+    sub.add_argument("--samples", nargs="+", required=True, help="every label's samples (.pt)")
+    sub.add_argument("--shards", nargs="+", required=True, help="every label's real images (.pt)")
+    sub.add_argument("--out", required=True, help="metrics table (.tsv)")
     sub.add_argument("--classifier", help="wcgan classifier file (the default extractor)")
     sub.add_argument("--inception-weights", help="Inception-v3 weights file, or 'download'")
     sub.add_argument("--cache-root", help="folder for cached real-image features")
@@ -410,9 +456,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--device", default="auto")
     sub.add_argument("--threads", type=int)
 
-    sub = command("merge-scores", cmd_merge_scores, "merge score files into one table")
-    sub.add_argument("--scores", nargs="+", required=True)
-    sub.add_argument("--out", required=True)
+    sub = command("scaling-config", cmd_scaling_config, "the config of one weak-scaling point")
+    sub.add_argument("--base", required=True, help="the run's config, as JSON")
+    sub.add_argument("--run", required=True, help="the point's run name")
+    sub.add_argument(
+        "--jobs", type=int, required=True, help="N: concurrent label jobs, on the first N labels"
+    )
+    sub.add_argument("--iterations", type=int, required=True, help="fixed generator iterations per job")
+    sub.add_argument("--out", required=True, help="config file (.yaml)")
+
+    sub = command("scaling-times", cmd_scaling_times, "per-job times of a weak-scaling point")
+    sub.add_argument("--config", required=True, help="the point's config (from scaling-config)")
+    sub.add_argument("--series", required=True, help="how the jobs ran (local, slurm, ...)")
+    sub.add_argument("--out", required=True, help="job table (.tsv)")
+
+    sub = command("scaling-report", cmd_scaling_report, "weak-scaling summary and projection from the points")
+    sub.add_argument("--points", nargs="+", required=True, help="job tables of the points")
+    sub.add_argument("--projection", type=int, nargs="+", required=True, help="job counts to project to")
+    sub.add_argument("--seed", type=int, default=0, help="of the projection's draws")
+    sub.add_argument("--jobs-out", required=True)
+    sub.add_argument("--summary-out", required=True)
+    sub.add_argument("--projection-out", required=True)
 
     sub = command("plot-grids", cmd_plot_grids, "a grid of samples per label, <out-dir>/<slug>.png")
     sub.add_argument("--samples", nargs="+", required=True)
@@ -434,11 +498,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("plot-scores", cmd_plot_scores, "per-label FID bars")
     sub.add_argument("--metrics", required=True, help="metrics.tsv")
     sub.add_argument("--out", required=True)
+
+    sub = command("plot-scaling", cmd_plot_scaling, "weak-scaling figures from the scaling tables")
+    sub.add_argument("--summary", required=True, help="summary.tsv of scaling-report")
+    sub.add_argument("--projection", required=True, help="projection.tsv of scaling-report")
+    sub.add_argument("--out-dir", required=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started, started_at = time.monotonic(), time.time()
     args = build_parser().parse_args(argv)
+    args.started, args.started_at = started, started_at
     try:
         args.handler(args)
     except WcganError as exc:

@@ -1,4 +1,4 @@
-"""Checks of cluster settings, made before anything is submitted.
+"""Cluster settings checked before anything is submitted, and what the scheduler knows of a job.
 
 Profiles (``profiles/slurm``, ``profiles/lsf``) carry the site-specific values as placeholders
 that start with ``EDIT_ME``; Snakemake hands their resolved values (``--default-resources``,
@@ -12,7 +12,8 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from wcgan.config import TrainConfig
@@ -102,3 +103,41 @@ def check_slurm_gpu_request(partition: Any, gpus: Any) -> None:
             f"set-resources {TRAIN_RULE}: gpu={gpus} on partition '{partition}', which has no GPUs "
             f"(sinfo -p {partition} -o %G shows no gpu); set slurm_partition to a GPU partition, or gpu=0"
         )
+
+
+def _slurm_epoch(text: str) -> float | None:
+    """Seconds since the epoch of a Slurm time stamp (the controller's local time), or None for
+    'Unknown', 'N/A' and the like."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def slurm_job_times(job_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None, float | None]]:
+    """Submit, start and end time of Slurm jobs, by job id: from ``sacct`` where accounting is on,
+    else from ``squeue -t all``, which keeps finished jobs for MinJobAge (300 s by default).
+    Jobs that neither knows are left out."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    ids = ",".join(job_ids)
+    queries = [
+        ["sacct", "-X", "-n", "-P", "-j", ids, "--format=JobIDRaw,Submit,Start,End"],
+        # %A is unique per array task, like SLURM_JOB_ID; %V submit, %S start, %e end.
+        ["squeue", "-h", "-t", "all", "-j", ids, "-o", "%A|%V|%S|%e"],
+    ]
+    for command in queries:
+        if shutil.which(command[0]) is None:
+            continue
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            continue
+        times = {}
+        for line in result.stdout.splitlines() if result.returncode == 0 else []:
+            fields = line.strip().split("|")
+            if len(fields) == 4 and fields[0] in job_ids:
+                times[fields[0]] = tuple(_slurm_epoch(field) for field in fields[1:])
+        if times:
+            return times
+    return {}

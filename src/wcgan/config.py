@@ -203,7 +203,9 @@ def coerce_strings(value: Any, schema: Mapping[str, Any]) -> Any:
     one. Anything else is returned unchanged for the schema to judge."""
     if isinstance(value, dict):
         properties = schema.get("properties", {})
-        return {k: coerce_strings(v, properties.get(k, {})) for k, v in value.items()}
+        others = schema.get("additionalProperties")
+        others = others if isinstance(others, dict) else {}
+        return {k: coerce_strings(v, properties.get(k, others)) for k, v in value.items()}
     if isinstance(value, list):
         return [coerce_strings(v, schema.get("items", {})) for v in value]
     if not isinstance(value, str):

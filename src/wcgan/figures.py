@@ -1,4 +1,5 @@
-"""Figures: sample grids, loss curves and per-label FID bars, all from files in ``results/``."""
+"""Figures: sample grids, loss curves, per-label FID bars and weak scaling, all from files in
+``results/``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from collections.abc import Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; no display on cluster nodes
 import matplotlib.pyplot as plt
@@ -121,6 +123,87 @@ def plot_label_scores(table: pd.DataFrame, path: str | os.PathLike, metric: str 
     axis.set_xlabel("label")
     axis.tick_params(axis="x", rotation=90 if len(labels) > 12 else 0, labelsize=7)
     axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_weak_scaling(summary: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Time per job (mean, min-max bar) and efficiency T(1)/T(N) against N, one line per series,
+    with the ideal flat line; the makespan efficiency dashed beside it."""
+    fig, (times, efficiency) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for series, group in summary.groupby("series", sort=True):
+        group = group.sort_values("n")
+        spread = [group["time_mean_s"] - group["time_min_s"], group["time_max_s"] - group["time_mean_s"]]
+        line = times.errorbar(
+            group["n"], group["time_mean_s"], yerr=spread, marker="o", capsize=3, label=series
+        )
+        color = line[0].get_color()
+        efficiency.plot(group["n"], group["efficiency"], marker="o", color=color, label=f"{series}: job time")
+        efficiency.plot(
+            group["n"], group["makespan_efficiency"], marker="s", ls="--", color=color, alpha=0.6,
+            label=f"{series}: makespan",
+        )  # fmt: skip
+    efficiency.axhline(1.0, color="black", lw=1, ls=":", label="ideal")
+    times.set_ylabel("time per job (s)")
+    times.set_ylim(bottom=0)
+    efficiency.set_ylabel("efficiency T(1) / T(N)")
+    efficiency.set_ylim(0, 1.15)
+    for axis in (times, efficiency):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(sorted(summary["n"].unique()))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.set_xlabel("concurrent label jobs N")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    fig.suptitle("Weak scaling: same work per label job (measured)", fontsize=10)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_job_time_split(summary: pd.DataFrame, parts: Sequence[str], path: str | os.PathLike) -> None:
+    """Stacked bars of the mean seconds of each part of a job, one bar per series and N."""
+    summary = summary.sort_values(["series", "n"])
+    names = [f"{series}\nN={n}" for series, n in zip(summary["series"], summary["n"], strict=True)]
+    fig, axis = plt.subplots(figsize=(max(5, 0.8 * len(names) + 2), 4))
+    bottom = np.zeros(len(summary))
+    for part in parts:
+        values = summary[f"{part}_mean_s"].fillna(0.0).to_numpy()
+        axis.bar(names, values, bottom=bottom, label=part)
+        bottom += values
+    axis.set_ylabel("mean seconds per job")
+    axis.legend(
+        fontsize=7, title="part of a job", title_fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left"
+    )
+    axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_scaling_projection(summary: pd.DataFrame, projection: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Makespan efficiency: measured points, and the projection to more jobs (median, 5-95 %)."""
+    fig, axis = plt.subplots(figsize=(7, 4))
+    for series, group in projection.groupby("series", sort=True):
+        measured = summary[summary["series"] == series].sort_values("n")
+        line = axis.plot(
+            measured["n"], measured["makespan_efficiency"], marker="o", label=f"{series}: measured"
+        )
+        color = line[0].get_color()
+        axis.plot(
+            group["n"], group["efficiency_median"], ls="--", marker="x", color=color,
+            label=f"{series}: PROJECTION from N={int(group['from_n'].iloc[0])} jobs",
+        )  # fmt: skip
+        axis.fill_between(group["n"], group["efficiency_p5"], group["efficiency_p95"], color=color, alpha=0.2)
+    axis.axhline(1.0, color="black", lw=1, ls=":", label="ideal")
+    axis.set_xscale("log")
+    axis.set_ylim(0, 1.15)
+    axis.set_xlabel("label jobs N (one device each)")
+    axis.set_ylabel("makespan efficiency T(1) / T(N)")
+    axis.set_title(
+        "PROJECTION (not measured): measured job times and submission rate, free devices assumed",
+        fontsize=9,
+    )
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
     fig.tight_layout()
     _save_figure(fig, path)
 

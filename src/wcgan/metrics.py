@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from torch_fidelity.registry import register_feature_extractor
 from wcgan.atomic import load_torch
 from wcgan.classifier import load_classifier
 from wcgan.config import INCEPTION_DOWNLOAD
+from wcgan.data import Shard, sample_rows
 from wcgan.errors import WcganError
+from wcgan.labels import Label
 from wcgan.networks import images_to_float
 
 CLASSIFIER_EXTRACTOR = "wcgan-classifier"
@@ -213,3 +216,50 @@ def score(
         )
     results = torch_fidelity.calculate_metrics(**kwargs)
     return {ours: float(results[theirs]) for ours, theirs in METRIC_KEYS.items() if theirs in results}
+
+
+def score_run(
+    samples: Sequence[tuple[torch.Tensor, Label]],
+    shards: Sequence[Shard],
+    extractor: Extractor,
+    max_real_per_label: int | None = None,
+    *,
+    cache_root: str | os.PathLike | None = None,
+    device: torch.device | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """The metrics table of a run: all labels merged (IS, FID, KID, precision/recall), then each
+    label against its own real images (FID, KID), one torch-fidelity call each."""
+    fake_slugs = [label.slug for _, label in samples]
+    real_slugs = [shard.label.slug for shard in shards]
+    if fake_slugs != real_slugs:
+        missing = sorted(set(real_slugs) ^ set(fake_slugs))
+        raise WcganError(f"samples and shards cover different labels (first differences: {missing[:5]})")
+    real = [sample_rows(s.images, max_real_per_label, seed=s.label.index) for s in shards]
+    common = dict(extractor=extractor, cache_root=cache_root, device=device)
+
+    def record(label: Label | None, fake: torch.Tensor, real: torch.Tensor, values: dict) -> dict:
+        return {
+            "scope": "label" if label else "overall",
+            "label": label.name if label else "",
+            "slug": label.slug if label else "",
+            "index": label.index if label else -1,
+            "extractor": extractor.name,
+            "extractor_weights": extractor.weights,
+            "extractor_accuracy": extractor.accuracy,
+            "n_fake": len(fake),
+            "n_real": len(real),
+            **values,
+        }
+
+    all_fake, all_real = torch.cat([images for images, _ in samples]), torch.cat(real)
+    overall = score(
+        all_fake, all_real, inception_score=True, precision_recall=True, real_cache_name="all", **common
+    )
+    log(f"all {len(samples)} labels: " + ", ".join(f"{k} {v:.4g}" for k, v in overall.items()))
+    records = [record(None, all_fake, all_real, overall)]
+    for (fake, label), real_images in zip(samples, real, strict=True):
+        values = score(fake, real_images, real_cache_name=label.slug, **common)
+        log(f"label '{label.name}': " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        records.append(record(label, fake, real_images, values))
+    return records

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,22 +9,13 @@ from pathlib import Path
 import pandas as pd
 
 from wcgan.atomic import atomic_open
-from wcgan.errors import WcganError
 
 SUMMARY_COLUMNS = ("scope", "label", "n_fake", "n_real", "is_mean", "fid", "kid_mean", "precision", "recall")
 
 
-def read_score(path: str | os.PathLike) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WcganError(f"score file '{path}' cannot be read: {exc}") from exc
-
-
-def merge_scores(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
-    """One row per score file: the overall row first, then the labels in class-index order."""
-    table = pd.DataFrame([read_score(p) for p in paths]).sort_values("index", kind="stable")
+def write_metrics(records: Sequence[dict], out: str | os.PathLike) -> pd.DataFrame:
+    """``metrics.tsv``: the overall row first, then the labels in class-index order."""
+    table = pd.DataFrame(records).sort_values("index", kind="stable")
     with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
         table.to_csv(fh, sep="\t", index=False, float_format="%.6g")
     return table

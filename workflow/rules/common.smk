@@ -1,5 +1,9 @@
 # Config validation, the label table and the few functions the rules share. The logic lives in
 # the wcgan package; what is imported here is torch-free, so dry runs stay fast.
+import gc
+import json
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,8 +23,14 @@ from wcgan.config import (
 )
 from wcgan.errors import WcganError
 from wcgan.labels import SLUG_PATTERN, make_labels
+from wcgan.scaling import scaling_points
 from wcgan.sources import DataSpec, check_root, label_names
 from wcgan.tables import format_metrics, missing_models
+
+# Building the DAG of thousands of labels allocates millions of small objects; Python's default
+# collector thresholds rescan them over and over (a dry run of 10,000 labels took 15% longer).
+gc.freeze()
+gc.set_threshold(100_000, 50, 100)
 
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 config.update(coerce_strings(config, yaml.safe_load(SCHEMA.read_text())))
@@ -84,14 +94,22 @@ def data_options():
     return format_options({k: v for k, v in DATA.items() if k != "labels"})
 
 
-def train_runtime(wildcards, attempt):
-    """Scheduler time limit (minutes) of a training job, from the label budget."""
-    resources = config["resources"]
-    return scheduler_minutes(
-        TRAIN,
-        resources["runtime_margin_minutes"],
-        resources["runtime_minutes_without_seconds"],
-    )
+def shape_gate():
+    """With data.resolution null, labels keep their own image sizes, which must agree: then
+    training waits for labels.tsv, whose job checks them all (ancient: a rewritten table
+    retrains nothing). A set resolution makes every shard the same shape, and the gate, which
+    costs Snakemake time quadratic in the labels, is left out."""
+    if DATA["resolution"] is not None:
+        return []
+    return ancient(f"{RESULTS}/labels.tsv")
+
+
+# Scheduler time limit (minutes) of a training job, from the label budget.
+TRAIN_RUNTIME = scheduler_minutes(
+    TRAIN,
+    config["resources"]["runtime_margin_minutes"],
+    config["resources"]["runtime_minutes_without_seconds"],
+)
 
 
 def extractor_input():
@@ -115,23 +133,69 @@ def score_options():
 
 
 def get_final_output():
-    """The metrics, the figures and the trained generators themselves: the ensemble is a
-    deliverable, so a missing model is retrained even when its samples still exist."""
+    """The metrics, the figures and every label's generator: the ensemble is a deliverable, so
+    a deleted model is retrained (resumed) even when its samples still exist."""
     return [
         f"{RESULTS}/scores/metrics.tsv",
         *get_figures(),
         *per_label(f"{RESULTS}/models/{{label}}.pt"),
-        *per_label(f"{RESULTS}/training/{{label}}.json"),
     ]
 
 
 def get_figures():
     return [
-        *per_label(f"{RESULTS}/figures/samples/{{label}}.png"),
+        f"{RESULTS}/figures/samples",
         f"{RESULTS}/figures/samples_merged.png",
         f"{RESULTS}/figures/losses.png",
         f"{RESULTS}/figures/fid_per_label.png",
     ]
+
+
+# --- weak scaling (rules/scaling.smk) ---
+
+
+def scaling_max_jobs(settings):
+    if settings["max_jobs"] is not None:
+        return settings["max_jobs"]
+    cores = (os.cpu_count() or 1) // config["resources"]["train_threads"]
+    return max(1, min(cores, len(LABELS)))
+
+
+SCALING = config["scaling"]
+SCALING_DIR = f"{RESULTS}/scaling"
+SCALING_POINTS = [
+    (series, jobs)
+    for series, settings in SCALING["series"].items()
+    for jobs in _or_workflow_error(scaling_points, scaling_max_jobs(settings))
+]
+
+
+def scaling_point_table(series, jobs):
+    return f"{SCALING_DIR}/{series}/n{jobs}.tsv"
+
+
+def previous_scaling_point(wildcards):
+    """The point before this one: points run in sequence. Checked here, when a DAG has scaling
+    jobs, not at parse time: a point's own run has fewer labels than the series asks for.
+    """
+    for series, settings in SCALING["series"].items():
+        if scaling_max_jobs(settings) > len(LABELS):
+            raise WorkflowError(
+                f"scaling.series.{series}.max_jobs is {settings['max_jobs']}, but the data set "
+                f"has only {len(LABELS)} labels"
+            )
+    index = SCALING_POINTS.index((wildcards.series, int(wildcards.n)))
+    return [scaling_point_table(*SCALING_POINTS[index - 1])] if index else []
+
+
+def scaling_targets(wildcards):
+    """The point's training summaries: the first N labels of its own run."""
+    run_dir = f"{SCALING_DIR}/{wildcards.series}/n{wildcards.n}"
+    slugs = [
+        label.slug
+        for label in make_labels([l.name for l in LABELS[: int(wildcards.n)]])
+    ]
+    return [f"{run_dir}/training/{slug}.json" for slug in slugs]
 
 
 onstart:

@@ -3,7 +3,6 @@
 
 localrules:
     label_table,
-    merge_scores,
     plot_sample_grids,
     plot_merged_grid,
     plot_losses,
@@ -15,8 +14,10 @@ rule plot_sample_grids:
     input:
         samples=per_label(f"{RESULTS}/samples/{{label}}.pt"),
     output:
+        # One folder, not one output per label: a DAG of thousands of labels resolves it once.
         grids=report(
-            per_label(f"{RESULTS}/figures/samples/{{label}}.png"),
+            directory(f"{RESULTS}/figures/samples"),
+            patterns=["{label}.png"],
             caption="../report/sample_grid.rst",
             category="Samples",
             subcategory="Per label",
@@ -29,10 +30,9 @@ rule plot_sample_grids:
         "../../envs/wcgan.yaml"
     params:
         per_grid=config["figures"]["grid_samples"],
-        out_dir=lambda wildcards, output: Path(output.grids[0]).parent,
     shell:
         "wcgan plot-grids --samples {input.samples} --count {params.per_grid}"
-        " --out-dir {params.out_dir} 2> {log}"
+        " --out-dir {output.grids} 2> {log}"
 
 
 rule plot_merged_grid:
@@ -62,7 +62,9 @@ rule plot_merged_grid:
 rule plot_losses:
     input:
         losses=per_label(f"{RESULTS}/losses/{{label}}.csv"),
-        labels=rules.label_table.output.table,
+        # A plain path, not rules.label_table.output: Snakemake's rule-dependency lookup is
+        # quadratic in the length of this rule's other (per-label) input list.
+        labels=f"{RESULTS}/labels.tsv",
     output:
         plot=report(
             f"{RESULTS}/figures/losses.png",
@@ -82,7 +84,7 @@ rule plot_losses:
 
 rule plot_label_scores:
     input:
-        metrics=rules.merge_scores.output.table,
+        metrics=rules.score.output.table,
     output:
         plot=report(
             f"{RESULTS}/figures/fid_per_label.png",

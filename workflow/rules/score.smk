@@ -1,6 +1,6 @@
-# Scores with torch-fidelity: all labels' samples merged (IS, FID, KID, precision/recall) and
-# each label against its own images (FID, KID). Without Inception weights the features come
-# from a classifier trained on the real images.
+# Scores with torch-fidelity, in one job that loads the feature extractor once: all labels'
+# samples merged (IS, FID, KID, precision/recall) and each label against its own images (FID,
+# KID). Without Inception weights the features come from a classifier trained on the real images.
 
 
 rule train_classifier:
@@ -23,56 +23,11 @@ rule train_classifier:
         " --report-out {output.report} --threads {threads} {params.options} 2> {log}"
 
 
-rule score_label:
-    input:
-        samples=rules.sample_label.output.samples,
-        shard=rules.split_label.output.shard,
-        extractor=extractor_input(),
-    output:
-        scores=f"{RESULTS}/scores/labels/{{label}}.json",
-    log:
-        f"{RESULTS}/logs/score/{{label}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/score/{{label}}.tsv"
-    conda:
-        "../../envs/wcgan.yaml"
-    threads: config["resources"]["score_threads"]
-    params:
-        extractor=extractor_option,
-        options=score_options(),
-    shell:
-        "wcgan score --scope label --samples {input.samples} --shards {input.shard}"
-        " {params.extractor} {params.options} --threads {threads} --out {output.scores}"
-        " 2> {log}"
-
-
-rule score_overall:
+rule score:
     input:
         samples=per_label(f"{RESULTS}/samples/{{label}}.pt"),
         shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
         extractor=extractor_input(),
-    output:
-        scores=f"{RESULTS}/scores/overall.json",
-    log:
-        f"{RESULTS}/logs/score/overall.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/score/overall.tsv"
-    conda:
-        "../../envs/wcgan.yaml"
-    threads: config["resources"]["score_threads"]
-    params:
-        extractor=extractor_option,
-        options=score_options(),
-    shell:
-        "wcgan score --scope overall --samples {input.samples} --shards {input.shards}"
-        " {params.extractor} {params.options} --threads {threads} --out {output.scores}"
-        " 2> {log}"
-
-
-rule merge_scores:
-    input:
-        overall=rules.score_overall.output.scores,
-        labels=per_label(f"{RESULTS}/scores/labels/{{label}}.json"),
     output:
         table=report(
             f"{RESULTS}/scores/metrics.tsv",
@@ -80,11 +35,15 @@ rule merge_scores:
             category="Metrics",
         ),
     log:
-        f"{RESULTS}/logs/merge_scores.log",
+        f"{RESULTS}/logs/score.log",
     benchmark:
-        f"{RESULTS}/benchmarks/merge_scores.tsv"
+        f"{RESULTS}/benchmarks/score.tsv"
     conda:
         "../../envs/wcgan.yaml"
+    threads: config["resources"]["score_threads"]
+    params:
+        extractor=extractor_option,
+        options=score_options(),
     shell:
-        "wcgan merge-scores --scores {input.overall} {input.labels}"
-        " --out {output.table} 2> {log}"
+        "wcgan score --samples {input.samples} --shards {input.shards} {params.extractor}"
+        " {params.options} --threads {threads} --out {output.table} 2> {log}"

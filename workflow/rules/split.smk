@@ -12,10 +12,9 @@ rule split_label:
         "../../envs/wcgan.yaml"
     params:
         data=data_options(),
-        name=lambda wildcards: LABEL_BY_SLUG[wildcards.label].name,
-        index=lambda wildcards: LABEL_BY_SLUG[wildcards.label].index,
+        label=lambda wildcards: LABEL_BY_SLUG[wildcards.label],
     shell:
-        "wcgan split {params.data} --label={params.name:q} --index {params.index}"
+        "wcgan split {params.data} --label={params.label.name:q} --index {params.label.index}"
         " --out {output.shard} 2> {log}"
 
 

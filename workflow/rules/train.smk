@@ -5,13 +5,13 @@
 rule train_label:
     input:
         shard=rules.split_label.output.shard,
-        # A gate, not data: every label's shard must exist and share one shape before any
-        # training starts; ancient() keeps a rewritten table from retraining every label.
-        labels=ancient(rules.label_table.output.table),
+        shapes_checked=shape_gate(),
     output:
         model=f"{RESULTS}/models/{{label}}.pt",
         losses=f"{RESULTS}/losses/{{label}}.csv",
         summary=f"{RESULTS}/training/{{label}}.json",
+        # Drawn by the training job itself: the generator is loaded and on its device already.
+        samples=f"{RESULTS}/samples/{{label}}.pt",
     log:
         f"{RESULTS}/logs/train/{{label}}.log",
     benchmark:
@@ -21,12 +21,16 @@ rule train_label:
     threads: config["resources"]["train_threads"]
     resources:
         mem_mb=config["resources"]["train_mem_mb"],
-        runtime=train_runtime,
+        runtime=TRAIN_RUNTIME,
     params:
         checkpoints=f"{RESULTS}/checkpoints/{{label}}",
         options=format_options(config["train"]),
+        samples=config["sampling"]["per_label"],
+        samples_seed=config["sampling"]["seed"],
     shell:
         "wcgan train --shard {input.shard} --model-out {output.model}"
         " --losses-out {output.losses} --summary-out {output.summary}"
+        " --samples-out {output.samples} --samples {params.samples}"
+        " --samples-seed {params.samples_seed}"
         " --checkpoint-dir {params.checkpoints} --threads {threads} {params.options}"
         " 2> {log}"
