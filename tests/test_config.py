@@ -6,6 +6,8 @@ import yaml
 
 from conftest import REPO, default_config, merged
 from wcgan.config import (
+    RECIPES,
+    TRAINING_SCHEMES,
     ClassifierConfig,
     TrainConfig,
     coerce_strings,
@@ -38,7 +40,9 @@ def test_schema_mirrors_the_packages_options():
     classifier = SCHEMA["properties"]["metrics"]["properties"]["classifier"]["properties"]
     assert set(classifier) == {f.name for f in dataclasses.fields(ClassifierConfig)}
     assert set(SCHEMA["properties"]["data"]["properties"]["source"]["enum"]) == set(SOURCES)
-    assert set(SCHEMA["properties"]["train"]["properties"]["loss"]["enum"]) == {"wgan-gp", "wgan-clip"}
+    assert set(SCHEMA["properties"]["train"]["properties"]["loss"]["enum"]) == set(RECIPES)
+    assert set(RECIPES) == {"wgan-gp", "wgan-clip", "dcgan", "hinge"}
+    assert SCHEMA["properties"]["train"]["properties"]["training"]["enum"] == list(TRAINING_SCHEMES)
 
 
 def test_schema_errors_are_one_line_naming_the_key():
@@ -51,6 +55,12 @@ def test_schema_errors_are_one_line_naming_the_key():
     config = default_config()
     config["data"]["source"] = "mnist"
     assert schema_error(config).startswith("config key 'data.source': 'mnist' is not one of")
+    config = default_config()
+    config["train"]["training"] = "one-stage"
+    assert schema_error(config).startswith("config key 'train.training': 'one-stage' is not one of")
+    config = default_config()
+    del config["train"]["training"]
+    assert schema_error(config) == "config key 'train': 'training' is a required property"
     config = default_config()
     config["data"]["resolution"] = 28
     assert schema_error(config).startswith("config key 'data.resolution': 28 is not one of")
@@ -65,12 +75,35 @@ def test_recipes_fill_what_the_config_leaves_unset():
     clip = TrainConfig(loss="wgan-clip", iterations=1).effective()
     assert (clip["optimizer"], clip["lr"], clip["betas"], clip["clip_value"]) == ("rmsprop", 5e-5, None, 0.01)
     assert TrainConfig(iterations=1, lr=3e-4, critic_steps=1).effective()["lr"] == 3e-4
+    dcgan = TrainConfig(loss="dcgan", iterations=1).effective()
+    assert (dcgan["optimizer"], dcgan["lr"], dcgan["betas"], dcgan["critic_steps"]) == (
+        "adam", 2e-4, (0.5, 0.999), 1,
+    )  # fmt: skip
+    hinge = TrainConfig(loss="hinge", iterations=1).effective()
+    assert (hinge["optimizer"], hinge["lr"], hinge["betas"], hinge["critic_steps"]) == (
+        "adam", 2e-4, (0.0, 0.9), 5,
+    )  # fmt: skip
+    assert gp["training"] == "two_stage"
+
+
+@pytest.mark.parametrize("loss", sorted(RECIPES))
+def test_one_stage_accepts_every_loss(loss):
+    TrainConfig(loss=loss, training="one_stage", iterations=1, critic_steps=3).check()
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"loss": "hinge", "iterations": 1}, "train.loss 'hinge' is unknown"),
+        ({"loss": "lsgan", "iterations": 1}, "train.loss 'lsgan' is unknown"),
+        ({"training": "one-stage", "iterations": 1}, "train.training 'one-stage' is unknown"),
+        (
+            {"loss": "dcgan", "gp_weight": 10.0, "iterations": 1},
+            "train.gp_weight does not apply to loss 'dcgan'",
+        ),
+        (
+            {"loss": "hinge", "clip_value": 0.1, "iterations": 1},
+            "train.clip_value does not apply to loss 'hinge'",
+        ),
         (
             {"loss": "wgan-clip", "gp_weight": 5.0, "iterations": 1},
             "train.gp_weight does not apply to loss 'wgan-clip'",

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from wcgan.config import RECIPES
-from wcgan.losses import LOSSES, WassersteinClip, WassersteinGP, make_optimizer
+from wcgan.losses import LOSSES, Hinge, NonSaturating, WassersteinClip, WassersteinGP, make_optimizer
 
 
 class LinearCritic(nn.Module):
@@ -36,6 +36,26 @@ def test_critic_loss_is_minus_the_wasserstein_estimate():
     assert torch.isclose(wasserstein, torch.tensor(4.0))  # <w, 1> = 4 * 1.0
     assert torch.isclose(loss, -wasserstein)
     assert torch.isclose(WassersteinGP(10.0).generator_loss(critic, real), torch.tensor(-4.0))
+
+
+def test_dcgan_is_cross_entropy_on_the_critics_logits():
+    critic = LinearCritic(2.0)  # scores <w, 1> = 4 and 0
+    real, fake = torch.ones(4, 1, 2, 2), torch.zeros(4, 1, 2, 2)
+    loss, gap = NonSaturating().critic_loss(critic, real, fake)
+    expected = -torch.log(torch.sigmoid(torch.tensor(4.0))) - torch.log(1 - torch.sigmoid(torch.tensor(0.0)))
+    assert torch.isclose(loss, expected) and torch.isclose(gap, torch.tensor(4.0))
+    # Non-saturating: -log sigmoid(D(G(z))), not log(1 - sigmoid(D(G(z)))).
+    assert torch.isclose(
+        NonSaturating().generator_loss(critic, real), -torch.log(torch.sigmoid(torch.tensor(4.0)))
+    )
+    assert NonSaturating().critic_penalty(critic, real, fake, None) is None
+
+
+def test_hinge_loss_counts_only_scores_inside_the_margin():
+    scores = torch.tensor([-2.0, -0.5, 0.5, 2.0])
+    assert Hinge().real_term(scores).tolist() == [3.0, 1.5, 0.5, 0.0]
+    assert Hinge().fake_term(scores).tolist() == [0.0, 0.5, 1.5, 3.0]
+    assert Hinge().generator_term(scores).tolist() == [2.0, 0.5, -0.5, -2.0]
 
 
 def test_weight_clipping_clamps_the_critic():

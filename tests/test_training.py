@@ -56,20 +56,43 @@ def test_labels_get_different_seeds(digit_shards, tmp_path):
     assert not torch.equal(weights(a), weights(b))
 
 
-@pytest.mark.parametrize("loss", ["wgan-gp", "wgan-clip"])
-def test_resume_continues_exactly(digit_shards, tmp_path, loss):
-    straight = train_label(
-        digit_shards[0], tiny(loss=loss, iterations=6), tmp_path / "straight", log=lambda _: None
-    )
+@pytest.mark.parametrize("training", ["two_stage", "one_stage"])
+@pytest.mark.parametrize("loss", ["wgan-gp", "wgan-clip", "dcgan", "hinge"])
+def test_resume_continues_exactly(digit_shards, tmp_path, loss, training):
+    def run(iterations, folder, log=lambda _: None):
+        config = tiny(loss=loss, training=training, iterations=iterations)
+        return train_label(digit_shards[0], config, tmp_path / folder, log=log)
+
+    straight = run(6, "straight")
     lines = []
-    train_label(digit_shards[0], tiny(loss=loss, iterations=3), tmp_path / "resumed", log=lambda _: None)
-    resumed = train_label(
-        digit_shards[0], tiny(loss=loss, iterations=6), tmp_path / "resumed", log=lines.append
-    )
+    run(3, "resumed")
+    resumed = run(6, "resumed", lines.append)
     assert any("resumed from" in line and "at iteration 3" in line for line in lines)
     assert resumed.summary["resumed_from_iteration"] == 3
     assert torch.equal(weights(straight), weights(resumed))
     assert torch.equal(straight.history[:, [0, *range(2, 6)]], resumed.history[:, [0, *range(2, 6)]])
+
+
+@pytest.mark.parametrize("critic_steps", [1, 3])
+def test_one_stage_training_fills_the_history_and_times_its_phases(digit_shards, tmp_path, critic_steps):
+    config = tiny(training="one_stage", critic_steps=critic_steps, iterations=4)
+    result = train_label(digit_shards[0], config, tmp_path, log=lambda _: None)
+    assert result.history.shape == (4, len(LOSS_COLUMNS)) and torch.all(torch.isfinite(result.history))
+    assert torch.all(result.history[:, 4] > 0) and torch.all(result.history[:, 5] != 0)
+    assert {"data", "critic", "penalty", "generator", "checkpoint"} <= set(result.summary["phase_seconds"])
+    two_stage = train_label(
+        digit_shards[0], tiny(critic_steps=critic_steps, iterations=4), tmp_path, log=lambda _: None
+    )
+    assert not torch.equal(weights(result), weights(two_stage))
+
+
+def test_switching_the_training_scheme_starts_a_new_run(digit_shards, tmp_path):
+    train_label(digit_shards[0], tiny(iterations=2), tmp_path, log=lambda _: None)
+    result = train_label(
+        digit_shards[0], tiny(iterations=2, training="one_stage"), tmp_path, log=lambda _: None
+    )
+    assert result.summary["resumed_from_iteration"] == 0
+    assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
 def test_a_different_setting_starts_a_new_run(digit_shards, tmp_path):
@@ -79,8 +102,10 @@ def test_a_different_setting_starts_a_new_run(digit_shards, tmp_path):
     assert len(list(tmp_path.glob("*.pt"))) == 2  # the earlier run's checkpoint is kept
 
 
-def test_weight_clipping_keeps_the_critic_clipped(digit_shards, tmp_path):
-    result = train_label(digit_shards[0], tiny(loss="wgan-clip", iterations=2), tmp_path, log=lambda _: None)
+@pytest.mark.parametrize("training", ["two_stage", "one_stage"])
+def test_weight_clipping_keeps_the_critic_clipped(digit_shards, tmp_path, training):
+    config = tiny(loss="wgan-clip", training=training, iterations=2)
+    result = train_label(digit_shards[0], config, tmp_path, log=lambda _: None)
     state = load_torch(result.summary["checkpoint"], "checkpoint")
     assert max(t.abs().max().item() for t in state["critic"].values()) <= 0.01 + 1e-7
     assert torch.all(result.history[:, 4] == 0)  # no penalty term

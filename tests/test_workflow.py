@@ -179,6 +179,16 @@ def test_more_scaling_jobs_than_labels_is_one_clear_line(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_one_stage_training_in_the_pipeline(tmp_path):
+    write_config(tmp_path, merged(TINY, {"train": {"training": "one_stage", "loss": "hinge"}}))
+    result = run_snakemake(tmp_path, str(RUN / "training/0.json"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / RUN / "training/0.json").read_text())
+    assert summary["config"]["training"] == "one_stage" and summary["config"]["loss"] == "hinge"
+    assert summary["iterations"] == 12
+    assert len((tmp_path / RUN / "losses/0.csv").read_text().splitlines()) == 13
+
+
 def test_dry_run_of_the_default_config(tmp_path):
     write_config(tmp_path, {})
     assert planned_jobs(tmp_path)["train_label"] == 10

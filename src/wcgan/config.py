@@ -35,7 +35,13 @@ RECIPES: dict[str, Recipe] = {
     "wgan-gp": Recipe("adam", 1e-4, (0.0, 0.9), 5, {"gp_weight": 10.0}),
     # Arjovsky et al. 2017, "Wasserstein GAN", Algorithm 1.
     "wgan-clip": Recipe("rmsprop", 5e-5, None, 5, {"clip_value": 0.01}),
+    # Radford et al. 2016, "Unsupervised Representation Learning with Deep Convolutional GANs".
+    "dcgan": Recipe("adam", 2e-4, (0.5, 0.999), 1),
+    # Miyato et al. 2018, "Spectral Normalization for GANs": the setting of its ResNet runs,
+    # the one later hinge-loss GANs reuse (its CNN runs also tried betas (0.5, 0.999), 1 step).
+    "hinge": Recipe("adam", 2e-4, (0.0, 0.9), 5),
 }
+TRAINING_SCHEMES = ("two_stage", "one_stage")  # how a generator iteration gets its gradients
 
 
 class ConfigSection:
@@ -68,10 +74,19 @@ class TrainConfig(ConfigSection):
 
     ``None`` for an optimizer or loss setting means "the loss's published recipe"
     (``RECIPES``): WGAN-GP trains with Adam 1e-4, betas (0, 0.9), 5 critic steps and
-    penalty weight 10; weight clipping with RMSprop 5e-5, 5 critic steps and clip 0.01.
+    penalty weight 10; weight clipping with RMSprop 5e-5, 5 critic steps and clip 0.01;
+    DCGAN with Adam 2e-4, betas (0.5, 0.999), 1 critic step; hinge with Adam 2e-4, betas
+    (0, 0.9), 5 critic steps.
+
+    ``training`` picks two-stage updates (critic, then generator through a second pass) or
+    one-stage ones (both gradients from the last critic pass, see ``wcgan.losses``). Every
+    loss supports both, with any option: the generator's loss is a per-sample function of the
+    critic's scores, the critic has no batch statistics, the penalty's interpolates are
+    detached and weight clipping acts after the gradients are taken.
     """
 
-    loss: str = "wgan-gp"  # wgan-gp | wgan-clip (a name in RECIPES)
+    loss: str = "wgan-gp"  # wgan-gp | wgan-clip | dcgan | hinge (a name in RECIPES)
+    training: str = "two_stage"  # two_stage | one_stage (a name in TRAINING_SCHEMES)
     iterations: int | None = None  # budget: generator iterations (None: no limit)
     seconds: float | None = None  # budget: wall-clock training seconds (None: no limit)
     batch_size: int = 64  # real and fake images per critic step
@@ -99,6 +114,10 @@ class TrainConfig(ConfigSection):
     def check(self, key: str = "train") -> None:
         if self.loss not in RECIPES:
             raise WcganError(f"{key}.loss '{self.loss}' is unknown (known: {', '.join(RECIPES)})")
+        if self.training not in TRAINING_SCHEMES:
+            raise WcganError(
+                f"{key}.training '{self.training}' is unknown (known: {', '.join(TRAINING_SCHEMES)})"
+            )
         for name in ("gp_weight", "clip_value"):
             if getattr(self, name) is not None and name not in self.recipe.options:
                 raise WcganError(f"{key}.{name} does not apply to loss '{self.loss}'")

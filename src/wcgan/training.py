@@ -1,7 +1,10 @@
 """Training one label's GAN under a fixed budget, with atomic checkpoints and exact resume.
 
 The loop is deliberately plain: critic steps, then one generator step, until the iteration or
-wall-clock budget runs out. Every few seconds it logs a progress line (and checks the losses
+wall-clock budget runs out. In one-stage training (``train.training: one_stage``) the last
+critic step's backward pass also gives the generator its gradient (``GANLoss.one_stage_backward``),
+so the generator step is only its optimizer's; the phase timing reports that combined pass under
+"critic" and "penalty". Every few seconds the loop logs a progress line (and checks the losses
 for NaN/inf); every ``checkpoint_seconds`` it writes a checkpoint that holds everything needed
 to continue bit for bit: networks, optimizers, the random generator's state, the iteration
 count, the seconds already spent and the loss history. SIGTERM (a scheduler's time limit) and
@@ -35,6 +38,8 @@ from wcgan.networks import Critic, Generator, images_to_float
 
 CHECKPOINT_FORMAT = "wcgan-checkpoint-1"
 GENERATOR_FORMAT = "wcgan-generator-1"
+# "wasserstein" is E[D(real)] - E[D(fake)]: the Wasserstein estimate for the Wasserstein losses,
+# a generic gap between the critic's scores of real and fake images for the others.
 LOSS_COLUMNS = ("iteration", "seconds", "critic_loss", "wasserstein", "penalty", "generator_loss")
 
 
@@ -54,6 +59,8 @@ def run_key(config: TrainConfig, shard: Shard, device: torch.device) -> str:
     effective = config.effective()
     for name in ("iterations", "seconds", "checkpoint_seconds", "log_seconds", "device"):
         effective.pop(name)
+    if effective["training"] == "two_stage":
+        effective.pop("training")  # runs checkpointed before the option existed keep their key
     effective["device_type"] = device.type
     digest = hashlib.sha256(json.dumps(effective, sort_keys=True).encode())
     digest.update(shard.images.numpy().tobytes())
@@ -136,6 +143,7 @@ def train_label(
     rng = torch.Generator(device=device).manual_seed(seed)
     real_images = images_to_float(shard.images.to(device))
     batch, critic_steps = config.batch_size, settings["critic_steps"]
+    one_stage = config.training == "one_stage"
 
     checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, shard, device)}.pt"
     remove_stale_temporaries(checkpoint_path)
@@ -215,18 +223,23 @@ def train_label(
     with _stop_requests() as stop_requested:
         while budget_left():
             critic_sum = wasserstein_sum = penalty_sum = torch.zeros((), device=device)
-            for _ in range(critic_steps):
+            for step in range(critic_steps):
                 with clock("data"):
                     real = real_images[
                         torch.randint(len(real_images), (batch,), generator=rng, device=device)
                     ]
                     z = torch.randn(batch, config.z_dim, generator=rng, device=device)
                 with clock("critic"):
-                    with torch.no_grad():
-                        fake = generator(z)
                     opt_d.zero_grad(set_to_none=True)
-                    critic_loss, wasserstein = loss.critic_loss(critic, real, fake)
-                    critic_loss.backward()
+                    if one_stage and step == critic_steps - 1:  # the generator's update rides on it
+                        opt_g.zero_grad(set_to_none=True)
+                        fake = generator(z)
+                        critic_loss, wasserstein, generator_loss = loss.one_stage_backward(critic, real, fake)
+                    else:
+                        with torch.no_grad():
+                            fake = generator(z)
+                        critic_loss, wasserstein = loss.critic_loss(critic, real, fake)
+                        critic_loss.backward()
                 with clock("penalty"):
                     penalty = loss.critic_penalty(critic, real, fake, rng)
                     if penalty is not None:
@@ -240,13 +253,14 @@ def train_label(
                 critic_sum = critic_sum + critic_loss.detach()
                 wasserstein_sum = wasserstein_sum + wasserstein.detach()
             with clock("generator"):
-                z = torch.randn(batch, config.z_dim, generator=rng, device=device)
-                critic.requires_grad_(False)  # no critic gradients from the generator's step
-                opt_g.zero_grad(set_to_none=True)
-                generator_loss = loss.generator_loss(critic, generator(z))
-                generator_loss.backward()
+                if not one_stage:
+                    z = torch.randn(batch, config.z_dim, generator=rng, device=device)
+                    critic.requires_grad_(False)  # no critic gradients from the generator's step
+                    opt_g.zero_grad(set_to_none=True)
+                    generator_loss = loss.generator_loss(critic, generator(z))
+                    generator_loss.backward()
+                    critic.requires_grad_(True)
                 opt_g.step()
-                critic.requires_grad_(True)
             iteration += 1
             now = time.monotonic()
             trained_seconds = base_seconds + (now - session_start)
