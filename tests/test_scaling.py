@@ -4,7 +4,6 @@ records in the formats the training command and Snakemake's benchmark files writ
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from wcgan.cluster import _slurm_epoch
+from wcgan.cluster import _epoch
 from wcgan.config import coerce_strings
 from wcgan.errors import WcganError
 from wcgan.figures import plot_job_time_split, plot_scaling_projection, plot_weak_scaling
@@ -38,19 +37,21 @@ def test_point_config_fixes_the_work_and_leaves_the_base_alone():
     assert base["train"] == {"iterations": 5, "seconds": 60} and base["data"]["labels"] is None
 
 
-def write_job(run_dir: Path, slug: str, command_s: float, start: float, parts=(3.0, 0.5, 0.25)) -> None:
+def write_job(
+    run_dir: Path, slug: str, command_s: float, start: float, parts=(3.0, 0.5, 0.25), job=None, resumed=0
+) -> None:
     """A training summary's job timing and a Snakemake benchmark file, as the pipeline writes them."""
     training, checkpoint, shutdown = parts
     (run_dir / "training").mkdir(parents=True, exist_ok=True)
     (run_dir / "benchmarks" / "train").mkdir(parents=True, exist_ok=True)
     summary = {
         "iterations": 300,
+        "resumed_from_iteration": resumed,
         "host": "node1",
-        "scheduler_job": None,
+        "scheduler_job": job,
         "job": {
             "started_at": start,
             "finished_at": start + command_s - 0.2,
-            "startup_seconds": 1.0,
             "training_seconds": training,
             "checkpoint_seconds": checkpoint,
             "shutdown_seconds": shutdown,
@@ -65,7 +66,7 @@ def write_job(run_dir: Path, slug: str, command_s: float, start: float, parts=(3
 def test_point_times_split_each_job_into_parts_that_sum_to_its_time(tmp_path):
     write_job(tmp_path, "a", command_s=5.0, start=1000.0)
     write_job(tmp_path, "b", command_s=6.0, start=1000.5)
-    table = point_times(tmp_path, ["a", "b"], "local", 2)
+    table = point_times(tmp_path, ["a", "b"], "local", 300)
     assert list(table["slug"]) == ["a", "b"] and set(table["n"]) == {2}
     # Start-up is what the command's own clocks do not cover: interpreter start and exit too.
     assert table["startup"].tolist() == pytest.approx([1.25, 2.25])
@@ -77,7 +78,34 @@ def test_point_times_split_each_job_into_parts_that_sum_to_its_time(tmp_path):
 def test_point_times_name_the_label_whose_files_are_missing(tmp_path):
     write_job(tmp_path, "a", command_s=5.0, start=1000.0)
     with pytest.raises(WcganError, match="did label 'b' train"):
-        point_times(tmp_path, ["a", "b"], "local", 2)
+        point_times(tmp_path, ["a", "b"], "local", 300)
+
+
+def test_point_times_add_the_schedulers_queue_and_launch(tmp_path):
+    write_job(tmp_path, "a", command_s=5.0, start=1002.5, job="11")
+    write_job(tmp_path, "b", command_s=6.0, start=1003.0, job="12")
+    stamps = {"11": (1000.0, 1001.0, 1008.0), "12": (1000.0, 1002.0, 1010.0)}
+    table = point_times(tmp_path, ["a", "b"], "slurm", 300, scheduler_times=stamps)
+    assert table["queue"].tolist() == [1.0, 2.0]
+    assert table["launch"].tolist() == pytest.approx([2.0, 2.0])  # Slurm's 7 and 8 s less the command's
+    assert table["time_s"].tolist() == pytest.approx([7.0, 8.0])  # start to end, queue apart
+    summary = summarize(pd.concat([jobs_table({1: [7.0]}, series="slurm"), table]))
+    assert summary.set_index("n").loc[2, "makespan_s"] == pytest.approx(10.0)  # first submit to last end
+
+
+@pytest.mark.parametrize(
+    ("jobs", "resumed", "times", "message"),
+    [
+        (("11", "11"), 0, {"11": (1.0, 2.0, 9.0)}, "share scheduler jobs"),
+        (("11", "12"), 0, {"11": (1.0, 2.0, 9.0)}, "no submit/start/end time for jobs 12"),
+        ((None, None), 40, {}, "resumed from 40, not 300 in one go"),
+    ],
+)
+def test_point_times_refuse_jobs_whose_time_would_be_wrong(tmp_path, jobs, resumed, times, message):
+    for slug, job in zip("ab", jobs, strict=True):
+        write_job(tmp_path, slug, command_s=5.0, start=1000.0, job=job, resumed=resumed)
+    with pytest.raises(WcganError, match=message):
+        point_times(tmp_path, ["a", "b"], "slurm", 300, scheduler_times=times)
 
 
 def jobs_table(times_by_n: dict[int, list[float]], starts=None, series="local") -> pd.DataFrame:
@@ -104,7 +132,7 @@ def test_summary_gives_efficiency_against_one_job_and_checks_the_jobs_overlapped
     assert summary.loc[2, "makespan_efficiency"] == pytest.approx(10 / 12)
     assert bool(summary.loc[2, "concurrent"])
     # Two of the four started after the others ended: not four concurrent jobs.
-    assert not bool(summary.loc[4, "concurrent"])
+    assert not bool(summary.loc[4, "concurrent"]) and summary.loc[4, "overlap"] < 0
     assert {f"{part}_mean_s" for part in PARTS} <= set(summary.columns)
 
 
@@ -118,7 +146,7 @@ def test_projection_adds_submission_offsets_and_stragglers():
     flat = project(steady, [100, 1000], draws=50)
     # Identical job times and no scheduler: the makespan stays the job time.
     assert flat["makespan_median_s"].tolist() == pytest.approx([10.0, 10.0])
-    assert flat["efficiency_median"].tolist() == pytest.approx([1.0, 1.0])
+    assert flat["makespan_efficiency_median"].tolist() == pytest.approx([1.0, 1.0])
 
     submitted = steady.copy()
     submitted.loc[submitted["n"] == 2, "submit"] = [0.0, 0.5]
@@ -127,14 +155,20 @@ def test_projection_adds_submission_offsets_and_stragglers():
     assert offset["makespan_median_s"].iloc[0] == pytest.approx(99 * 0.5 + 10.0)
 
     noisy = project(jobs_table({1: [10.0], 2: [9.0, 11.0]}), [10, 100, 1000], draws=200)
-    assert noisy["job_time_log_sd"].iloc[0] > 0
+    assert noisy["job_time_log_sd"].iloc[0] == pytest.approx(np.log(11 / 9) / np.sqrt(2))
     assert np.all(np.diff(noisy["makespan_median_s"]) > 0)  # the slowest of more jobs is slower
-    assert np.all(noisy["efficiency_p5"] <= noisy["efficiency_median"])
+    assert np.all(noisy["makespan_efficiency_median"] < 1)
+
+    # A point whose jobs did not overlap is not projected from.
+    apart = jobs_table(
+        {1: [10.0], 2: [10.0, 10.0], 4: [30.0] * 4}, starts={1: [0], 2: [0, 0], 4: [0, 0, 40, 40]}
+    )
+    assert project(apart, [100], draws=10)["from_n"].iloc[0] == 2
 
 
-def test_slurm_time_stamps_read_as_local_time():
-    assert _slurm_epoch("2026-11-23T14:50:01") == datetime(2026, 11, 23, 14, 50, 1).timestamp()
-    assert _slurm_epoch("Unknown") is None and _slurm_epoch("N/A") is None
+def test_slurm_time_stamps_are_read_as_epoch_seconds():
+    assert _epoch("1795447158") == 1795447158.0
+    assert _epoch("Unknown") is None and _epoch("N/A") is None and _epoch("2026-11-23T14:50:01") is None
 
 
 def test_series_settings_from_the_command_line_get_their_types():

@@ -167,6 +167,12 @@ def test_scaling_target_times_concurrent_label_jobs_and_replots_without_rerunnin
     ]
     shutil.rmtree(figures)
     assert planned_jobs(tmp_path, "scaling") == {"plot_scaling": 1, "scaling": 1}
+    # Settings that do not change a job's work leave the measurements standing.
+    write_config(
+        tmp_path,
+        merged(TINY, {"scaling": SCALING, "figures": {"grid_samples": 4}, "train": {"iterations": 99}}),
+    )
+    assert "scaling_point" not in planned_jobs(tmp_path, "scaling")
 
 
 def test_more_scaling_jobs_than_labels_is_one_clear_line(tmp_path):

@@ -176,7 +176,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     summary["job"] = {
         "started_at": args.started_at,
         "finished_at": time.time(),
-        "startup_seconds": trained - args.started - loop,
         "training_seconds": loop - checkpoint,
         "checkpoint_seconds": checkpoint,
         "shutdown_seconds": time.monotonic() - trained,
@@ -292,11 +291,11 @@ def cmd_scaling_config(args: argparse.Namespace) -> None:
 
     base = json.loads(args.base)
     names = label_names(DataSpec.from_mapping(base["data"]))
-    if args.jobs > len(names):
+    if args.n > len(names):
         raise WcganError(
-            f"scaling: {args.jobs} label jobs asked for, but the data set has only {len(names)} labels"
+            f"scaling: {args.n} label jobs asked for, but the data set has only {len(names)} labels"
         )
-    config = point_config(base, args.run, names[: args.jobs], args.iterations)
+    config = point_config(base, args.run, names[: args.n], args.iterations)
     with atomic_open(args.out, "w", encoding="utf-8") as fh:
         yaml.safe_dump(config, fh, sort_keys=False)
 
@@ -309,9 +308,7 @@ def cmd_scaling_times(args: argparse.Namespace) -> None:
 
     config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     slugs = [label.slug for label in make_labels(config["data"]["labels"])]
-    table = point_times(Path("results") / config["run"], slugs, args.series, len(slugs))
-    if table["scheduler_job"].notna().any() and table["start"].isna().any():
-        log("scaling: the scheduler no longer knows some jobs; their queue and launch times are missing")
+    table = point_times(Path("results") / config["run"], slugs, args.series, config["train"]["iterations"])
     write_table(table, args.out)
     log(f"scaling {args.series} N={len(slugs)}: mean job time {table['time_s'].mean():.2f} s")
 
@@ -321,12 +318,13 @@ def cmd_scaling_report(args: argparse.Namespace) -> None:
 
     jobs = read_points(args.points)
     summary = summarize(jobs)
+    projection = project(jobs, args.projection, seed=args.seed)
     write_table(jobs, args.jobs_out)
     write_table(summary, args.summary_out)
-    write_table(project(jobs, args.projection, seed=args.seed), args.projection_out)
+    write_table(projection, args.projection_out)
     if not summary["concurrent"].all():
-        late = summary.loc[~summary["concurrent"], ["series", "n"]].to_records(index=False).tolist()
-        log(f"scaling: in points {late} the jobs did not all run at once; more devices are needed for them")
+        apart = summary.loc[~summary["concurrent"], ["series", "n"]].to_records(index=False).tolist()
+        log(f"scaling: in points {apart} the jobs overlapped too little to count as concurrent")
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -459,9 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("scaling-config", cmd_scaling_config, "the config of one weak-scaling point")
     sub.add_argument("--base", required=True, help="the run's config, as JSON")
     sub.add_argument("--run", required=True, help="the point's run name")
-    sub.add_argument(
-        "--jobs", type=int, required=True, help="N: concurrent label jobs, on the first N labels"
-    )
+    sub.add_argument("--n", type=int, required=True, help="N: concurrent label jobs, on the first N labels")
     sub.add_argument("--iterations", type=int, required=True, help="fixed generator iterations per job")
     sub.add_argument("--out", required=True, help="config file (.yaml)")
 
@@ -507,9 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    started, started_at = time.monotonic(), time.time()
+    started_at = time.time()
     args = build_parser().parse_args(argv)
-    args.started, args.started_at = started, started_at
+    args.started_at = started_at
     try:
         args.handler(args)
     except WcganError as exc:

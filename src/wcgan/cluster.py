@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from wcgan.config import TrainConfig
@@ -105,39 +104,38 @@ def check_slurm_gpu_request(partition: Any, gpus: Any) -> None:
         )
 
 
-def _slurm_epoch(text: str) -> float | None:
-    """Seconds since the epoch of a Slurm time stamp (the controller's local time), or None for
-    'Unknown', 'N/A' and the like."""
+def _epoch(text: str) -> float | None:
+    """A Slurm time stamp printed with SLURM_TIME_FORMAT=%s (seconds since the epoch, no time
+    zone to get wrong), or None for 'Unknown', 'N/A' and the like."""
     try:
-        return datetime.fromisoformat(text).timestamp()
+        return float(text)
     except ValueError:
         return None
 
 
 def slurm_job_times(job_ids: Sequence[str]) -> dict[str, tuple[float | None, float | None, float | None]]:
     """Submit, start and end time of Slurm jobs, by job id: from ``sacct`` where accounting is on,
-    else from ``squeue -t all``, which keeps finished jobs for MinJobAge (300 s by default).
-    Jobs that neither knows are left out."""
-    if not job_ids or shutil.which("squeue") is None:
-        return {}
-    ids = ",".join(job_ids)
+    and from ``squeue -t all``, which keeps finished jobs for MinJobAge (300 s by default), for
+    the rest. Jobs that neither knows are left out."""
+    wanted, times = set(job_ids), {}
+    environment = {**os.environ, "SLURM_TIME_FORMAT": "%s"}
     queries = [
-        ["sacct", "-X", "-n", "-P", "-j", ids, "--format=JobIDRaw,Submit,Start,End"],
+        ["sacct", "-X", "-n", "-P", "--format=JobIDRaw,Submit,Start,End", "-j"],
         # %A is unique per array task, like SLURM_JOB_ID; %V submit, %S start, %e end.
-        ["squeue", "-h", "-t", "all", "-j", ids, "-o", "%A|%V|%S|%e"],
+        ["squeue", "-h", "-t", "all", "-o", "%A|%V|%S|%e", "-j"],
     ]
     for command in queries:
-        if shutil.which(command[0]) is None:
+        missing = sorted(wanted - times.keys())
+        if not missing or shutil.which(command[0]) is None:
             continue
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            result = subprocess.run(
+                [*command, ",".join(missing)], capture_output=True, text=True, timeout=60, env=environment
+            )
         except subprocess.TimeoutExpired:
             continue
-        times = {}
         for line in result.stdout.splitlines() if result.returncode == 0 else []:
             fields = line.strip().split("|")
-            if len(fields) == 4 and fields[0] in job_ids:
-                times[fields[0]] = tuple(_slurm_epoch(field) for field in fields[1:])
-        if times:
-            return times
-    return {}
+            if len(fields) == 4 and fields[0] in wanted:
+                times[fields[0]] = tuple(_epoch(field) for field in fields[1:])
+    return times

@@ -143,11 +143,17 @@ def plot_weak_scaling(summary: pd.DataFrame, path: str | os.PathLike) -> None:
             group["n"], group["makespan_efficiency"], marker="s", ls="--", color=color, alpha=0.6,
             label=f"{series}: makespan",
         )  # fmt: skip
+        apart = group[~group["concurrent"].astype(bool)]
+        efficiency.scatter(
+            apart["n"], apart["efficiency"], s=120, facecolors="white", edgecolors=color, zorder=3
+        )
+    if not summary["concurrent"].astype(bool).all():
+        efficiency.scatter([], [], s=60, facecolors="white", edgecolors="grey", label="jobs did not overlap")
     efficiency.axhline(1.0, color="black", lw=1, ls=":", label="ideal")
     times.set_ylabel("time per job (s)")
     times.set_ylim(bottom=0)
     efficiency.set_ylabel("efficiency T(1) / T(N)")
-    efficiency.set_ylim(0, 1.15)
+    efficiency.set_ylim(0, max(1.15, 1.05 * summary[["efficiency", "makespan_efficiency"]].max().max()))
     for axis in (times, efficiency):
         axis.set_xscale("log", base=2)
         axis.set_xticks(sorted(summary["n"].unique()))
@@ -168,7 +174,7 @@ def plot_job_time_split(summary: pd.DataFrame, parts: Sequence[str], path: str |
     bottom = np.zeros(len(summary))
     for part in parts:
         values = summary[f"{part}_mean_s"].fillna(0.0).to_numpy()
-        axis.bar(names, values, bottom=bottom, label=part)
+        axis.bar(names, values, bottom=bottom, label=part if part != "queue" else "queue (not in T)")
         bottom += values
     axis.set_ylabel("mean seconds per job")
     axis.legend(
@@ -189,13 +195,19 @@ def plot_scaling_projection(summary: pd.DataFrame, projection: pd.DataFrame, pat
         )
         color = line[0].get_color()
         axis.plot(
-            group["n"], group["efficiency_median"], ls="--", marker="x", color=color,
-            label=f"{series}: PROJECTION from N={int(group['from_n'].iloc[0])} jobs",
+            group["n"], group["makespan_efficiency_median"], ls="--", marker="x", color=color,
+            label=f"{series}: PROJECTION from N={int(group['from_n'].iloc[0])} jobs (band: 5-95% of draws)",
         )  # fmt: skip
-        axis.fill_between(group["n"], group["efficiency_p5"], group["efficiency_p95"], color=color, alpha=0.2)
+        axis.fill_between(
+            group["n"],
+            group["makespan_efficiency_p5"],
+            group["makespan_efficiency_p95"],
+            color=color,
+            alpha=0.2,
+        )
     axis.axhline(1.0, color="black", lw=1, ls=":", label="ideal")
     axis.set_xscale("log")
-    axis.set_ylim(0, 1.15)
+    axis.set_ylim(0, max(1.15, 1.05 * summary["makespan_efficiency"].max()))
     axis.set_xlabel("label jobs N (one device each)")
     axis.set_ylabel("makespan efficiency T(1) / T(N)")
     axis.set_title(

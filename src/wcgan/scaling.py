@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from wcgan.errors import WcganError
 
 PARTS = ("queue", "launch", "startup", "training", "checkpoint", "shutdown")
 JOB_PARTS = PARTS[1:]  # what a job's time T is made of
+CONCURRENT_OVERLAP = 0.5  # a point whose jobs overlap less than this is not N concurrent jobs
 
 
 def scaling_points(max_jobs: int) -> list[int]:
@@ -60,7 +62,7 @@ def point_config(base: Mapping[str, Any], run: str, labels: Sequence[str], itera
     return config
 
 
-def _job_row(run_dir: Path, slug: str) -> dict[str, Any]:
+def _job_row(run_dir: Path, slug: str, iterations: int) -> dict[str, Any]:
     summary_path = run_dir / "training" / f"{slug}.json"
     benchmark_path = run_dir / "benchmarks" / "train" / f"{slug}.tsv"
     for path in (summary_path, benchmark_path):
@@ -69,6 +71,12 @@ def _job_row(run_dir: Path, slug: str) -> dict[str, Any]:
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     if "job" not in summary:
         raise WcganError(f"scaling: '{summary_path}' has no job timing (made by an older wcgan?)")
+    if summary["resumed_from_iteration"] != 0 or summary["iterations"] != iterations:
+        # A resumed job's files cover its last session only: its time would read short.
+        raise WcganError(
+            f"scaling: label '{slug}' in '{run_dir}' ran {summary['iterations']} iterations, "
+            f"resumed from {summary['resumed_from_iteration']}, not {iterations} in one go; rerun the point"
+        )
     job = summary["job"]
     command_s = float(pd.read_csv(benchmark_path, sep="\t")["s"].iloc[0])
     measured = job["training_seconds"] + job["checkpoint_seconds"] + job["shutdown_seconds"]
@@ -88,22 +96,46 @@ def _job_row(run_dir: Path, slug: str) -> dict[str, Any]:
     }
 
 
-def point_times(run_dir: str | os.PathLike, slugs: Sequence[str], series: str, jobs: int) -> pd.DataFrame:
-    """One row per label job of a point: its parts (seconds), its time T and, for Slurm jobs,
-    the scheduler's submit, start and end (seconds since the epoch)."""
+SchedulerTimes = Mapping[str, tuple[float | None, float | None, float | None]]
+
+
+def point_times(
+    run_dir: str | os.PathLike,
+    slugs: Sequence[str],
+    series: str,
+    iterations: int,
+    scheduler_times: SchedulerTimes | None = None,
+) -> pd.DataFrame:
+    """One row per label job of a point (N = the labels): its parts (seconds), its time T and,
+    for jobs that ran under Slurm, the scheduler's submit, start and end (seconds since the
+    epoch; ``slurm_job_times`` when not given). A job that resumed, shares its scheduler job
+    with another label (label packing) or that the scheduler no longer knows is an error:
+    its time would be wrong."""
     run_dir = Path(run_dir)
-    table = pd.DataFrame([_job_row(run_dir, slug) for slug in slugs])
+    table = pd.DataFrame([_job_row(run_dir, slug, iterations) for slug in slugs])
     table.insert(0, "series", series)
-    table.insert(1, "n", jobs)
+    table.insert(1, "n", len(slugs))
     ids = [str(job) for job in table["scheduler_job"].dropna()]
-    scheduled = slurm_job_times(ids)
-    times = [scheduled.get(str(job), (None, None, None)) for job in table["scheduler_job"]]
+    if len(set(ids)) < len(ids):
+        raise WcganError(
+            f"scaling: labels of '{run_dir}' share scheduler jobs (label packing); a point needs one "
+            f"label per job: leave --groups out of the series' snakemake_args"
+        )
+    scheduler_times = slurm_job_times(ids) if scheduler_times is None else scheduler_times
+    unknown = [job for job in ids if None in scheduler_times.get(job, (None,))]
+    if unknown:
+        raise WcganError(
+            f"scaling: the scheduler gives no submit/start/end time for jobs {', '.join(unknown)} "
+            f"of '{run_dir}' (Slurm forgets finished jobs after MinJobAge without accounting; "
+            f"LSF is not read); rerun the point"
+        )
+    times = [scheduler_times.get(str(job), (np.nan,) * 3) for job in table["scheduler_job"]]
     table["submit"], table["start"], table["end"] = (
-        pd.to_numeric(pd.Series(column), errors="coerce") for column in zip(*times, strict=True)
+        np.array(column, dtype=float) for column in zip(*times, strict=True)
     )
-    on_scheduler = table["start"].notna() & table["end"].notna()
+    on_scheduler = table["start"].notna()
     table["queue"] = (table["start"] - table["submit"]).where(on_scheduler)
-    # Slurm's times have one-second resolution; a launch shorter than that reads as 0.
+    # Slurm's times have one-second resolution; a launch shorter than that can read as 0.
     table["launch"] = (
         ((table["end"] - table["start"]) - table["command_s"]).clip(lower=0).where(on_scheduler, 0.0)
     )
@@ -135,16 +167,21 @@ def _makespan(group: pd.DataFrame) -> float:
     return float(group["command_end"].max() - group["command_start"].min())
 
 
-def _concurrent(group: pd.DataFrame) -> bool:
-    """Whether all jobs of the point ran at one time; only then does it measure N concurrent jobs."""
+def _overlap(group: pd.DataFrame) -> float:
+    """How long all jobs of a point ran at one time, as a share of their mean duration (1: all
+    the way, 0 or less: never). A point measures N concurrent jobs only when it is high."""
     if _on_scheduler(group):
-        return bool(group["start"].max() < group["end"].min())
-    return bool(group["command_start"].max() < group["command_end"].min())
+        starts, ends = group["start"], group["end"]
+    else:
+        starts, ends = group["command_start"], group["command_end"]
+    return float((ends.min() - starts.max()) / (ends - starts).mean())
 
 
 def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
     """Per series and N: time per job (mean, min, max), efficiency T(1)/T(N) of the mean, the
-    makespan and its efficiency, whether the jobs really overlapped, and the mean of each part."""
+    makespan (first submit to last end under a scheduler, so queue wait counts; locally the
+    first command start to the last end) and its efficiency, how far the jobs overlapped, and
+    the mean of each part."""
     rows = []
     for (series, n), group in jobs.groupby(["series", "n"], sort=True):
         row = {
@@ -155,7 +192,8 @@ def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
             "time_min_s": group["time_s"].min(),
             "time_max_s": group["time_s"].max(),
             "makespan_s": _makespan(group),
-            "concurrent": _concurrent(group),
+            "overlap": _overlap(group),
+            "concurrent": _overlap(group) >= CONCURRENT_OVERLAP,
         }
         row.update({f"{part}_mean_s": group[part].mean() for part in PARTS})
         rows.append(row)
@@ -181,23 +219,26 @@ def _log_time_spread(group: pd.DataFrame) -> float:
 def project(jobs: pd.DataFrame, counts: Sequence[int], draws: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Makespan of N = ``counts`` jobs, modelled from the measured ones (a projection, not a
     measurement). Job i is submitted i submission intervals after the first (the mean interval
-    of the series' largest point), waits a queue time drawn from that point's jobs, and runs for
-    a log-normal time: the largest point's mean log time, with the spread pooled over all
+    of the series' largest concurrent point), waits a queue time drawn from that point's jobs,
+    and runs for a log-normal time: that point's mean log time, with the spread pooled over all
     points, so stragglers grow with N as they would. The makespan is the last end. Every job is
     assumed to get a device at once, as in the published runs. Returns the median and 5-95 %
-    range of the makespan and of its efficiency against the measured N = 1."""
-    rng = np.random.default_rng(seed)
+    range over the draws (the simulation's spread only, not the uncertainty of the fitted
+    values) of the makespan and of its efficiency against N = 1 (its queue wait plus job time)."""
+    summary = summarize(jobs)
     rows = []
     for series, group in jobs.groupby("series", sort=True):
-        largest = group[group["n"] == group["n"].max()]
+        points = summary[(summary["series"] == series) & summary["concurrent"]]
+        largest = group[group["n"] == points["n"].max()]
         single = group[group["n"] == 1]
-        if single.empty:
-            raise WcganError(f"scaling: series '{series}' has no N = 1 point to project from")
         submits = largest["submit"].dropna().sort_values()
         interval = float(submits.diff().mean()) if len(submits) > 1 else 0.0
         waits = largest["queue"].fillna(0.0).to_numpy()
         location, spread = float(np.log(largest["time_s"]).mean()), _log_time_spread(group)
-        base = _makespan(single)
+        base = float((single["queue"].fillna(0.0) + single["time_s"]).mean())
+        rng = np.random.default_rng(
+            [seed, zlib.crc32(series.encode())]
+        )  # same draws whatever other series exist
         for count in counts:
             times = np.exp(location + spread * rng.standard_normal((draws, count)))
             queued = waits[rng.integers(len(waits), size=(draws, count))]
@@ -209,14 +250,14 @@ def project(jobs: pd.DataFrame, counts: Sequence[int], draws: int = 1000, seed: 
                     "n": count,
                     "from_n": int(largest["n"].iloc[0]),
                     "submit_interval_s": interval,
-                    "job_time_s": float(np.exp(location)),
+                    "job_time_median_s": float(np.exp(location)),
                     "job_time_log_sd": spread,
                     "makespan_median_s": median,
                     "makespan_p5_s": low,
                     "makespan_p95_s": high,
-                    "efficiency_median": base / median,
-                    "efficiency_p5": base / high,
-                    "efficiency_p95": base / low,
+                    "makespan_efficiency_median": base / median,
+                    "makespan_efficiency_p5": base / high,
+                    "makespan_efficiency_p95": base / low,
                 }
             )
     return pd.DataFrame(rows)

@@ -170,6 +170,21 @@ SCALING_POINTS = [
 ]
 
 
+def scaling_base_config():
+    """What changes a point's work; other settings (figures, metrics, the main run's budget,
+    which a point replaces) leave its measurements standing."""
+    train = {
+        k: v for k, v in config["train"].items() if k not in ("iterations", "seconds")
+    }
+    resources = {k: config["resources"][k] for k in ("train_threads", "train_mem_mb")}
+    return {
+        "data": DATA,
+        "train": train,
+        "sampling": config["sampling"],
+        "resources": resources,
+    }
+
+
 def scaling_point_table(series, jobs):
     return f"{SCALING_DIR}/{series}/n{jobs}.tsv"
 
@@ -186,16 +201,6 @@ def previous_scaling_point(wildcards):
             )
     index = SCALING_POINTS.index((wildcards.series, int(wildcards.n)))
     return [scaling_point_table(*SCALING_POINTS[index - 1])] if index else []
-
-
-def scaling_targets(wildcards):
-    """The point's training summaries: the first N labels of its own run."""
-    run_dir = f"{SCALING_DIR}/{wildcards.series}/n{wildcards.n}"
-    slugs = [
-        label.slug
-        for label in make_labels([l.name for l in LABELS[: int(wildcards.n)]])
-    ]
-    return [f"{run_dir}/training/{slug}.json" for slug in slugs]
 
 
 onstart:
@@ -219,6 +224,9 @@ onsuccess:
 
 
 onerror:
-    message = missing_models(RESULTS, SLUGS)
+    # Only when the run trained labels (not, say, after a failed scaling point).
+    message = (
+        missing_models(RESULTS, SLUGS) if Path(RESULTS, "models").is_dir() else None
+    )
     if message:
         print(message, file=sys.stderr)

@@ -13,7 +13,8 @@ localrules:
 
 rule scaling_point:
     input:
-        previous=previous_scaling_point,
+        # Only the order: a remeasured earlier point does not make later ones stale.
+        previous=lambda wildcards: ancient(previous_scaling_point(wildcards)),
     output:
         table=f"{SCALING_DIR}/{{series}}/n{{n}}.tsv",
     log:
@@ -30,28 +31,28 @@ rule scaling_point:
     threads: os.cpu_count()
     params:
         run=lambda wildcards: f"{config['run']}/scaling/{wildcards.series}/n{wildcards.n}",
-        base=json.dumps(
-            {k: v for k, v in config.items() if k not in ("run", "scaling")}
-        ),
+        run_dir=lambda wildcards: f"{SCALING_DIR}/{wildcards.series}/n{wildcards.n}",
+        base=json.dumps(scaling_base_config()),
         iterations=SCALING["iterations"],
-        snakemake=f"{sys.executable} -m snakemake --snakefile {workflow.main_snakefile}",
-        targets=scaling_targets,
+        # Relative, like every path here: moving the checkout reruns no measurement.
+        snakefile=os.path.relpath(workflow.main_snakefile),
+        cores=lambda wildcards: int(wildcards.n) * config["resources"]["train_threads"],
         series_args=lambda wildcards: shlex.join(
             SCALING["series"][wildcards.series]["snakemake_args"]
         ),
     shell:
-        "rm -rf results/{params.run}"
-        " && mkdir -p results/{params.run}"
+        "rm -rf {params.run_dir}"
+        " && mkdir -p {params.run_dir}"
         " && wcgan scaling-config --base {params.base:q} --run {params.run}"
-        " --jobs {wildcards.n} --iterations {params.iterations}"
-        " --out results/{params.run}/config.yaml 2> {log}"
-        # Split first (labels.tsv needs every shard), so that the timed call's only jobs are
-        # the N training jobs.
-        " && {params.snakemake} --configfile results/{params.run}/config.yaml --cores all"
-        " results/{params.run}/labels.tsv >> {log} 2>&1"
-        " && {params.snakemake} --configfile results/{params.run}/config.yaml"
-        " {params.series_args} --jobs {wildcards.n} {params.targets} >> {log} 2>&1"
-        " && wcgan scaling-times --config results/{params.run}/config.yaml"
+        " --n {wildcards.n} --iterations {params.iterations}"
+        " --out {params.run_dir}/config.yaml 2> {log}"
+        # Split first, so that the timed call's only jobs are the N training jobs.
+        " && snakemake --snakefile {params.snakefile} --configfile {params.run_dir}/config.yaml --cores {threads}"
+        " {params.run_dir}/labels.tsv >> {log} 2>&1"
+        " && snakemake --snakefile {params.snakefile} --configfile {params.run_dir}/config.yaml"
+        " {params.series_args} --jobs {wildcards.n} --cores {params.cores}"
+        " models >> {log} 2>&1"
+        " && wcgan scaling-times --config {params.run_dir}/config.yaml"
         " --series {wildcards.series} --out {output.table} 2>> {log}"
 
 

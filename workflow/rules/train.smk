@@ -34,3 +34,9 @@ rule train_label:
         " --samples-seed {params.samples_seed}"
         " --checkpoint-dir {params.checkpoints} --threads {threads} {params.options}"
         " 2> {log}"
+
+
+rule models:
+    # snakemake models: train every label and nothing else (what a scaling point times).
+    input:
+        per_label(rules.train_label.output.model),
