@@ -315,3 +315,38 @@ def test_training_killed_mid_run_resumes_on_rerun(tmp_path):
         f"at iteration {summary['resumed_from_iteration']} "
         in (tmp_path / RUN / "logs/train/0.log").read_text()
     )
+
+
+def test_compare_target_trains_and_scores_each_scheme_alike(tmp_path):
+    bad = tmp_path / "bad"
+    write_config(bad, merged(TINY, {"compare": {"schemes": ["wgan-gp"]}}))
+    result = run_snakemake(bad, "compare", timeout=120)
+    assert result.returncode != 0
+    assert "config key 'compare.schemes': ['wgan-gp'] is too short" in result.stderr, result.stderr
+    assert not (bad / "results").exists()
+
+    workdir = tmp_path / "good"
+    compare = {"schemes": ["wgan-gp", "dcgan"], "seeds": [0], "snakemake_args": []}
+    write_config(workdir, merged(TINY, {"train": {"iterations": 6}, "compare": compare}))
+    result = run_snakemake(workdir, "compare", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(workdir / RUN / "compare/comparison.tsv", sep="\t")
+    assert list(zip(table["scheme"], table["seed"], strict=True)) == [("wgan-gp", 0), ("dcgan", 0)]
+    assert {"seconds", "iterations", "is_mean", "fid", "kid_mean", "precision", "recall"} <= set(
+        table.columns
+    )
+    assert {"fid_label_mean", "fid_label_std", "fid_label_min", "fid_label_max", "collapsed"} <= set(
+        table.columns
+    )
+    assert (table["iterations"] == 3 * 6).all() and (table["seconds"] > 0).all()
+    assert table["extractor"].tolist() == ["wcgan-classifier"] * 2
+    assert table["extractor_weights"].nunique() == 1
+    # Each variant is a run of its own, with its scheme's recipe, scored against this run's shards.
+    variant = yaml.safe_load((workdir / RUN / "compare/dcgan-s0/config.yaml").read_text())
+    assert variant["run"] == "tiny/compare/dcgan-s0" and variant["train"]["loss"] == "dcgan"
+    summary = json.loads((workdir / RUN / "compare/dcgan-s0/training/1.json").read_text())
+    assert summary["config"]["loss"] == "dcgan" and summary["iterations"] == 6
+    assert not (workdir / RUN / "models").exists()  # the run itself trains nothing
+    figures = workdir / RUN / "figures/compare"
+    assert (figures / "samples.png").stat().st_size > 0 and (figures / "fid.png").stat().st_size > 0
+    assert planned_jobs(workdir, "compare") == {}

@@ -327,6 +327,83 @@ def cmd_scaling_report(args: argparse.Namespace) -> None:
         log(f"scaling: in points {apart} the jobs overlapped too little to count as concurrent")
 
 
+# --- comparing schemes --------------------------------------------------------------------
+
+
+def _variant(config_path: str | Path) -> tuple[dict, list[str]]:
+    """A compare variant's config (from compare-config) and its label slugs."""
+    import yaml
+
+    from wcgan.labels import make_labels
+
+    config = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    return config, [label.slug for label in make_labels(config["data"]["labels"])]
+
+
+def cmd_compare_config(args: argparse.Namespace) -> None:
+    import yaml
+
+    from wcgan.atomic import atomic_open
+    from wcgan.compare import variant_config
+
+    base = json.loads(args.base)
+    config = variant_config(base, args.run, base["data"]["labels"], args.scheme, args.seed)
+    with atomic_open(args.out, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(config, fh, sort_keys=False)
+
+
+def cmd_compare_budget(args: argparse.Namespace) -> None:
+    from wcgan.compare import budget_table, write_table
+
+    config, slugs = _variant(args.config)
+    table = budget_table(Path("results") / config["run"], slugs, config["train"]["loss"])
+    write_table(table, args.out)
+    log(
+        f"compare {config['run']}: {table['iterations'].sum()} iterations, "
+        f"{table['seconds'].sum():.1f} training seconds over {len(table)} labels"
+    )
+
+
+def cmd_compare_report(args: argparse.Namespace) -> None:
+    from wcgan.compare import aggregate_seeds, comparison_table, read_variants, write_table
+
+    table = comparison_table(read_variants(args.budgets, args.metrics))
+    write_table(table, args.out)
+    if args.seeds_out:
+        write_table(aggregate_seeds(table), args.seeds_out)
+    columns = ["scheme", "seed", "seconds", "iterations", "fid", "fid_label_max", "collapsed"]
+    log(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def cmd_plot_compare(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from wcgan.figures import plot_compare_fid, save_compare_grid
+    from wcgan.sampling import load_samples
+    from wcgan.tables import read_metrics
+
+    comparison = pd.read_csv(args.comparison, sep="\t")
+    label_fids = []
+    for path in args.metrics:
+        scheme, _, seed = Path(path).parent.name.rpartition("-s")
+        table = read_metrics(path)
+        rows = table.loc[table["scope"] == "label", ["label", "fid"]].assign(scheme=scheme, seed=int(seed))
+        label_fids.append(rows)
+    plot_compare_fid(comparison, pd.concat(label_fids, ignore_index=True), args.fid_out)
+    blocks = []
+    for run_dir in args.variants:
+        _, slugs = _variant(Path(run_dir) / "config.yaml")
+        samples = [
+            load_samples(Path(run_dir) / "samples" / f"{slug}.pt") for slug in slugs[: args.max_labels]
+        ]
+        rows = [(label.name, images[: args.per_label]) for images, label in samples]
+        blocks.append((Path(run_dir).name, rows))
+    title = f"{args.per_label} samples per label" + (
+        f", first {args.max_labels} labels" if len(slugs) > args.max_labels else ""
+    )
+    save_compare_grid(blocks, args.samples_out, title)
+
+
 # --- figures ------------------------------------------------------------------------------
 
 
@@ -474,6 +551,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--summary-out", required=True)
     sub.add_argument("--projection-out", required=True)
 
+    sub = command("compare-config", cmd_compare_config, "the config of one compare variant (scheme, seed)")
+    sub.add_argument("--base", required=True, help="the run's config, as JSON, its labels listed")
+    sub.add_argument("--run", required=True, help="the variant's run name")
+    sub.add_argument("--scheme", required=True, help="the variant's train.loss")
+    sub.add_argument("--seed", type=int, required=True, help="the variant's train.seed")
+    sub.add_argument("--out", required=True, help="config file (.yaml)")
+
+    sub = command("compare-budget", cmd_compare_budget, "the budget a compare variant used, per label")
+    sub.add_argument("--config", required=True, help="the variant's config (from compare-config)")
+    sub.add_argument("--out", required=True, help="budget table (.tsv)")
+
+    sub = command(
+        "compare-report", cmd_compare_report, "one table of every compare variant's budget and scores"
+    )
+    sub.add_argument(
+        "--budgets", nargs="+", required=True, help="<scheme>-s<seed>/budget.tsv of each variant"
+    )
+    sub.add_argument("--metrics", nargs="+", required=True, help="<scheme>-s<seed>/metrics.tsv, same order")
+    sub.add_argument("--out", required=True, help="comparison table (.tsv)")
+    sub.add_argument("--seeds-out", help="also: mean and std over seeds per scheme (.tsv)")
+
     sub = command("plot-grids", cmd_plot_grids, "a grid of samples per label, <out-dir>/<slug>.png")
     sub.add_argument("--samples", nargs="+", required=True)
     sub.add_argument("--count", type=int, default=64)
@@ -499,6 +597,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--summary", required=True, help="summary.tsv of scaling-report")
     sub.add_argument("--projection", required=True, help="projection.tsv of scaling-report")
     sub.add_argument("--out-dir", required=True)
+    sub = command("plot-compare", cmd_plot_compare, "compare figures: samples side by side, FID per scheme")
+    sub.add_argument("--comparison", required=True, help="comparison.tsv of compare-report")
+    sub.add_argument(
+        "--metrics", nargs="+", required=True, help="<scheme>-s<seed>/metrics.tsv of each variant"
+    )
+    sub.add_argument("--variants", nargs="+", required=True, help="variant folders whose samples are shown")
+    sub.add_argument("--per-label", type=int, default=6)
+    sub.add_argument("--max-labels", type=int, default=100)
+    sub.add_argument("--samples-out", required=True)
+    sub.add_argument("--fid-out", required=True)
     return parser
 
 

@@ -53,12 +53,33 @@ def save_merged_grid(
 ) -> None:
     """One row of samples per label, the label's name on the left: the per-label generators
     read as one class-conditional generator."""
-    per_row = max(len(images) for _, images in rows)
-    cell = rows[0][1].shape[-1]
-    blank = torch.full_like(rows[0][1][:1], 255)
-    padded = [torch.cat([images, blank.expand(per_row - len(images), -1, -1, -1)]) for _, images in rows]
-    mosaic = _enlarge(tile(torch.cat(padded), per_row), cell)
-    dpi, margin_left, margin_top = 100, 1.4, 0.4
+    save_compare_grid([("", rows)], path, title)
+
+
+def save_compare_grid(
+    blocks: Sequence[tuple[str, Sequence[tuple[str, torch.Tensor]]]],
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """Merged sample grids side by side, one column block per scheme (named on top unless the
+    name is empty), the same labels in the rows (named on the left): ``blocks`` is (scheme,
+    [(label, images), ...])."""
+    names = [name for name, _ in blocks[0][1]]
+    if any([name for name, _ in rows] != names for _, rows in blocks):
+        raise ValueError("every block must show the same labels in the same order")
+    per_row = max(len(images) for _, rows in blocks for _, images in rows)
+    first = blocks[0][1][0][1]
+    cell, blank = first.shape[-1], torch.full_like(first[:1], 255)
+    mosaics = []
+    for _, rows in blocks:
+        padded = [torch.cat([images, blank.expand(per_row - len(images), -1, -1, -1)]) for _, images in rows]
+        mosaics.append(tile(torch.cat(padded), per_row))
+    gap = np.full((mosaics[0].shape[0], max(2, cell // 2), 3), 255, np.uint8)
+    parts = [part for mosaic in mosaics for part in (mosaic, gap)][:-1]
+    mosaic = _enlarge(np.concatenate(parts, axis=1), cell)
+    scale = mosaic.width / sum(part.shape[1] for part in parts)
+    named = any(scheme for scheme, _ in blocks)
+    dpi, margin_left, margin_top = 100, 1.4, 0.6 if named else 0.4
     fig = plt.figure(
         figsize=(mosaic.width / dpi + margin_left + 0.1, mosaic.height / dpi + margin_top + 0.1), dpi=dpi
     )
@@ -71,16 +92,55 @@ def save_merged_grid(
         )
     )
     axis.imshow(mosaic, interpolation="nearest")
-    row_height = mosaic.height / len(rows)
-    axis.set_yticks(
-        [row_height * (i + 0.5) for i in range(len(rows))], [name for name, _ in rows], fontsize=9
-    )
-    axis.set_xticks([])
+    row_height = mosaic.height / len(names)
+    axis.set_yticks([row_height * (i + 0.5) for i in range(len(names))], names, fontsize=9)
+    block_width, gap_width = mosaics[0].shape[1] * scale, gap.shape[1] * scale
+    if named:
+        axis.set_xticks(
+            [(block_width + gap_width) * i + block_width / 2 for i in range(len(blocks))],
+            [scheme for scheme, _ in blocks],
+            fontsize=9,
+        )
+        axis.xaxis.tick_top()
+    else:
+        axis.set_xticks([])
     axis.tick_params(length=0)
     for spine in axis.spines.values():
         spine.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=9, y=1 - 0.05 / fig.get_figheight(), va="top")
+    _save_figure(fig, path)
+
+
+def plot_compare_fid(comparison: pd.DataFrame, label_fids: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Overall FID per scheme, one point per seed, over a box of the per-label FIDs (all
+    seeds): ``label_fids`` has columns scheme, seed, label, fid."""
+    schemes = list(dict.fromkeys(comparison["scheme"]))
+    fig, axis = plt.subplots(figsize=(max(4.5, 1.3 * len(schemes) + 1.5), 3.8))
+    positions = range(len(schemes))
+    axis.boxplot(
+        [label_fids.loc[label_fids["scheme"] == s, "fid"].dropna().to_numpy() for s in schemes],
+        positions=list(positions),
+        widths=0.5,
+        showfliers=True,
+        patch_artist=True,
+        boxprops={"facecolor": "tab:blue", "alpha": 0.25},
+        flierprops={"markersize": 3},
+    )
+    for i, scheme in zip(positions, schemes, strict=True):
+        rows = comparison[comparison["scheme"] == scheme]
+        offsets = np.linspace(-0.12, 0.12, len(rows)) if len(rows) > 1 else np.zeros(1)
+        axis.scatter(
+            i + offsets, rows["fid"], color="tab:red", zorder=3, s=30,
+            label="all labels merged (one point per seed)" if i == 0 else None,
+        )  # fmt: skip
+    axis.set_xticks(list(positions), schemes)
+    extractor = comparison["extractor"].iloc[0]
+    axis.set_ylabel(f"FID ({extractor})")
+    axis.set_title("overall FID per seed; boxes: per-label FID", fontsize=9)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=7)
+    fig.tight_layout()
     _save_figure(fig, path)
 
 

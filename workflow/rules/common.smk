@@ -14,6 +14,7 @@ from snakemake.utils import validate
 
 from wcgan.cli import format_options
 from wcgan.cluster import check_labels_per_job, check_resources, check_slurm_gpu_request
+from wcgan.compare import variant_name
 from wcgan.config import (
     INCEPTION_DOWNLOAD,
     TrainConfig,
@@ -201,6 +202,51 @@ def previous_scaling_point(wildcards):
             )
     index = SCALING_POINTS.index((wildcards.series, int(wildcards.n)))
     return [scaling_point_table(*SCALING_POINTS[index - 1])] if index else []
+
+
+# --- comparing schemes (rules/compare.smk) ---
+
+
+COMPARE = config["compare"]
+COMPARE_DIR = f"{RESULTS}/compare"
+# <scheme>-s<seed> -> (scheme, seed), in scheme-then-seed order.
+COMPARE_VARIANTS = {
+    variant_name(scheme, seed): (scheme, seed)
+    for scheme in COMPARE["schemes"]
+    for seed in COMPARE["seeds"]
+}
+
+
+def compare_base_config():
+    """What a variant trains on: the run's labels (listed, so a variant finds the same ones),
+    train section (budget included), sampling and resources; compare-config replaces the loss and
+    seed and resets the loss options."""
+    resources = {k: config["resources"][k] for k in ("train_threads", "train_mem_mb")}
+    return {
+        "data": {**DATA, "labels": [label.name for label in LABELS]},
+        "train": config["train"],
+        "sampling": config["sampling"],
+        "resources": resources,
+    }
+
+
+def compare_variant_files(name):
+    """A file of every variant, in scheme-then-seed order."""
+    return [f"{COMPARE_DIR}/{variant}/{name}" for variant in COMPARE_VARIANTS]
+
+
+def compare_samples(wildcards):
+    """A variant's samples, made by its own Snakemake call: found by path, never declared (the
+    two Snakemake instances would otherwise lock the same files)."""
+    return per_label(f"{COMPARE_DIR}/{wildcards.variant}/samples/{{label}}.pt")
+
+
+def compare_grid_variants():
+    """The variants whose samples the figure shows: each scheme's first seed."""
+    seed = COMPARE["seeds"][0]
+    return [
+        f"{COMPARE_DIR}/{variant_name(scheme, seed)}" for scheme in COMPARE["schemes"]
+    ]
 
 
 onstart:

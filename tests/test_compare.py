@@ -1,0 +1,196 @@
+"""Comparing schemes: the variant configs, the budget and comparison tables, and the figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import REPO, default_config, merged
+from wcgan.compare import (
+    LOSS_OPTIONS,
+    aggregate_seeds,
+    budget_table,
+    collapsed_labels,
+    comparison_table,
+    read_variants,
+    variant_config,
+    write_table,
+)
+from wcgan.config import TrainConfig, describe_schema_error
+from wcgan.errors import WcganError
+from wcgan.figures import plot_compare_fid, save_compare_grid
+from wcgan.tables import write_metrics
+
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+LABELS = ["a", "b", "c", "d"]
+
+
+def metrics(fids: list[float], overall_fid: float = 5.0, extractor: str = "wcgan-classifier") -> list[dict]:
+    common = {"extractor": extractor, "extractor_weights": "clf.pt", "extractor_accuracy": 0.9}
+    rows = [
+        {"scope": "overall", "label": "", "slug": "", "index": -1, **common, "n_fake": 40, "n_real": 40}
+        | {"is_mean": 2.0, "fid": overall_fid, "kid_mean": 0.1, "precision": 0.8, "recall": 0.6}
+    ]
+    for index, (name, fid) in enumerate(zip(LABELS, fids, strict=True)):
+        rows.append(
+            {"scope": "label", "label": name, "slug": name, "index": index, **common, "n_fake": 10}
+            | {"n_real": 10, "fid": fid, "kid_mean": 0.01}
+        )
+    return rows
+
+
+def budget(iterations: list[int], seconds: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"slug": LABELS, "label": LABELS, "iterations": iterations, "seconds": seconds})
+
+
+def write_variant(root: Path, name: str, fids: list[float], overall_fid: float, seconds: float) -> tuple:
+    folder = root / name
+    folder.mkdir(parents=True)
+    write_table(budget([100] * 4, [seconds] * 4), folder / "budget.tsv")
+    write_metrics(metrics(fids, overall_fid), folder / "metrics.tsv")
+    return folder / "budget.tsv", folder / "metrics.tsv"
+
+
+def test_variant_config_keeps_the_budget_and_resets_the_loss_options():
+    base = default_config()
+    base["train"].update(loss="wgan-clip", clip_value=0.05, lr=1e-3, seed=7, iterations=40, seconds=9.0)
+    config = variant_config(base, "digits/compare/dcgan-s3", LABELS, "dcgan", 3)
+    train = config["train"]
+    assert config["run"] == "digits/compare/dcgan-s3" and config["data"]["labels"] == LABELS
+    assert (train["loss"], train["seed"], train["iterations"], train["seconds"]) == ("dcgan", 3, 40, 9.0)
+    assert all(train[name] is None for name in LOSS_OPTIONS)
+    TrainConfig.from_mapping(train)  # the clip value of the run's loss does not reach dcgan
+    assert base["train"]["loss"] == "wgan-clip" and base["data"]["labels"] is None  # base untouched
+
+
+def test_budget_table_reads_the_training_summaries(tmp_path):
+    for slug, (iterations, seconds) in {"a": (6, 1.5), "b": (6, 2.25)}.items():
+        summary = {"label": slug, "loss": "hinge", "iterations": iterations, "seconds": seconds}
+        summary |= {"stopped_by": "iterations", "device": "cpu"}
+        (tmp_path / "training").mkdir(exist_ok=True)
+        (tmp_path / "training" / f"{slug}.json").write_text(json.dumps(summary))
+    table = budget_table(tmp_path, ["a", "b"], "hinge")
+    assert table["iterations"].tolist() == [6, 6] and table["seconds"].sum() == 3.75
+    with pytest.raises(WcganError, match="trained with loss 'hinge', not 'dcgan'"):
+        budget_table(tmp_path, ["a"], "dcgan")
+    with pytest.raises(WcganError, match="did label 'c' train"):
+        budget_table(tmp_path, ["c"], "hinge")
+
+
+def test_collapsed_labels_are_those_above_three_times_the_median():
+    fids = pd.Series([1.0, 2.0, 2.0, 6.0, 6.5], index=["a", "b", "c", "d", "e"])
+    assert collapsed_labels(fids) == ["e"]  # median 2: 6.0 is not above 6, 6.5 is
+    assert collapsed_labels(pd.Series([4.0, 4.0, 4.0])) == []
+    assert collapsed_labels(pd.Series([], dtype=float)) == []
+
+
+def test_comparison_row_has_the_exact_budget_the_spread_and_collapsed_labels():
+    table = comparison_table(
+        [
+            (
+                "wgan-gp",
+                0,
+                budget([10, 10, 10, 9], [0.1, 0.2, 0.3, 0.4]),
+                pd.DataFrame(metrics([1, 2, 3, 20])),
+            ),
+            ("dcgan", 0, budget([10] * 4, [1.0] * 4), pd.DataFrame(metrics([2, 2, 2, 2], 7.0))),
+        ]
+    )
+    gp, dc = table.to_dict("records")
+    assert gp["iterations"] == 39 and gp["seconds"] == pytest.approx(1.0, abs=1e-12)
+    assert gp["labels"] == 4 and gp["extractor"] == "wcgan-classifier"
+    assert (gp["fid_label_mean"], gp["fid_label_min"], gp["fid_label_max"]) == (6.5, 1.0, 20.0)
+    assert gp["fid_label_std"] == pytest.approx(pd.Series([1, 2, 3, 20]).std())
+    assert (gp["collapsed"], gp["collapsed_labels"]) == (1, "d")
+    assert (dc["collapsed"], dc["collapsed_labels"], dc["fid"]) == (0, "", 7.0)
+    assert list(table.columns[:5]) == ["scheme", "seed", "labels", "iterations", "seconds"]
+
+
+def test_variants_scored_by_different_extractors_are_refused():
+    variants = [
+        ("wgan-gp", 0, budget([1] * 4, [1.0] * 4), pd.DataFrame(metrics([1, 1, 1, 1]))),
+        ("dcgan", 0, budget([1] * 4, [1.0] * 4), pd.DataFrame(metrics([1, 1, 1, 1], extractor="inception"))),
+    ]
+    with pytest.raises(WcganError, match="different extractors"):
+        comparison_table(variants)
+
+
+def test_seeds_are_aggregated_per_scheme(tmp_path):
+    paths = [
+        write_variant(tmp_path, "wgan-gp-s0", [1, 1, 1, 1], 4.0, 1.0),
+        write_variant(tmp_path, "wgan-gp-s1", [1, 1, 1, 1], 6.0, 3.0),
+        write_variant(tmp_path, "dcgan-s0", [2, 2, 2, 9], 8.0, 1.0),
+        write_variant(tmp_path, "dcgan-s1", [2, 2, 2, 2], 10.0, 1.0),
+    ]
+    table = comparison_table(read_variants(*zip(*paths, strict=True)))
+    assert list(zip(table["scheme"], table["seed"], strict=True)) == [
+        ("wgan-gp", 0),
+        ("wgan-gp", 1),
+        ("dcgan", 0),
+        ("dcgan", 1),
+    ]
+    seeds = aggregate_seeds(table).set_index("scheme")
+    assert list(seeds.index) == ["wgan-gp", "dcgan"] and seeds["seeds"].tolist() == [2, 2]
+    assert seeds.loc["wgan-gp", "fid_mean"] == 5.0
+    assert seeds.loc["wgan-gp", "fid_std"] == pytest.approx(2**0.5)
+    assert seeds.loc["wgan-gp", "seconds_mean"] == 8.0  # 4 labels x 1 s and 4 x 3 s
+    assert seeds.loc["dcgan", "collapsed_mean"] == 0.5
+
+
+def test_mismatched_variant_tables_are_refused(tmp_path):
+    budget_a, _ = write_variant(tmp_path, "wgan-gp-s0", [1, 1, 1, 1], 4.0, 1.0)
+    _, metrics_b = write_variant(tmp_path, "dcgan-s0", [1, 1, 1, 1], 4.0, 1.0)
+    with pytest.raises(WcganError, match="belong to different variants"):
+        read_variants([budget_a], [metrics_b])
+
+
+@pytest.mark.parametrize(
+    ("compare", "message"),
+    [
+        ({"schemes": ["wgan-gp"]}, "config key 'compare.schemes': ['wgan-gp'] is too short"),
+        ({"schemes": ["wgan-gp", "sngan"]}, "config key 'compare.schemes.1': 'sngan' is not one of"),
+        ({"seeds": [0, 0]}, "config key 'compare.seeds': [0, 0] has non-unique elements"),
+    ],
+)
+def test_bad_compare_sections_are_one_line_naming_the_key(compare, message):
+    config = merged(default_config(), {"compare": compare})
+    errors = list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(config))
+    assert len(errors) == 1
+    text = describe_schema_error(errors[0])
+    assert text.startswith(message) and "\n" not in text
+
+
+def test_compare_grid_puts_schemes_side_by_side(tmp_path):
+    def rows(value: int) -> list[tuple[str, torch.Tensor]]:
+        return [
+            (name, torch.full((3, 1, 8, 8), value + i, dtype=torch.uint8)) for i, name in enumerate("abc")
+        ]
+
+    out = tmp_path / "samples.png"
+    save_compare_grid([("wgan-gp", rows(0)), ("dcgan", rows(100))], out, "3 samples per label")
+    with Image.open(out) as image:
+        width, height = image.size
+    # Two blocks of 3 enlarged 8 px cells (x6) plus labels on the left; three rows.
+    assert 2 * 3 * 48 < width < 1200 and 3 * 48 < height < 700
+    with pytest.raises(ValueError, match="same labels"):
+        save_compare_grid([("wgan-gp", rows(0)), ("dcgan", rows(0)[:2])], out)
+
+
+def test_compare_fid_figure(tmp_path):
+    comparison = pd.DataFrame(
+        {"scheme": ["wgan-gp", "wgan-gp", "dcgan"], "seed": [0, 1, 0], "fid": [3.0, 4.0, 6.0]}
+    ).assign(extractor="wcgan-classifier")
+    label_fids = pd.DataFrame(
+        {"scheme": ["wgan-gp"] * 4 + ["dcgan"] * 2, "fid": [1.0, 2.0, 3.0, 9.0, 5.0, 7.0]}
+    )
+    out = tmp_path / "fid.png"
+    plot_compare_fid(comparison, label_fids, out)
+    with Image.open(out) as image:
+        assert 400 < image.size[0] < 1500 and 300 < image.size[1] < 800
