@@ -21,12 +21,11 @@ from wcgan.compare import (
     comparison_table,
     read_variants,
     variant_config,
-    write_table,
 )
 from wcgan.config import TrainConfig, describe_schema_error
 from wcgan.errors import WcganError
 from wcgan.figures import plot_compare_fid, save_compare_grid
-from wcgan.tables import write_metrics
+from wcgan.tables import write_metrics, write_tsv
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 LABELS = ["a", "b", "c", "d"]
@@ -53,7 +52,7 @@ def budget(iterations: list[int], seconds: list[float]) -> pd.DataFrame:
 def write_variant(root: Path, name: str, fids: list[float], overall_fid: float, seconds: float) -> tuple:
     folder = root / name
     folder.mkdir(parents=True)
-    write_table(budget([100] * 4, [seconds] * 4), folder / "budget.tsv")
+    write_tsv(budget([100] * 4, [seconds] * 4), folder / "budget.tsv")
     write_metrics(metrics(fids, overall_fid), folder / "metrics.tsv")
     return folder / "budget.tsv", folder / "metrics.tsv"
 

@@ -301,13 +301,9 @@ def cmd_scaling_config(args: argparse.Namespace) -> None:
 
 
 def cmd_scaling_times(args: argparse.Namespace) -> None:
-    import yaml
-
-    from wcgan.labels import make_labels
     from wcgan.scaling import point_times, write_table
 
-    config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
-    slugs = [label.slug for label in make_labels(config["data"]["labels"])]
+    config, slugs = _run_config(args.config)
     table = point_times(Path("results") / config["run"], slugs, args.series, config["train"]["iterations"])
     write_table(table, args.out)
     log(f"scaling {args.series} N={len(slugs)}: mean job time {table['time_s'].mean():.2f} s")
@@ -330,8 +326,8 @@ def cmd_scaling_report(args: argparse.Namespace) -> None:
 # --- comparing schemes --------------------------------------------------------------------
 
 
-def _variant(config_path: str | Path) -> tuple[dict, list[str]]:
-    """A compare variant's config (from compare-config) and its label slugs."""
+def _run_config(config_path: str | Path) -> tuple[dict, list[str]]:
+    """A nested run's config (a scaling point's or a compare variant's) and its label slugs."""
     import yaml
 
     from wcgan.labels import make_labels
@@ -353,11 +349,12 @@ def cmd_compare_config(args: argparse.Namespace) -> None:
 
 
 def cmd_compare_budget(args: argparse.Namespace) -> None:
-    from wcgan.compare import budget_table, write_table
+    from wcgan.compare import budget_table
+    from wcgan.tables import write_tsv
 
-    config, slugs = _variant(args.config)
+    config, slugs = _run_config(args.config)
     table = budget_table(Path("results") / config["run"], slugs, config["train"]["loss"])
-    write_table(table, args.out)
+    write_tsv(table, args.out)
     log(
         f"compare {config['run']}: {table['iterations'].sum()} iterations, "
         f"{table['seconds'].sum():.1f} training seconds over {len(table)} labels"
@@ -365,12 +362,13 @@ def cmd_compare_budget(args: argparse.Namespace) -> None:
 
 
 def cmd_compare_report(args: argparse.Namespace) -> None:
-    from wcgan.compare import aggregate_seeds, comparison_table, read_variants, write_table
+    from wcgan.compare import aggregate_seeds, comparison_table, read_variants
+    from wcgan.tables import write_tsv
 
     table = comparison_table(read_variants(args.budgets, args.metrics))
-    write_table(table, args.out)
+    write_tsv(table, args.out)
     if args.seeds_out:
-        write_table(aggregate_seeds(table), args.seeds_out)
+        write_tsv(aggregate_seeds(table), args.seeds_out)
     columns = ["scheme", "seed", "seconds", "iterations", "fid", "fid_label_max", "collapsed"]
     log(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
@@ -378,6 +376,7 @@ def cmd_compare_report(args: argparse.Namespace) -> None:
 def cmd_plot_compare(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from wcgan.compare import parse_variant
     from wcgan.figures import plot_compare_fid, save_compare_grid
     from wcgan.sampling import load_samples
     from wcgan.tables import read_metrics
@@ -385,14 +384,14 @@ def cmd_plot_compare(args: argparse.Namespace) -> None:
     comparison = pd.read_csv(args.comparison, sep="\t")
     label_fids = []
     for path in args.metrics:
-        scheme, _, seed = Path(path).parent.name.rpartition("-s")
+        scheme, seed = parse_variant(path)
         table = read_metrics(path)
-        rows = table.loc[table["scope"] == "label", ["label", "fid"]].assign(scheme=scheme, seed=int(seed))
+        rows = table.loc[table["scope"] == "label", ["label", "fid"]].assign(scheme=scheme, seed=seed)
         label_fids.append(rows)
     plot_compare_fid(comparison, pd.concat(label_fids, ignore_index=True), args.fid_out)
     blocks = []
     for run_dir in args.variants:
-        _, slugs = _variant(Path(run_dir) / "config.yaml")
+        _, slugs = _run_config(Path(run_dir) / "config.yaml")
         samples = [
             load_samples(Path(run_dir) / "samples" / f"{slug}.pt") for slug in slugs[: args.max_labels]
         ]

@@ -22,7 +22,6 @@ from typing import Any
 
 import pandas as pd
 
-from wcgan.atomic import atomic_open
 from wcgan.errors import WcganError
 from wcgan.tables import read_metrics
 
@@ -37,6 +36,14 @@ AGGREGATED = ("seconds", "iterations", *OVERALL_METRICS, "fid_label_mean", "coll
 
 def variant_name(scheme: str, seed: int) -> str:
     return f"{scheme}-s{seed}"
+
+
+def parse_variant(path: str | os.PathLike) -> tuple[str, int]:
+    """(scheme, seed) of a file in a variant's ``<scheme>-s<seed>`` folder."""
+    scheme, _, seed = Path(path).parent.name.rpartition("-s")
+    if not scheme or not seed.isdigit():
+        raise WcganError(f"compare: '{path}' is not in a <scheme>-s<seed> folder")
+    return scheme, int(seed)
 
 
 def variant_config(base: Mapping[str, Any], run: str, labels: Sequence[str], scheme: str, seed: int) -> dict:
@@ -145,14 +152,7 @@ def read_variants(
         name = Path(budget_path).parent.name
         if Path(metrics_path).parent.name != name:
             raise WcganError(f"compare: '{budget_path}' and '{metrics_path}' belong to different variants")
-        scheme, _, seed = name.rpartition("-s")
-        if not scheme or not seed.isdigit():
-            raise WcganError(f"compare: '{budget_path}' is not in a <scheme>-s<seed> folder")
+        scheme, seed = parse_variant(budget_path)
         budget = pd.read_csv(budget_path, sep="\t", dtype={"slug": str, "label": str})
-        variants.append((scheme, int(seed), budget, read_metrics(metrics_path)))
+        variants.append((scheme, seed, budget, read_metrics(metrics_path)))
     return variants
-
-
-def write_table(table: pd.DataFrame, out: str | os.PathLike) -> None:
-    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
-        table.to_csv(fh, sep="\t", index=False, float_format="%.6g")

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wcgan.atomic import atomic_open
 from wcgan.cluster import slurm_job_times
 from wcgan.errors import WcganError
+from wcgan.tables import write_tsv
 
 PARTS = ("queue", "launch", "startup", "training", "checkpoint", "shutdown")
 JOB_PARTS = PARTS[1:]  # what a job's time T is made of
@@ -145,8 +145,7 @@ def point_times(
 
 def write_table(table: pd.DataFrame, out: str | os.PathLike) -> None:
     # 15 digits: time stamps (seconds since the epoch) keep their milliseconds.
-    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
-        table.to_csv(fh, sep="\t", index=False, float_format="%.15g")
+    write_tsv(table, out, digits=15)
 
 
 def read_points(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:

@@ -13,11 +13,16 @@ from wcgan.atomic import atomic_open
 SUMMARY_COLUMNS = ("scope", "label", "n_fake", "n_real", "is_mean", "fid", "kid_mean", "precision", "recall")
 
 
+def write_tsv(table: pd.DataFrame, out: str | os.PathLike, digits: int = 6) -> None:
+    """A table as TSV, written atomically, floats to ``digits`` significant digits."""
+    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
+        table.to_csv(fh, sep="\t", index=False, float_format=f"%.{digits}g")
+
+
 def write_metrics(records: Sequence[dict], out: str | os.PathLike) -> pd.DataFrame:
     """``metrics.tsv``: the overall row first, then the labels in class-index order."""
     table = pd.DataFrame(records).sort_values("index", kind="stable")
-    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
-        table.to_csv(fh, sep="\t", index=False, float_format="%.6g")
+    write_tsv(table, out)
     return table
 
 
