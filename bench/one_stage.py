@@ -3,7 +3,7 @@
     python bench/one_stage.py [--resolutions 8 32] [--critic-steps 1 5] [--iterations 4] [--repeats 3]
 
 For each resolution, loss and number of critic steps per generator step, one label of random
-images trains on the CPU through the pipeline's ``train_label`` from the same seed (so the same
+images trains on the CPU through the pipeline's ``train`` from the same seed (so the same
 initial networks and batches) once per scheme, the two schemes alternating, ``--repeats`` times.
 Prints seconds per generator iteration, real images per second through the critic, and the ratio
 two-stage / one-stage of the seconds per generator iteration (above 1: one stage is faster).
@@ -24,9 +24,9 @@ import tempfile
 import torch
 
 from wcgan.config import RECIPES, TRAINING_SCHEMES, TrainConfig
-from wcgan.data import Shard
+from wcgan.data import Shard, TrainingSet
 from wcgan.labels import Label
-from wcgan.training import train_label
+from wcgan.training import train
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--resolutions", type=int, nargs="+", default=[8, 32])
@@ -49,7 +49,9 @@ args = parser.parse_args()
 def iteration_seconds(shard: Shard, config: TrainConfig) -> list[float]:
     """Wall-clock seconds of each generator iteration but the first."""
     with tempfile.TemporaryDirectory() as checkpoints:
-        result = train_label(shard, config, checkpoints, threads=args.threads, log=lambda _: None)
+        result = train(
+            TrainingSet.of_label(shard), config, checkpoints, threads=args.threads, log=lambda _: None
+        )
     return result.history[:, 1].diff().tolist()
 
 

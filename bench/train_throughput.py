@@ -3,7 +3,7 @@
     python bench/train_throughput.py [--resolutions 8 16 32 64] [--iterations 30] [--width 16]
 
 For each resolution, one label of random images trains for a fixed number of generator
-iterations (WGAN-GP recipe: 5 critic steps, batch 64) through the same ``train_label`` the
+iterations (WGAN-GP recipe: 5 critic steps, batch 64) through the same ``train`` the
 pipeline runs, with phase timing on (the GPU is synchronized around each phase when present).
 Prints generator iterations/s, real images/s through the critic, and each phase's share of the
 training time: data, critic (forward and backward of the Wasserstein term, optimizer step),
@@ -16,9 +16,9 @@ import tempfile
 import torch
 
 from wcgan.config import TrainConfig
-from wcgan.data import Shard
+from wcgan.data import Shard, TrainingSet
 from wcgan.labels import Label
-from wcgan.training import train_label
+from wcgan.training import train
 
 PHASES = ("data", "critic", "penalty", "generator", "checkpoint", "logging")
 
@@ -43,8 +43,13 @@ for resolution in args.resolutions:
         device=args.device,
     )
     with tempfile.TemporaryDirectory() as checkpoints:
-        result = train_label(
-            shard, config, checkpoints, threads=args.threads, profile=True, log=lambda _: None
+        result = train(
+            TrainingSet.of_label(shard),
+            config,
+            checkpoints,
+            threads=args.threads,
+            profile=True,
+            log=lambda _: None,
         )
     summary = result.summary
     phases = summary["phase_seconds"]

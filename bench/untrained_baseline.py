@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from wcgan.config import TrainConfig
-from wcgan.data import load_shard
+from wcgan.data import TrainingSet, load_shard
 from wcgan.labels import read_table
 from wcgan.metrics import CLASSIFIER_EXTRACTOR, choose_extractor, score
 from wcgan.sampling import load_samples, sample_label
@@ -32,7 +32,9 @@ for label, _ in read_table(run / "labels.tsv"):
     summary = json.loads((run / "training" / f"{label.slug}.json").read_text())
     config = TrainConfig.from_mapping({k: v for k, v in summary["config"].items() if k in TRAIN_FIELDS})
     shard = load_shard(run / "shards" / f"{label.slug}.pt")
-    untrained, _ = initial_networks(config, shard)  # the run's architecture and initial weights
+    untrained, _ = initial_networks(
+        config, TrainingSet.of_label(shard)
+    )  # the run's architecture and initial weights
     n = len(load_samples(run / "samples" / f"{label.slug}.pt")[0])
     fake.append(sample_label(untrained.eval(), label, n))
     real.append(shard.images)

@@ -3,10 +3,11 @@ import torch
 
 from conftest import run_wcgan
 from wcgan.config import TrainConfig
+from wcgan.data import TrainingSet
 from wcgan.errors import WcganError
 from wcgan.labels import make_labels, write_table
 from wcgan.sampling import ConditionalEnsemble, generate, latents, load_samples, save_samples
-from wcgan.training import save_generator, train_label
+from wcgan.training import save_generator, train
 
 
 @pytest.fixture(scope="module")
@@ -15,8 +16,10 @@ def run_dir(digit_shards, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     config = TrainConfig(iterations=2, batch_size=8, z_dim=8, width=4)
     for shard in digit_shards[:2]:
-        result = train_label(shard, config, root / "checkpoints" / shard.label.slug, log=lambda _: None)
-        save_generator(result, shard, root / "models" / f"{shard.label.slug}.pt")
+        result = train(
+            TrainingSet.of_label(shard), config, root / "checkpoints" / shard.label.slug, log=lambda _: None
+        )
+        save_generator(result, TrainingSet.of_label(shard), root / "models" / f"{shard.label.slug}.pt")
     write_table(make_labels(["0", "1"]), [178, 182], root / "labels.tsv")
     return root
 

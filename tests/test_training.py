@@ -10,9 +10,9 @@ import torch
 from conftest import REPO
 from wcgan.atomic import load_torch
 from wcgan.config import TrainConfig
-from wcgan.data import save_shard
+from wcgan.data import TrainingSet, save_shard
 from wcgan.errors import WcganError
-from wcgan.training import LOSS_COLUMNS, load_generator, save_generator, train_label, write_losses
+from wcgan.training import LOSS_COLUMNS, load_generator, save_generator, train, write_losses
 
 TINY = dict(batch_size=16, z_dim=8, width=4, log_seconds=0.05, checkpoint_seconds=600)
 
@@ -26,7 +26,7 @@ def weights(result):
 
 
 def test_trains_the_budgeted_iterations(digit_shards, tmp_path):
-    result = train_label(digit_shards[0], tiny(iterations=5), tmp_path, log=lambda _: None)
+    result = train(TrainingSet.of_label(digit_shards[0]), tiny(iterations=5), tmp_path, log=lambda _: None)
     assert result.history.shape == (5, len(LOSS_COLUMNS))
     assert result.history[:, 0].tolist() == [1, 2, 3, 4, 5]
     assert result.summary["iterations"] == 5 and result.summary["stopped_by"] == "iterations"
@@ -36,23 +36,25 @@ def test_trains_the_budgeted_iterations(digit_shards, tmp_path):
 
 
 def test_wall_clock_budget_stops_training(digit_shards, tmp_path):
-    result = train_label(digit_shards[0], tiny(seconds=0.5), tmp_path, log=lambda _: None)
+    result = train(TrainingSet.of_label(digit_shards[0]), tiny(seconds=0.5), tmp_path, log=lambda _: None)
     assert result.summary["stopped_by"] == "seconds"
     assert 0.5 <= result.summary["seconds"] < 5
 
 
 def test_same_seed_same_result_different_seed_different_result(digit_shards, tmp_path):
-    a = train_label(digit_shards[0], tiny(iterations=3), tmp_path / "a", log=lambda _: None)
-    b = train_label(digit_shards[0], tiny(iterations=3), tmp_path / "b", log=lambda _: None)
-    c = train_label(digit_shards[0], tiny(iterations=3, seed=1), tmp_path / "c", log=lambda _: None)
+    a = train(TrainingSet.of_label(digit_shards[0]), tiny(iterations=3), tmp_path / "a", log=lambda _: None)
+    b = train(TrainingSet.of_label(digit_shards[0]), tiny(iterations=3), tmp_path / "b", log=lambda _: None)
+    c = train(
+        TrainingSet.of_label(digit_shards[0]), tiny(iterations=3, seed=1), tmp_path / "c", log=lambda _: None
+    )
     assert torch.equal(weights(a), weights(b))
     assert torch.equal(a.history[:, 2:], b.history[:, 2:])
     assert not torch.equal(weights(a), weights(c))
 
 
 def test_labels_get_different_seeds(digit_shards, tmp_path):
-    a = train_label(digit_shards[0], tiny(iterations=1), tmp_path / "a", log=lambda _: None)
-    b = train_label(digit_shards[1], tiny(iterations=1), tmp_path / "b", log=lambda _: None)
+    a = train(TrainingSet.of_label(digit_shards[0]), tiny(iterations=1), tmp_path / "a", log=lambda _: None)
+    b = train(TrainingSet.of_label(digit_shards[1]), tiny(iterations=1), tmp_path / "b", log=lambda _: None)
     assert not torch.equal(weights(a), weights(b))
 
 
@@ -61,7 +63,7 @@ def test_labels_get_different_seeds(digit_shards, tmp_path):
 def test_resume_continues_exactly(digit_shards, tmp_path, loss, training):
     def run(iterations, folder, log=lambda _: None):
         config = tiny(loss=loss, training=training, iterations=iterations)
-        return train_label(digit_shards[0], config, tmp_path / folder, log=log)
+        return train(TrainingSet.of_label(digit_shards[0]), config, tmp_path / folder, log=log)
 
     straight = run(6, "straight")
     lines = []
@@ -76,28 +78,36 @@ def test_resume_continues_exactly(digit_shards, tmp_path, loss, training):
 @pytest.mark.parametrize("critic_steps", [1, 3])
 def test_one_stage_training_fills_the_history_and_times_its_phases(digit_shards, tmp_path, critic_steps):
     config = tiny(training="one_stage", critic_steps=critic_steps, iterations=4)
-    result = train_label(digit_shards[0], config, tmp_path, log=lambda _: None)
+    result = train(TrainingSet.of_label(digit_shards[0]), config, tmp_path, log=lambda _: None)
     assert result.history.shape == (4, len(LOSS_COLUMNS)) and torch.all(torch.isfinite(result.history))
     assert torch.all(result.history[:, 4] > 0) and torch.all(result.history[:, 5] != 0)
     assert {"data", "critic", "penalty", "generator", "checkpoint"} <= set(result.summary["phase_seconds"])
-    two_stage = train_label(
-        digit_shards[0], tiny(critic_steps=critic_steps, iterations=4), tmp_path, log=lambda _: None
+    two_stage = train(
+        TrainingSet.of_label(digit_shards[0]),
+        tiny(critic_steps=critic_steps, iterations=4),
+        tmp_path,
+        log=lambda _: None,
     )
     assert not torch.equal(weights(result), weights(two_stage))
 
 
 def test_switching_the_training_scheme_starts_a_new_run(digit_shards, tmp_path):
-    train_label(digit_shards[0], tiny(iterations=2), tmp_path, log=lambda _: None)
-    result = train_label(
-        digit_shards[0], tiny(iterations=2, training="one_stage"), tmp_path, log=lambda _: None
+    train(TrainingSet.of_label(digit_shards[0]), tiny(iterations=2), tmp_path, log=lambda _: None)
+    result = train(
+        TrainingSet.of_label(digit_shards[0]),
+        tiny(iterations=2, training="one_stage"),
+        tmp_path,
+        log=lambda _: None,
     )
     assert result.summary["resumed_from_iteration"] == 0
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
 def test_a_different_setting_starts_a_new_run(digit_shards, tmp_path):
-    train_label(digit_shards[0], tiny(iterations=2), tmp_path, log=lambda _: None)
-    result = train_label(digit_shards[0], tiny(iterations=2, lr=3e-4), tmp_path, log=lambda _: None)
+    train(TrainingSet.of_label(digit_shards[0]), tiny(iterations=2), tmp_path, log=lambda _: None)
+    result = train(
+        TrainingSet.of_label(digit_shards[0]), tiny(iterations=2, lr=3e-4), tmp_path, log=lambda _: None
+    )
     assert result.summary["resumed_from_iteration"] == 0
     assert len(list(tmp_path.glob("*.pt"))) == 2  # the earlier run's checkpoint is kept
 
@@ -105,7 +115,7 @@ def test_a_different_setting_starts_a_new_run(digit_shards, tmp_path):
 @pytest.mark.parametrize("training", ["two_stage", "one_stage"])
 def test_weight_clipping_keeps_the_critic_clipped(digit_shards, tmp_path, training):
     config = tiny(loss="wgan-clip", training=training, iterations=2)
-    result = train_label(digit_shards[0], config, tmp_path, log=lambda _: None)
+    result = train(TrainingSet.of_label(digit_shards[0]), config, tmp_path, log=lambda _: None)
     state = load_torch(result.summary["checkpoint"], "checkpoint")
     assert max(t.abs().max().item() for t in state["critic"].values()) <= 0.01 + 1e-7
     assert torch.all(result.history[:, 4] == 0)  # no penalty term
@@ -115,12 +125,16 @@ def test_diverging_losses_stop_with_a_clear_error(digit_shards, tmp_path):
     with pytest.raises(
         WcganError, match=r"label '0': .* is (nan|inf|-inf) at iteration \d+; training stopped"
     ):
-        train_label(digit_shards[0], tiny(iterations=50, lr=1e30), tmp_path, log=lambda _: None)
+        train(
+            TrainingSet.of_label(digit_shards[0]), tiny(iterations=50, lr=1e30), tmp_path, log=lambda _: None
+        )
 
 
 def test_generator_file_and_loss_csv(digit_shards, tmp_path):
-    result = train_label(digit_shards[1], tiny(iterations=2), tmp_path / "ck", log=lambda _: None)
-    save_generator(result, digit_shards[1], tmp_path / "g.pt")
+    result = train(
+        TrainingSet.of_label(digit_shards[1]), tiny(iterations=2), tmp_path / "ck", log=lambda _: None
+    )
+    save_generator(result, TrainingSet.of_label(digit_shards[1]), tmp_path / "g.pt")
     generator, meta = load_generator(tmp_path / "g.pt")
     assert (meta["name"], meta["index"], meta["iterations"]) == ("1", 1, 2)
     assert generator(torch.randn(2, 8)).shape == (2, 1, 8, 8)
@@ -178,8 +192,12 @@ def test_killed_training_resumes_from_its_checkpoint(digit_shards, tmp_path, sig
     # Bit for bit what an uninterrupted run (same settings, one thread) makes.
     threads = torch.get_num_threads()
     try:
-        straight = train_label(
-            digit_shards[0], tiny(iterations=budget), tmp_path / "straight", threads=1, log=lambda _: None
+        straight = train(
+            TrainingSet.of_label(digit_shards[0]),
+            tiny(iterations=budget),
+            tmp_path / "straight",
+            threads=1,
+            log=lambda _: None,
         )
     finally:
         torch.set_num_threads(threads)

@@ -7,6 +7,7 @@ input ends with one line, ``wcgan: error: ...``, and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import inspect
 import json
@@ -155,21 +156,36 @@ def cmd_label_table(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from wcgan.atomic import atomic_open
     from wcgan.config import TrainConfig
-    from wcgan.data import load_shard
-    from wcgan.sampling import sample_label, save_samples
-    from wcgan.training import save_generator, train_label, write_losses
+    from wcgan.data import TrainingSet, load_shard
+    from wcgan.sampling import sample_labels, save_samples, save_snapshot_samples
+    from wcgan.training import save_generator, train, write_losses
 
     config = config_from_args(TrainConfig, args)
-    shard = load_shard(args.shard)
-    result = train_label(
-        shard, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log
-    )
+    shards = [load_shard(path) for path in args.shard]
+    if config.generator == "per_label":
+        if len(shards) != 1:
+            raise WcganError(f"train.generator per_label trains one label: give one --shard, not {len(shards)}")
+        data = TrainingSet.of_label(shards[0])
+    else:
+        data = TrainingSet.of_labels(shards)
+        config = config.for_labels(len(shards))
+    if args.samples_out and len(args.samples_out) != len(shards):
+        raise WcganError(f"--samples-out names {len(args.samples_out)} files for {len(shards)} shards")
+    if config.snapshots and not args.snapshots_out:
+        raise WcganError(f"train.snapshots is {config.snapshots}: give --snapshots-out for their samples")
+    result = train(data, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log)
     trained = time.monotonic()
-    save_generator(result, shard, args.model_out)
+    save_generator(result, data, args.model_out)
     write_losses(result.history, args.losses_out)
     if args.samples_out:
-        images = sample_label(result.generator, shard.label, args.samples, args.samples_seed)
-        save_samples(images, shard.label, args.samples_out)
+        images = sample_labels(result.generator, data.labels, args.samples, args.samples_seed)
+        for label_images, label, path in zip(images, data.labels, args.samples_out, strict=True):
+            save_samples(label_images, label, path)
+    if args.snapshots_out:
+        generator = copy.deepcopy(result.generator)
+        save_snapshot_samples(
+            result.snapshots, generator, data.labels, args.samples, args.samples_seed, args.snapshots_out
+        )
     summary = result.summary
     loop, checkpoint = summary["session_seconds"], summary["phase_seconds"].get("checkpoint", 0.0)
     # Where this job's time went, for the weak-scaling split (wcgan.scaling).
@@ -200,8 +216,8 @@ def _default_run() -> str:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from wcgan.figures import save_grid
-    from wcgan.labels import Label
-    from wcgan.sampling import ConditionalEnsemble, sample_label, save_samples
+    from wcgan.labels import find_label
+    from wcgan.sampling import ConditionalEnsemble, generator_labels, sample_label, save_samples
     from wcgan.training import load_generator
 
     out = Path(args.out)
@@ -210,8 +226,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
     _torch_setup(args)
     if args.model is not None:
         generator, meta = load_generator(args.model)
-        label = Label(meta["index"], meta["slug"], meta["name"])
-        images = sample_label(generator, label, args.n, args.seed)
+        labels = generator_labels(meta)
+        if generator.num_classes is None:
+            label, class_index = labels[0], None
+        elif args.label is None:
+            raise WcganError(f"'{args.model}' is a conditional generator: give --label NAME to draw")
+        else:
+            label = find_label(labels, args.label)
+            class_index = labels.index(label)
+        images = sample_label(generator, label, args.n, args.seed, class_index)
     elif args.label is not None:
         ensemble = ConditionalEnsemble.from_run(args.run or _default_run())
         images = ensemble.sample(args.label, args.n, args.seed)
@@ -486,13 +509,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--shards", nargs="+", required=True)
     sub.add_argument("--out", required=True)
 
-    sub = command("train", cmd_train, "train one label's GAN under its budget (resumes)")
-    sub.add_argument("--shard", required=True)
+    sub = command(
+        "train", cmd_train, "train one label's GAN, or one conditional GAN for all, under its budget (resumes)"
+    )
+    sub.add_argument(
+        "--shard", nargs="+", required=True, help="the label's shard; every label's for --generator conditional"
+    )
     sub.add_argument("--model-out", required=True, help="trained generator (.pt)")
     sub.add_argument("--losses-out", required=True, help="loss history (.csv)")
     sub.add_argument("--summary-out", required=True, help="run summary (.json)")
-    sub.add_argument("--samples-out", help="also draw samples from the trained generator (.pt)")
-    sub.add_argument("--samples", type=int, default=1000, help="how many, with --samples-out")
+    sub.add_argument(
+        "--samples-out", nargs="+", help="also draw samples of each label from the trained generator (.pt each)"
+    )
+    sub.add_argument("--snapshots-out", help="samples of every label at each train.snapshots point (.pt)")
+    sub.add_argument("--samples", type=int, default=1000, help="how many per label, with --samples-out")
     sub.add_argument("--samples-seed", type=int, default=0, help="base seed of their latents")
     sub.add_argument("--checkpoint-dir", required=True, help="resume state; kept after the run")
     sub.add_argument("--threads", type=int, help="torch intra-op threads")
@@ -504,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--run", help="run folder with labels.tsv and models/ (default: results/<run> of config/config.yaml)"
     )
-    sub.add_argument("--model", help="instead of --label: one generator file")
+    sub.add_argument("--model", help="one generator file (with --label for a conditional one)")
     sub.add_argument("-n", type=int, default=64, help="number of samples")
     sub.add_argument("--seed", type=int, default=0, help="base seed; each label derives its own")
     sub.add_argument("--columns", type=int, default=8, help="grid columns for a .png")

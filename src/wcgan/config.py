@@ -42,6 +42,9 @@ RECIPES: dict[str, Recipe] = {
     "hinge": Recipe("adam", 2e-4, (0.0, 0.9), 5),
 }
 TRAINING_SCHEMES = ("two_stage", "one_stage")  # how a generator iteration gets its gradients
+# One GAN per label (the W-CGAN design), or one class-conditional GAN for all labels (the cGAN
+# baseline: conditional batch norm, projection critic with spectral normalisation).
+GENERATORS = ("per_label", "conditional")
 
 
 class ConfigSection:
@@ -85,6 +88,7 @@ class TrainConfig(ConfigSection):
     detached and weight clipping acts after the gradients are taken.
     """
 
+    generator: str = "per_label"  # per_label | conditional (a name in GENERATORS)
     loss: str = "wgan-gp"  # wgan-gp | wgan-clip | dcgan | hinge (a name in RECIPES)
     training: str = "two_stage"  # two_stage | one_stage (a name in TRAINING_SCHEMES)
     iterations: int | None = None  # budget: generator iterations (None: no limit)
@@ -98,6 +102,7 @@ class TrainConfig(ConfigSection):
     betas: tuple[float, float] | None = None  # Adam's betas; unset: the recipe
     gp_weight: float | None = None  # wgan-gp: weight of the gradient penalty; unset: 10
     clip_value: float | None = None  # wgan-clip: critic weights clipped to [-c, c]; unset: 0.01
+    snapshots: int = 0  # generator copies at even shares of the budget, for FID against compute
     checkpoint_seconds: float = 60.0  # seconds between checkpoints (0: every iteration)
     log_seconds: float = 5.0  # seconds between progress lines and NaN checks
     seed: int = 0  # base seed; each label derives its own from it and its slug
@@ -112,6 +117,8 @@ class TrainConfig(ConfigSection):
         return RECIPES[self.loss]
 
     def check(self, key: str = "train") -> None:
+        if self.generator not in GENERATORS:
+            raise WcganError(f"{key}.generator '{self.generator}' is unknown (known: {', '.join(GENERATORS)})")
         if self.loss not in RECIPES:
             raise WcganError(f"{key}.loss '{self.loss}' is unknown (known: {', '.join(RECIPES)})")
         if self.training not in TRAINING_SCHEMES:
@@ -142,6 +149,8 @@ class TrainConfig(ConfigSection):
                 "log_seconds",
             ),
         )
+        if self.snapshots < 0:
+            raise WcganError(f"{key}.snapshots must be 0 or more, got {self.snapshots}")
         if self.checkpoint_seconds < 0:
             raise WcganError(f"{key}.checkpoint_seconds must be 0 or more")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -164,6 +173,16 @@ class TrainConfig(ConfigSection):
         for name, default in self.recipe.options.items():
             values[name] = default if values[name] is None else values[name]
         return values
+
+    def for_labels(self, count: int) -> TrainConfig:
+        """The budget of one conditional GAN for ``count`` labels: ``iterations`` and
+        ``seconds`` are per label, so it gets ``count`` times each, the compute that ``count``
+        per-label jobs of the same budget get together."""
+        return dataclasses.replace(
+            self,
+            iterations=None if self.iterations is None else self.iterations * count,
+            seconds=None if self.seconds is None else self.seconds * count,
+        )
 
     def loss_options(self) -> dict[str, float]:
         effective = self.effective()

@@ -25,6 +25,7 @@ from wcgan.labels import Label
 from wcgan.sources import DataSpec, get_source, label_names
 
 SHARD_FORMAT = "wcgan-shard-1"
+CONDITIONAL = "conditional"  # the name of the one conditional GAN of a run (its files, seed, logs)
 
 
 def _center_square(image: Image.Image) -> Image.Image:
@@ -136,3 +137,42 @@ def sample_rows(images: torch.Tensor, limit: int | None, seed: int) -> torch.Ten
         return images[:]
     rows = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:limit]
     return images[rows.sort().values]
+
+
+@dataclass
+class TrainingSet:
+    """What one GAN trains on: one label's images (a per-label GAN), or the images of several
+    labels with each image's class (one conditional GAN for all of them)."""
+
+    images: torch.Tensor  # uint8 N x C x H x W
+    labels: list[Label]  # the labels covered; class c of a conditional GAN is labels[c]
+    classes: torch.Tensor | None  # int64 class of each image, None for one label's set
+    name: str  # names the run's seed, checkpoint and log lines: the label's slug, or CONDITIONAL
+
+    @classmethod
+    def of_label(cls, shard: Shard) -> TrainingSet:
+        return cls(shard.images, [shard.label], None, shard.label.slug)
+
+    @classmethod
+    def of_labels(cls, shards: list[Shard]) -> TrainingSet:
+        """Every shard's images, classes numbered in the order given."""
+        if not shards:
+            raise WcganError("a conditional GAN needs at least one label's shard")
+        shapes = {tuple(s.images.shape[1:]) for s in shards}
+        if len(shapes) > 1:
+            raise WcganError(f"the shards hold images of different shapes {sorted(shapes)}")
+        classes = torch.cat([torch.full((len(s.images),), c) for c, s in enumerate(shards)])
+        return cls(torch.cat([s.images for s in shards]), [s.label for s in shards], classes, CONDITIONAL)
+
+    @property
+    def num_classes(self) -> int | None:
+        """The conditional GAN's class count; None for one label's GAN."""
+        return None if self.classes is None else len(self.labels)
+
+    @property
+    def resolution(self) -> int:
+        return self.images.shape[-1]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]

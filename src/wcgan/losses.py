@@ -30,6 +30,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+Labels = torch.Tensor | None  # class indices of a conditional critic's inputs; None: one label
+
+
+def score(critic: nn.Module, images: torch.Tensor, labels: Labels) -> torch.Tensor:
+    """The critic's scores of ``images``, of classes ``labels`` for a conditional critic."""
+    return critic(images) if labels is None else critic(images, labels)
+
 
 class GANLoss:
     """Critic and generator objectives; the optimizer steps stay in the training loop."""
@@ -50,37 +57,45 @@ class GANLoss:
         raise NotImplementedError
 
     def critic_loss(
-        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
+        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: Labels = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(loss to minimise, gap E[D(real)] - E[D(fake)])``. For the Wasserstein losses
-        the gap is the Wasserstein estimate; for the others a generic measure of separation."""
-        loss, gap, _ = self._scored_critic_loss(critic, real, fake)
+        the gap is the Wasserstein estimate; for the others a generic measure of separation.
+        ``labels`` are the classes of a conditional critic, the same for ``real[i]`` and
+        ``fake[i]``; None for one label's critic."""
+        loss, gap, _ = self._scored_critic_loss(critic, real, fake, labels)
         return loss, gap
 
     def _scored_critic_loss(
-        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
+        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: Labels
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``critic_loss`` and the critic's scores of the fakes."""
         # One pass over real and fake together: the critic has no batch statistics.
-        real_scores, fake_scores = critic(torch.cat([real, fake])).split([len(real), len(fake)])
+        both = None if labels is None else torch.cat([labels, labels])
+        real_scores, fake_scores = score(critic, torch.cat([real, fake]), both).split([len(real), len(fake)])
         loss = self.real_term(real_scores).mean() + self.fake_term(fake_scores).mean()
         return loss, real_scores.mean() - fake_scores.mean(), fake_scores
 
     def critic_penalty(
-        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator
+        self,
+        critic: nn.Module,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        rng: torch.Generator,
+        labels: Labels = None,
     ) -> torch.Tensor | None:
         """An unweighted regularizer on the critic, or None when the loss has none. It never
         sends a gradient to the generator, even when ``fake`` carries the generator's graph."""
         return None
 
-    def generator_loss(self, critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        return self.generator_term(critic(fake)).mean()
+    def generator_loss(self, critic: nn.Module, fake: torch.Tensor, labels: Labels = None) -> torch.Tensor:
+        return self.generator_term(score(critic, fake, labels)).mean()
 
     def after_critic_step(self, critic: nn.Module) -> None:
         """Hook run after each critic optimizer step (weight clipping)."""
 
     def one_stage_backward(
-        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
+        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: Labels = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Backpropagate the critic's loss and the generator's from one pass over the critic.
 
@@ -103,7 +118,7 @@ class GANLoss:
         are any waits for the device).
         """
         critic_view = fake.view_as(fake)  # the critic pass's own edge back into the generator
-        critic_loss, gap, fake_scores = self._scored_critic_loss(critic, real, critic_view)
+        critic_loss, gap, fake_scores = self._scored_critic_loss(critic, real, critic_view, labels)
         scores = fake_scores.detach()
         scale, rescore = self._generator_gradient_scale(scores)
         critic_view.register_hook(lambda grad: grad * scale.view(-1, *[1] * (grad.dim() - 1)))
@@ -111,7 +126,8 @@ class GANLoss:
         if rescore.any():
             critic.requires_grad_(False)  # the critic's own gradient comes from its loss alone
             try:
-                objective = objective + self.generator_term(critic(fake[rescore])).sum() / len(fake)
+                rescored = score(critic, fake[rescore], None if labels is None else labels[rescore])
+                objective = objective + self.generator_term(rescored).sum() / len(fake)
             finally:
                 critic.requires_grad_(True)
         objective.backward()
@@ -159,11 +175,12 @@ class WassersteinGP(Wasserstein):
     def __init__(self, gp_weight: float):
         self.penalty_weight = gp_weight
 
-    def critic_penalty(self, critic, real, fake, rng):
+    def critic_penalty(self, critic, real, fake, rng, labels=None):
         alpha = torch.rand(len(real), 1, 1, 1, generator=rng, device=real.device)
         # Detached: the penalty regularizes the critic alone, in one stage as in two.
         interpolates = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
-        (grad,) = torch.autograd.grad(critic(interpolates).sum(), interpolates, create_graph=True)
+        scores = score(critic, interpolates, labels)
+        (grad,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
         return (grad.flatten(1).norm(2, dim=1) - 1).square().mean()
 
 

@@ -28,8 +28,37 @@ def _channels_at(width: int, levels: int, level: int) -> int:
     return width * min(2 ** (levels - level), MAX_WIDTH_MULTIPLE)
 
 
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift are looked up per class (de Vries et al. 2017; the
+    generators of SN-GAN's projection-discriminator runs and BigGAN)."""
+
+    def __init__(self, features: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(features, affine=False)
+        self.scale = nn.Embedding(num_classes, features)
+        self.shift = nn.Embedding(num_classes, features)
+        nn.init.ones_(self.scale.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        shape = (len(x), -1, 1, 1)
+        return self.norm(x) * self.scale(labels).view(shape) + self.shift(labels).view(shape)
+
+
+def _check_labels(network: nn.Module, labels: torch.Tensor | None) -> None:
+    if (labels is None) != (network.num_classes is None):
+        raise ValueError(
+            f"{type(network).__name__} with num_classes={network.num_classes} called "
+            f"{'without' if labels is None else 'with'} class labels"
+        )
+
+
 class Generator(nn.Module):
-    """z -> 4x4 -> (transposed conv, BN, ReLU) x levels -> 3x3 conv -> tanh image in [-1, 1]."""
+    """z -> 4x4 -> (transposed conv, BN, ReLU) x levels -> 3x3 conv -> tanh image in [-1, 1].
+
+    With ``num_classes`` it is a class-conditional generator ``G(z, c)``: each batch norm takes
+    its scale and shift from the class (conditional batch norm); one network for every label.
+    """
 
     def __init__(
         self,
@@ -37,54 +66,90 @@ class Generator(nn.Module):
         resolution: int,  # output height = width
         channels: int,  # output image channels
         width: int,  # channels at full resolution; doubles per level down to 4x4
+        num_classes: int | None = None,  # None: one label's generator; K: conditional on K classes
     ):
         super().__init__()
         self.hparams = dict(z_dim=z_dim, resolution=resolution, channels=channels, width=width)
+        if num_classes is not None:
+            self.hparams["num_classes"] = num_classes
         self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
+        self.num_classes = num_classes
         levels = _levels(resolution)
+
+        def norm(features: int) -> nn.Module:
+            if num_classes is None:
+                return nn.BatchNorm2d(features)
+            return ConditionalBatchNorm2d(features, num_classes)
+
         base = _channels_at(width, levels, 0)
         layers: list[nn.Module] = [
             nn.Linear(z_dim, base * 16, bias=False),
             nn.Unflatten(1, (base, 4, 4)),
-            nn.BatchNorm2d(base),
+            norm(base),
             nn.ReLU(inplace=True),
         ]
         for level in range(levels):
             c_in, c_out = _channels_at(width, levels, level), _channels_at(width, levels, level + 1)
             layers += [
                 nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c_out),
+                norm(c_out),
                 nn.ReLU(inplace=True),
             ]
         layers += [nn.Conv2d(width, channels, 3, padding=1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        _check_labels(self, labels)
+        x = z
+        for layer in self.net:
+            x = layer(x, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+        return x
 
 
 class Critic(nn.Module):
     """Image -> (strided conv, LeakyReLU) x levels -> linear score. No batch norm: the gradient
-    penalty is defined per sample, and batch statistics would couple the samples."""
+    penalty is defined per sample, and batch statistics would couple the samples.
+
+    With ``num_classes`` it is a projection discriminator (Miyato and Koyama 2018): the score
+    adds the inner product of a class embedding with the last features, ``D(x, c) = w.h(x) +
+    e(c).h(x)``. ``spectral_norm`` normalises every layer's weight by its largest singular value
+    (Miyato et al. 2018), the constraint that recipe pairs with the hinge loss.
+    """
 
     def __init__(
         self,
         resolution: int,  # input height = width
         channels: int,  # input image channels
         width: int,  # channels at full resolution; doubles per level down to 4x4
+        num_classes: int | None = None,  # None: one label's critic; K: projection on K classes
+        spectral_norm: bool = False,  # spectral normalisation of every conv and linear layer
     ):
         super().__init__()
         self.hparams = dict(resolution=resolution, channels=channels, width=width)
+        if num_classes is not None or spectral_norm:
+            self.hparams.update(num_classes=num_classes, spectral_norm=spectral_norm)
+        self.num_classes = num_classes
         levels = _levels(resolution)
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
+
+        def weighted(layer: nn.Module) -> nn.Module:
+            return nn.utils.parametrizations.spectral_norm(layer) if spectral_norm else layer
+
+        layers: list[nn.Module] = [weighted(nn.Conv2d(channels, width, 3, padding=1)), nn.LeakyReLU(0.2)]
         for level in range(levels, 0, -1):
             c_in, c_out = _channels_at(width, levels, level), _channels_at(width, levels, level - 1)
-            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
-        layers += [nn.Flatten(), nn.Linear(_channels_at(width, levels, 0) * 16, 1)]
+            layers += [weighted(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+        features = _channels_at(width, levels, 0) * 16
+        layers += [nn.Flatten(), weighted(nn.Linear(features, 1))]
         self.net = nn.Sequential(*layers)
+        if num_classes is not None:
+            self.embedding = weighted(nn.Embedding(num_classes, features))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).squeeze(1)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        _check_labels(self, labels)
+        if labels is None:
+            return self.net(images).squeeze(1)
+        features = self.net[:-1](images)
+        return self.net[-1](features).squeeze(1) + (self.embedding(labels) * features).sum(1)
 
 
 class Classifier(nn.Module):

@@ -16,13 +16,20 @@ from wcgan.networks import Generator, float_to_images
 from wcgan.training import load_generator
 
 SAMPLES_FORMAT = "wcgan-samples-1"
+SNAPSHOTS_FORMAT = "wcgan-snapshot-samples-1"
 
 
 @torch.no_grad()
-def generate(generator: Generator, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """uint8 images for the latent codes ``z``, in batches, on the generator's device."""
+def generate(
+    generator: Generator, z: torch.Tensor, class_index: int | None = None, batch_size: int = 256
+) -> torch.Tensor:
+    """uint8 images for the latent codes ``z``, in batches, on the generator's device; a
+    conditional generator draws them all of class ``class_index``."""
     device = next(generator.parameters()).device
-    chunks = [float_to_images(generator(part.to(device))).cpu() for part in z.split(batch_size)]
+    chunks = []
+    for part in z.split(batch_size):
+        classes = None if class_index is None else torch.full((len(part),), class_index, device=device)
+        chunks.append(float_to_images(generator(part.to(device), classes)).cpu())
     return torch.cat(chunks)
 
 
@@ -31,10 +38,13 @@ def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
 
 
-def sample_label(generator: Generator, label: Label, n: int, seed: int = 0) -> torch.Tensor:
+def sample_label(
+    generator: Generator, label: Label, n: int, seed: int = 0, class_index: int | None = None
+) -> torch.Tensor:
     """``n`` samples of one label, from latents seeded by ``seed`` and the label (as the pipeline
-    draws them), so the same label and seed give the same images from Python and the CLI."""
-    return generate(generator, latents(n, generator.z_dim, label_seed(seed, label.slug)))
+    draws them), so the same label and seed give the same images from Python and the CLI. A
+    conditional generator needs the label's ``class_index`` (its position among its labels)."""
+    return generate(generator, latents(n, generator.z_dim, label_seed(seed, label.slug)), class_index)
 
 
 class ConditionalEnsemble:
@@ -110,3 +120,47 @@ def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, Label]:
     if not isinstance(data, dict) or data.get("format") != SAMPLES_FORMAT:
         raise WcganError(f"samples '{path}' is not a wcgan samples file (made by 'wcgan sample')")
     return data["images"], Label(data["index"], data["slug"], data["name"])
+
+
+def generator_labels(meta: dict) -> list[Label]:
+    """The labels a saved generator draws, in class order: one for a label's generator."""
+    if "labels" in meta:
+        return [Label(index, slug, name) for index, slug, name in meta["labels"]]
+    return [Label(meta["index"], meta["slug"], meta["name"])]
+
+
+def sample_labels(
+    generator: Generator, labels: Sequence[Label], n: int, seed: int = 0
+) -> list[torch.Tensor]:
+    """``n`` samples of each of ``labels``: those of one label's generator (one label), or of
+    a conditional generator's classes in order."""
+    if generator.num_classes is None:
+        return [sample_label(generator, labels[0], n, seed)]
+    return [sample_label(generator, label, n, seed, c) for c, label in enumerate(labels)]
+
+
+def save_snapshot_samples(
+    points: Sequence[dict], generator: Generator, labels: Sequence[Label], n: int, seed: int, path
+) -> None:
+    """Samples of every label from each training snapshot (``TrainResult.snapshots``): the
+    points of the quality-against-compute curve (``wcgan score-curve``)."""
+    saved = []
+    for point in points:
+        generator.load_state_dict(point["generator"])
+        images = sample_labels(generator.eval(), labels, n, seed)
+        saved.append(
+            {
+                "iteration": point["iteration"],
+                "seconds": point["seconds"],
+                "images": torch.cat(images),
+                "indices": torch.cat([torch.full((len(x),), lb.index) for x, lb in zip(images, labels, strict=True)]),
+            }
+        )
+    save_torch({"format": SNAPSHOTS_FORMAT, "points": saved}, path)
+
+
+def load_snapshot_samples(path: str | os.PathLike) -> list[dict]:
+    data = load_torch(path, "snapshot samples")
+    if not isinstance(data, dict) or data.get("format") != SNAPSHOTS_FORMAT:
+        raise WcganError(f"snapshots '{path}' is not a wcgan snapshot samples file (made by 'wcgan train')")
+    return data["points"]

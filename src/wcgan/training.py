@@ -1,13 +1,19 @@
-"""Training one label's GAN under a fixed budget, with atomic checkpoints and exact resume.
+"""Training one GAN under a fixed budget, with atomic checkpoints and exact resume: one label's
+GAN, or one class-conditional GAN for all labels (``wcgan.data.TrainingSet``).
 
 The loop is deliberately plain: critic steps, then one generator step, until the iteration or
-wall-clock budget runs out. In one-stage training (``train.training: one_stage``) the last
+wall-clock budget runs out. The critic steps draw their batches, latents and penalty
+interpolates from one random stream, the generator step its latents (and classes) from a
+second, so a scheme that runs the two on different machines (``wcgan.distributed``) can draw
+the same numbers. In one-stage training (``train.training: one_stage``) the last
 critic step's backward pass also gives the generator its gradient (``GANLoss.one_stage_backward``),
 so the generator step is only its optimizer's; the phase timing reports that combined pass under
 "critic" and "penalty". Every few seconds the loop logs a progress line (and checks the losses
 for NaN/inf); every ``checkpoint_seconds`` it writes a checkpoint that holds everything needed
 to continue bit for bit: networks, optimizers, the random generator's state, the iteration
-count, the seconds already spent and the loss history. SIGTERM (a scheduler's time limit) and
+count, the seconds already spent, the loss history and the generator snapshots taken so far
+(``train.snapshots``: copies of the generator at even fractions of the budget, scored later for
+quality against compute). SIGTERM (a scheduler's time limit) and
 Ctrl-C write a checkpoint before the process exits; after SIGKILL the rerun resumes from the
 last periodic one.
 """
@@ -31,12 +37,12 @@ import torch
 from wcgan.atomic import atomic_open, load_torch, remove_stale_temporaries, save_torch
 from wcgan.cluster import scheduler_job
 from wcgan.config import TrainConfig, label_seed
-from wcgan.data import Shard
+from wcgan.data import TrainingSet
 from wcgan.errors import TrainingInterrupted, WcganError
 from wcgan.losses import LOSSES, make_optimizer
 from wcgan.networks import Critic, Generator, images_to_float
 
-CHECKPOINT_FORMAT = "wcgan-checkpoint-1"
+CHECKPOINT_FORMAT = "wcgan-checkpoint-2"  # 2: two random streams, snapshots
 GENERATOR_FORMAT = "wcgan-generator-1"
 # "wasserstein" is E[D(real)] - E[D(fake)]: the Wasserstein estimate for the Wasserstein losses,
 # a generic gap between the critic's scores of real and fake images for the others.
@@ -52,27 +58,48 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def run_key(config: TrainConfig, shard: Shard, device: torch.device) -> str:
+def run_key(config: TrainConfig, data: TrainingSet, device: torch.device) -> str:
     """Names the checkpoint: changes with anything that makes a run different, but not with the
     budget, so raising ``iterations`` continues a finished run instead of starting over. The
     device type is part of it because CPU and GPU random generators have different states."""
     effective = config.effective()
-    for name in ("iterations", "seconds", "checkpoint_seconds", "log_seconds", "device"):
+    for name in ("iterations", "seconds", "checkpoint_seconds", "log_seconds", "device", "generator"):
         effective.pop(name)
     if effective["training"] == "two_stage":
         effective.pop("training")  # runs checkpointed before the option existed keep their key
     effective["device_type"] = device.type
     digest = hashlib.sha256(json.dumps(effective, sort_keys=True).encode())
-    digest.update(shard.images.numpy().tobytes())
-    digest.update(f"{shard.label.slug}:{tuple(shard.images.shape)}".encode())
+    digest.update(data.images.numpy().tobytes())
+    if data.classes is not None:
+        digest.update(data.classes.numpy().tobytes())
+        digest.update(",".join(label.slug for label in data.labels).encode())
+    digest.update(f"{data.name}:{tuple(data.images.shape)}".encode())
     return digest.hexdigest()[:16]
 
 
-def initial_networks(config: TrainConfig, shard: Shard) -> tuple[Generator, Critic]:
-    """A label's generator and critic before training, initialised from the label's seed."""
-    torch.manual_seed(label_seed(config.seed, shard.label.slug))  # later draws use the loop's rng
-    generator = Generator(config.z_dim, shard.resolution, shard.channels, config.width)
-    return generator, Critic(shard.resolution, shard.channels, config.width)
+def initial_networks(config: TrainConfig, data: TrainingSet) -> tuple[Generator, Critic]:
+    """The generator and critic before training, initialised from the set's seed. A conditional
+    set gets the cGAN pair: conditional batch norm in the generator, a projection critic with
+    spectral normalisation."""
+    torch.manual_seed(label_seed(config.seed, data.name))  # later draws use the loop's streams
+    classes = data.num_classes
+    generator = Generator(config.z_dim, data.resolution, data.channels, config.width, classes)
+    critic = Critic(data.resolution, data.channels, config.width, classes, spectral_norm=classes is not None)
+    return generator, critic
+
+
+def random_streams(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """The critic steps' random stream and the generator step's."""
+    critic_rng = torch.Generator(device=device).manual_seed(seed)
+    return critic_rng, torch.Generator(device=device).manual_seed(seed + 1)
+
+
+def budget_progress(config: TrainConfig, iteration: int, seconds: float) -> float:
+    """The share of the budget spent: the larger of the iteration and the seconds share."""
+    shares = [iteration / config.iterations] if config.iterations is not None else []
+    if config.seconds is not None:
+        shares.append(seconds / config.seconds)
+    return max(shares)
 
 
 class PhaseClock:
@@ -116,10 +143,12 @@ class TrainResult:
     generator: Generator
     history: torch.Tensor  # float64, one row per generator iteration, LOSS_COLUMNS
     summary: dict[str, Any]
+    # (iteration, seconds, generator state) at each train.snapshots point, the last one the end
+    snapshots: list[dict[str, Any]]
 
 
-def train_label(
-    shard: Shard,
+def train(
+    data: TrainingSet,
     config: TrainConfig,
     checkpoint_dir: str | Path,
     *,
@@ -127,36 +156,40 @@ def train_label(
     profile: bool = False,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Train (or resume training) the GAN of one label until its budget is spent."""
+    """Train (or resume training) the GAN of ``data`` until its budget is spent."""
     config.check()
     settings = config.effective()
     device = resolve_device(config.device)
     if threads:
         torch.set_num_threads(threads)
-    label, seed = shard.label, label_seed(config.seed, shard.label.slug)
+    name, seed = data.name, label_seed(config.seed, data.name)
+    subject = f"label '{data.labels[0].name}'" if data.classes is None else f"'{name}'"
 
-    generator, critic = initial_networks(config, shard)
+    generator, critic = initial_networks(config, data)
     generator, critic = generator.to(device), critic.to(device)
     loss = LOSSES[config.loss](**config.loss_options())
     opt_g = make_optimizer(settings["optimizer"], generator.parameters(), settings["lr"], settings["betas"])
     opt_d = make_optimizer(settings["optimizer"], critic.parameters(), settings["lr"], settings["betas"])
-    rng = torch.Generator(device=device).manual_seed(seed)
-    real_images = images_to_float(shard.images.to(device))
+    critic_rng, generator_rng = random_streams(seed, device)
+    real_images = images_to_float(data.images.to(device))
+    real_classes = None if data.classes is None else data.classes.to(device)
     batch, critic_steps = config.batch_size, settings["critic_steps"]
     one_stage = config.training == "one_stage"
 
-    checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, shard, device)}.pt"
+    checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, data, device)}.pt"
     remove_stale_temporaries(checkpoint_path)
     iteration, trained_seconds, history = 0, 0.0, torch.zeros(0, len(LOSS_COLUMNS), dtype=torch.float64)
+    snapshots: list[dict[str, Any]] = []
     if checkpoint_path.exists():
         state = load_torch(checkpoint_path, "checkpoint")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise WcganError(
-                f"checkpoint '{checkpoint_path}' is not a wcgan checkpoint; move it away to retrain"
+                f"checkpoint '{checkpoint_path}' is not a wcgan checkpoint of this version; "
+                f"move it away to retrain"
             )
         if config.iterations is not None and state["iteration"] > config.iterations:
             raise WcganError(
-                f"label '{label.name}': checkpoint '{checkpoint_path}' is at iteration "
+                f"{subject}: checkpoint '{checkpoint_path}' is at iteration "
                 f"{state['iteration']}, past train.iterations {config.iterations}; raise the budget, "
                 f"or move the checkpoint away to retrain"
             )
@@ -164,16 +197,18 @@ def train_label(
         critic.load_state_dict(state["critic"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        rng.set_state(state["rng"])
+        critic_rng.set_state(state["critic_rng"])
+        generator_rng.set_state(state["generator_rng"])
         iteration, trained_seconds, history = state["iteration"], state["seconds"], state["history"]
+        snapshots = state["snapshots"]
         log(
-            f"[{label.slug}] resumed from {checkpoint_path} at iteration {iteration} ({trained_seconds:.1f} s trained)"
+            f"[{name}] resumed from {checkpoint_path} at iteration {iteration} ({trained_seconds:.1f} s trained)"
         )
     else:
-        log(f"[{label.slug}] new run {checkpoint_path.stem}: {len(real_images)} images, seed {seed}")
+        log(f"[{name}] new run {checkpoint_path.stem}: {len(real_images)} images, seed {seed}")
     where = scheduler_job()
-    log(f"[{label.slug}] {json.dumps(settings)} on {device}, {torch.get_num_threads()} threads")
-    log(f"[{label.slug}] host {where['host']}, scheduler job {where['scheduler_job'] or 'none'}")
+    log(f"[{name}] {json.dumps(settings)} on {device}, {torch.get_num_threads()} threads")
+    log(f"[{name}] host {where['host']}, scheduler job {where['scheduler_job'] or 'none'}")
 
     def save_checkpoint() -> None:
         save_torch(
@@ -186,7 +221,9 @@ def train_label(
                 "critic": critic.state_dict(),
                 "opt_g": opt_g.state_dict(),
                 "opt_d": opt_d.state_dict(),
-                "rng": rng.get_state(),
+                "critic_rng": critic_rng.get_state(),
+                "generator_rng": generator_rng.get_state(),
+                "snapshots": snapshots,
                 "config": settings,
             },
             checkpoint_path,
@@ -206,7 +243,7 @@ def train_label(
         if bad.any():
             row, column = (int(i) for i in bad.nonzero()[0])
             raise WcganError(
-                f"label '{label.name}': {LOSS_COLUMNS[column]} is {rows[row, column].item()} at "
+                f"{subject}: {LOSS_COLUMNS[column]} is {rows[row, column].item()} at "
                 f"iteration {int(rows[row, 0])}; training stopped (lower train.lr or check the images)"
             )
         history = torch.cat([history, rows])
@@ -225,23 +262,27 @@ def train_label(
             critic_sum = wasserstein_sum = penalty_sum = torch.zeros((), device=device)
             for step in range(critic_steps):
                 with clock("data"):
-                    real = real_images[
-                        torch.randint(len(real_images), (batch,), generator=rng, device=device)
-                    ]
-                    z = torch.randn(batch, config.z_dim, generator=rng, device=device)
+                    rows = torch.randint(len(real_images), (batch,), generator=critic_rng, device=device)
+                    real = real_images[rows]
+                    # A conditional GAN's fakes take the real batch's classes: the critic and
+                    # its penalty compare the two class by class.
+                    classes = None if real_classes is None else real_classes[rows]
+                    z = torch.randn(batch, config.z_dim, generator=critic_rng, device=device)
                 with clock("critic"):
                     opt_d.zero_grad(set_to_none=True)
                     if one_stage and step == critic_steps - 1:  # the generator's update rides on it
                         opt_g.zero_grad(set_to_none=True)
-                        fake = generator(z)
-                        critic_loss, wasserstein, generator_loss = loss.one_stage_backward(critic, real, fake)
+                        fake = generator(z, classes)
+                        critic_loss, wasserstein, generator_loss = loss.one_stage_backward(
+                            critic, real, fake, classes
+                        )
                     else:
                         with torch.no_grad():
-                            fake = generator(z)
-                        critic_loss, wasserstein = loss.critic_loss(critic, real, fake)
+                            fake = generator(z, classes)
+                        critic_loss, wasserstein = loss.critic_loss(critic, real, fake, classes)
                         critic_loss.backward()
                 with clock("penalty"):
-                    penalty = loss.critic_penalty(critic, real, fake, rng)
+                    penalty = loss.critic_penalty(critic, real, fake, critic_rng, classes)
                     if penalty is not None:
                         (loss.penalty_weight * penalty).backward()
                         penalty = penalty.detach()
@@ -254,10 +295,16 @@ def train_label(
                 wasserstein_sum = wasserstein_sum + wasserstein.detach()
             with clock("generator"):
                 if not one_stage:
-                    z = torch.randn(batch, config.z_dim, generator=rng, device=device)
+                    z = torch.randn(batch, config.z_dim, generator=generator_rng, device=device)
+                    classes = None
+                    if real_classes is not None:  # classes as often as the data has them
+                        rows = torch.randint(
+                            len(real_classes), (batch,), generator=generator_rng, device=device
+                        )
+                        classes = real_classes[rows]
                     critic.requires_grad_(False)  # no critic gradients from the generator's step
                     opt_g.zero_grad(set_to_none=True)
-                    generator_loss = loss.generator_loss(critic, generator(z))
+                    generator_loss = loss.generator_loss(critic, generator(z, classes), classes)
                     generator_loss.backward()
                     critic.requires_grad_(True)
                 opt_g.step()
@@ -266,6 +313,13 @@ def train_label(
             trained_seconds = base_seconds + (now - session_start)
             means = torch.stack([critic_sum, wasserstein_sum, penalty_sum]) / critic_steps
             pending.append((iteration, trained_seconds, torch.cat([means, generator_loss.detach()[None]])))
+            taken = len(snapshots) + 1  # the last point is the end of training, not a snapshot
+            if (
+                taken < config.snapshots
+                and budget_progress(config, iteration, trained_seconds) >= taken / config.snapshots
+            ):
+                with clock("checkpoint"):
+                    snapshots.append(_snapshot(generator, iteration, trained_seconds))
 
             if now - last_log >= config.log_seconds or not budget_left():
                 with clock("logging"):
@@ -273,7 +327,7 @@ def train_label(
                     rate = (iteration - log_iteration) / max(now - last_log, 1e-9)
                     log(
                         _progress_line(
-                            label.slug,
+                            name,
                             config,
                             iteration,
                             trained_seconds,
@@ -291,7 +345,7 @@ def train_label(
             if stop_requested:
                 name = signal.Signals(stop_requested[0]).name
                 raise TrainingInterrupted(
-                    f"label '{label.name}': stopped by {name} at iteration {iteration}; "
+                    f"{subject}: stopped by {name} at iteration {iteration}; "
                     f"checkpoint {checkpoint_path} written, rerun to resume",
                     stop_requested[0],
                 )
@@ -302,9 +356,7 @@ def train_label(
     session_seconds = time.monotonic() - session_start
     done = iteration - start_iteration
     summary = {
-        "label": label.name,
-        "slug": label.slug,
-        "index": label.index,
+        **_identity(data),
         "loss": config.loss,
         "iterations": iteration,
         "seconds": trained_seconds,
@@ -321,13 +373,30 @@ def train_label(
         **where,
         "threads": torch.get_num_threads(),
         "images": len(real_images),
-        "resolution": shard.resolution,
-        "channels": shard.channels,
+        "resolution": data.resolution,
+        "channels": data.channels,
         "checkpoint": str(checkpoint_path),
         "config": settings,
+        "snapshots": [[point["iteration"], point["seconds"]] for point in snapshots]
+        + [[iteration, trained_seconds]],
     }
-    log(f"[{label.slug}] done: {iteration} iterations, {trained_seconds:.1f} s trained")
-    return TrainResult(generator.eval(), history, summary)
+    log(f"[{name}] done: {iteration} iterations, {trained_seconds:.1f} s trained")
+    points = [*snapshots, _snapshot(generator, iteration, trained_seconds)] if config.snapshots else []
+    return TrainResult(generator.eval(), history, summary, points)
+
+
+def _snapshot(generator: Generator, iteration: int, seconds: float) -> dict[str, Any]:
+    state = {key: value.detach().cpu().clone() for key, value in generator.state_dict().items()}
+    return {"iteration": iteration, "seconds": seconds, "generator": state}
+
+
+def _identity(data: TrainingSet, name_key: str = "label") -> dict[str, Any]:
+    """Whose GAN it is: one label's index, slug and name (under ``name_key``), or the labels of
+    a conditional GAN (class c is ``labels[c]``, each as [index, slug, name])."""
+    if data.classes is None:
+        label = data.labels[0]
+        return {name_key: label.name, "slug": label.slug, "index": label.index}
+    return {"slug": data.name, "labels": [[lb.index, lb.slug, lb.name] for lb in data.labels]}
 
 
 def _progress_line(slug, config, iteration, seconds, rate, images_per_iteration, last_row) -> str:
@@ -347,16 +416,14 @@ def _progress_line(slug, config, iteration, seconds, rate, images_per_iteration,
     )
 
 
-def save_generator(result: TrainResult, shard: Shard, path: str | Path) -> None:
-    """The trained generator with what sampling needs: architecture, label, how it was trained."""
+def save_generator(result: TrainResult, data: TrainingSet, path: str | Path) -> None:
+    """The trained generator with what sampling needs: architecture, label(s), how it was trained."""
     save_torch(
         {
             "format": GENERATOR_FORMAT,
             "hparams": result.generator.hparams,
             "state": result.generator.state_dict(),
-            "index": shard.label.index,
-            "slug": shard.label.slug,
-            "name": shard.label.name,
+            **_identity(data, "name"),
             "iterations": result.summary["iterations"],
             "seconds": result.summary["seconds"],
             "loss": result.summary["loss"],
