@@ -19,7 +19,10 @@ from wcgan.compare import (
     budget_table,
     collapsed_labels,
     comparison_table,
+    curve_rows,
+    label_table,
     read_variants,
+    trained_units,
     variant_config,
 )
 from wcgan.config import TrainConfig, describe_schema_error
@@ -40,13 +43,13 @@ def metrics(fids: list[float], overall_fid: float = 5.0, extractor: str = "wcgan
     for index, (name, fid) in enumerate(zip(LABELS, fids, strict=True)):
         rows.append(
             {"scope": "label", "label": name, "slug": name, "index": index, **common, "n_fake": 10}
-            | {"n_real": 10, "fid": fid, "kid_mean": 0.01}
+            | {"n_real": 10, "fid": fid, "kid_mean": 0.01, "precision": 0.9, "recall": 1 / (1 + fid)}
         )
     return rows
 
 
 def budget(iterations: list[int], seconds: list[float]) -> pd.DataFrame:
-    return pd.DataFrame({"slug": LABELS, "label": LABELS, "iterations": iterations, "seconds": seconds})
+    return pd.DataFrame({"slug": LABELS, "labels": 1, "iterations": iterations, "device_seconds": seconds})
 
 
 def write_variant(root: Path, name: str, fids: list[float], overall_fid: float, seconds: float) -> tuple:
@@ -60,13 +63,39 @@ def write_variant(root: Path, name: str, fids: list[float], overall_fid: float, 
 def test_variant_config_keeps_the_budget_and_resets_the_loss_options():
     base = default_config()
     base["train"].update(loss="wgan-clip", clip_value=0.05, lr=1e-3, seed=7, iterations=40, seconds=9.0)
-    config = variant_config(base, "digits/compare/dcgan-s3", LABELS, "dcgan", 3)
+    config = variant_config(base, "digits/compare/dcgan-s3", LABELS, "dcgan", 3, snapshots=4)
     train = config["train"]
     assert config["run"] == "digits/compare/dcgan-s3" and config["data"]["labels"] == LABELS
     assert (train["loss"], train["seed"], train["iterations"], train["seconds"]) == ("dcgan", 3, 40, 9.0)
+    assert (train["generator"], train["snapshots"]) == ("per_label", 4)
     assert all(train[name] is None for name in LOSS_OPTIONS)
     TrainConfig.from_mapping(train)  # the clip value of the run's loss does not reach dcgan
     assert base["train"]["loss"] == "wgan-clip" and base["data"]["labels"] is None  # base untouched
+
+
+def test_the_cgan_scheme_is_one_conditional_hinge_gan_with_the_labels_budget_together():
+    config = variant_config(default_config(), "d/compare/cgan-s0", LABELS, "cgan", 0, {"lr": 1e-4})
+    train = TrainConfig.from_mapping(config["train"])
+    assert (train.generator, train.loss, train.lr) == ("conditional", "hinge", 1e-4)
+    assert trained_units(config, LABELS) == ["conditional"]
+    per_label = variant_config(default_config(), "d/compare/dcgan-s0", LABELS, "dcgan", 0)
+    assert trained_units(per_label, LABELS) == LABELS
+    together = train.for_labels(len(LABELS))
+    assert (together.iterations, together.seconds) == (4 * train.iterations, 4 * train.seconds)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "options", "message"),
+    [
+        ("sngan", {}, "compare scheme 'sngan' is unknown"),
+        ("cgan", {"clip_value": 0.01}, "compare.options.cgan.clip_value does not apply to loss 'hinge'"),
+        ("wgan-gp", {"width": 8}, "compare.options.wgan-gp.width is not a loss option"),
+        ("dcgan", {"lr": -1.0}, "compare.options.dcgan.lr must be positive"),
+    ],
+)
+def test_scheme_options_that_do_not_fit_are_one_line_naming_them(scheme, options, message):
+    with pytest.raises(WcganError, match=message.replace(".", r"\.")):
+        variant_config(default_config(), "d/compare/x-s0", LABELS, scheme, 0, options)
 
 
 def test_budget_table_reads_the_training_summaries(tmp_path):
@@ -76,10 +105,16 @@ def test_budget_table_reads_the_training_summaries(tmp_path):
         (tmp_path / "training").mkdir(exist_ok=True)
         (tmp_path / "training" / f"{slug}.json").write_text(json.dumps(summary))
     table = budget_table(tmp_path, ["a", "b"], "hinge")
-    assert table["iterations"].tolist() == [6, 6] and table["seconds"].sum() == 3.75
+    assert table["iterations"].tolist() == [6, 6] and table["device_seconds"].sum() == 3.75
+    assert table["labels"].tolist() == [1, 1]
+    conditional = {"slug": "conditional", "labels": [[0, "a", "a"], [1, "b", "b"]], "loss": "hinge"}
+    conditional |= {"iterations": 12, "seconds": 3.5, "stopped_by": "seconds", "device": "cpu"}
+    (tmp_path / "training" / "conditional.json").write_text(json.dumps(conditional))
+    one_job = budget_table(tmp_path, ["conditional"], "hinge").iloc[0]
+    assert (one_job["labels"], one_job["iterations"], one_job["device_seconds"]) == (2, 12, 3.5)
     with pytest.raises(WcganError, match="trained with loss 'hinge', not 'dcgan'"):
         budget_table(tmp_path, ["a"], "dcgan")
-    with pytest.raises(WcganError, match="did label 'c' train"):
+    with pytest.raises(WcganError, match="did 'c' train"):
         budget_table(tmp_path, ["c"], "hinge")
 
 
@@ -103,13 +138,33 @@ def test_comparison_row_has_the_exact_budget_the_spread_and_collapsed_labels():
         ]
     )
     gp, dc = table.to_dict("records")
-    assert gp["iterations"] == 39 and gp["seconds"] == pytest.approx(1.0, abs=1e-12)
-    assert gp["labels"] == 4 and gp["extractor"] == "wcgan-classifier"
+    assert gp["iterations"] == 39 and gp["device_seconds"] == pytest.approx(1.0, abs=1e-12)
+    assert gp["labels"] == 4 and gp["jobs"] == 4 and gp["extractor"] == "wcgan-classifier"
+    assert gp["recall_label_min"] == pytest.approx(1 / 21) and dc["recall_label_min"] == pytest.approx(1 / 3)
     assert (gp["fid_label_mean"], gp["fid_label_min"], gp["fid_label_max"]) == (6.5, 1.0, 20.0)
     assert gp["fid_label_std"] == pytest.approx(pd.Series([1, 2, 3, 20]).std())
     assert (gp["collapsed"], gp["collapsed_labels"]) == (1, "d")
     assert (dc["collapsed"], dc["collapsed_labels"], dc["fid"]) == (0, "", 7.0)
-    assert list(table.columns[:5]) == ["scheme", "seed", "labels", "iterations", "seconds"]
+    assert list(table.columns[:6]) == ["scheme", "seed", "labels", "jobs", "iterations", "device_seconds"]
+
+
+def test_label_table_has_each_labels_fid_recall_and_collapse():
+    variants = [("wgan-gp", 0, budget([1] * 4, [1.0] * 4), pd.DataFrame(metrics([1, 2, 3, 20])))]
+    table = label_table(variants)
+    assert table["label"].tolist() == LABELS and table["collapsed"].tolist() == [False, False, False, True]
+    assert table["recall"].tolist() == pytest.approx([1 / 2, 1 / 3, 1 / 4, 1 / 21])
+
+
+def test_curve_rows_sum_the_budget_of_every_job_at_each_point():
+    job_a = [{"iteration": 5, "seconds": 1.0}, {"iteration": 10, "seconds": 2.5}]
+    job_b = [{"iteration": 4, "seconds": 1.5}, {"iteration": 9, "seconds": 2.0}]
+    rows = curve_rows([job_a, job_b])
+    assert [(r["point"], r["share"], r["iterations"], r["device_seconds"]) for r in rows] == [
+        (1, 0.5, 9, 2.5),
+        (2, 1.0, 19, 4.5),
+    ]
+    with pytest.raises(WcganError, match="different numbers of snapshots"):
+        curve_rows([job_a, job_b[:1]])
 
 
 def test_variants_scored_by_different_extractors_are_refused():
@@ -139,7 +194,7 @@ def test_seeds_are_aggregated_per_scheme(tmp_path):
     assert list(seeds.index) == ["wgan-gp", "dcgan"] and seeds["seeds"].tolist() == [2, 2]
     assert seeds.loc["wgan-gp", "fid_mean"] == 5.0
     assert seeds.loc["wgan-gp", "fid_std"] == pytest.approx(2**0.5)
-    assert seeds.loc["wgan-gp", "seconds_mean"] == 8.0  # 4 labels x 1 s and 4 x 3 s
+    assert seeds.loc["wgan-gp", "device_seconds_mean"] == 8.0  # 4 labels x 1 s and 4 x 3 s
     assert seeds.loc["dcgan", "collapsed_mean"] == 0.5
 
 

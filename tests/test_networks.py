@@ -42,3 +42,42 @@ def test_image_scaling_roundtrip():
     x = images_to_float(images)
     assert x.min() == -1 and x.max() == 1
     assert torch.equal(float_to_images(x), images)
+
+
+def test_conditional_generator_draws_each_class_from_its_own_batch_norm():
+    generator = Generator(z_dim=8, resolution=8, channels=1, width=4, num_classes=3).eval()
+    with torch.no_grad():
+        for layer in generator.net:
+            if hasattr(layer, "shift"):
+                layer.shift.weight.copy_(torch.arange(3.0)[:, None].expand_as(layer.shift.weight))
+        z = torch.randn(1, 8).expand(3, 8)
+        images = generator(z, torch.tensor([0, 1, 2]))
+    assert not torch.equal(images[0], images[1]) and not torch.equal(images[1], images[2])
+    rebuilt = Generator(**generator.hparams)
+    rebuilt.load_state_dict(generator.state_dict())
+    assert torch.equal(rebuilt.eval()(z, torch.tensor([0, 1, 2])), images)
+    with pytest.raises(ValueError, match="called without class labels"):
+        generator(z)
+
+
+def test_projection_critic_adds_the_class_embedding_times_the_features():
+    critic = Critic(resolution=8, channels=1, width=4, num_classes=2)
+    images = torch.randn(4, 1, 8, 8)
+    labels = torch.tensor([0, 1, 0, 1])
+    features = critic.net[:-1](images)
+    expected = critic.net[-1](features).squeeze(1) + (critic.embedding.weight[labels] * features).sum(1)
+    assert torch.allclose(critic(images, labels), expected)
+    with pytest.raises(ValueError, match="called with class labels"):
+        Critic(8, 1, 4)(images, labels)
+
+
+def test_spectral_norm_bounds_every_layers_largest_singular_value():
+    critic = Critic(resolution=8, channels=1, width=4, num_classes=2, spectral_norm=True)
+    for _ in range(30):  # power iterations converge in training mode
+        critic(torch.randn(8, 1, 8, 8), torch.randint(2, (8,)))
+    for module in critic.modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+            sigma = torch.linalg.matrix_norm(module.weight.detach().flatten(1), ord=2)
+            assert sigma == pytest.approx(1.0, abs=0.05)
+    plain = Critic(resolution=8, channels=1, width=4)
+    assert not any("parametrizations" in name for name, _ in plain.named_parameters())

@@ -204,3 +204,57 @@ def test_killed_training_resumes_from_its_checkpoint(digit_shards, tmp_path, sig
     resumed, _ = load_generator(tmp_path / "g.pt")
     pairs = zip(resumed.state_dict().values(), straight.generator.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_one_conditional_gan_trains_on_every_label_and_keeps_snapshots(digit_shards, tmp_path):
+    data = TrainingSet.of_labels(digit_shards)
+    assert data.num_classes == 3 and data.classes.bincount().tolist() == [len(s.images) for s in digit_shards]
+    config = tiny(generator="conditional", loss="hinge", iterations=6, snapshots=3)
+    result = train(data, config, tmp_path, log=lambda _: None)
+    assert result.history.shape == (6, len(LOSS_COLUMNS)) and torch.all(torch.isfinite(result.history))
+    assert result.generator.num_classes == 3
+    assert [point["iteration"] for point in result.snapshots] == [2, 4, 6]
+    assert result.summary["snapshots"][-1] == [6, result.summary["seconds"]]
+    assert [label[1] for label in result.summary["labels"]] == ["0", "1", "2"]
+    # The last point is the trained generator itself.
+    assert all(
+        torch.equal(v, result.generator.state_dict()[k]) for k, v in result.snapshots[-1]["generator"].items()
+    )
+    save_generator(result, data, tmp_path / "g.pt")
+    generator, meta = load_generator(tmp_path / "g.pt")
+    assert generator.num_classes == 3 and [slug for _, slug, _ in meta["labels"]] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(("loss", "training"), [("hinge", "two_stage"), ("wgan-gp", "one_stage")])
+def test_conditional_resume_continues_exactly(digit_shards, tmp_path, loss, training):
+    data = TrainingSet.of_labels(digit_shards)
+
+    def run(iterations, folder):
+        config = tiny(
+            generator="conditional", loss=loss, training=training, iterations=iterations, snapshots=2
+        )
+        return train(data, config, tmp_path / folder, log=lambda _: None)
+
+    straight = run(6, "straight")
+    run(3, "resumed")
+    resumed = run(6, "resumed")
+    assert resumed.summary["resumed_from_iteration"] == 3
+    assert torch.equal(weights(straight), weights(resumed))
+    assert torch.equal(straight.history[:, 2:], resumed.history[:, 2:])
+    # Snapshots follow the budget in force: half of the first run's 3 iterations, then the end.
+    assert [p["iteration"] for p in resumed.snapshots] == [2, 6]
+
+
+def test_the_conditional_budget_is_the_per_label_budget_times_the_labels():
+    config = tiny(iterations=7, seconds=2.5).for_labels(10)
+    assert (config.iterations, config.seconds) == (70, 25.0)
+    assert tiny(iterations=7, seconds=None).for_labels(3).seconds is None
+
+
+def test_snapshots_follow_a_seconds_budget(digit_shards, tmp_path):
+    result = train(
+        TrainingSet.of_label(digit_shards[0]), tiny(seconds=1.0, snapshots=4), tmp_path, log=lambda _: None
+    )
+    seconds = [point["seconds"] for point in result.snapshots]
+    assert len(seconds) == 4 and seconds == sorted(seconds)
+    assert [s >= k / 4 for k, s in enumerate(seconds[:3], 1)] == [True] * 3  # at or just past k/4 of it

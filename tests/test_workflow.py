@@ -195,6 +195,26 @@ def test_one_stage_training_in_the_pipeline(tmp_path):
     assert len((tmp_path / RUN / "losses/0.csv").read_text().splitlines()) == 13
 
 
+def test_one_conditional_gan_for_all_labels_in_the_pipeline(tmp_path):
+    train = {"generator": "conditional", "loss": "hinge", "iterations": 4, "snapshots": 2}
+    write_config(tmp_path, merged(TINY, {"train": train}))
+    assert planned_jobs(tmp_path).get("train_conditional") == 1
+    result = run_snakemake(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / RUN / "training/conditional.json").read_text())
+    assert summary["iterations"] == 3 * 4 and len(summary["labels"]) == 3  # the labels' budget together
+    assert (
+        not (tmp_path / RUN / "models/0.pt").exists() and (tmp_path / RUN / "models/conditional.pt").exists()
+    )
+    metrics = pd.read_csv(tmp_path / RUN / "scores/metrics.tsv", sep="\t")
+    assert metrics["scope"].tolist() == ["overall", "label", "label", "label"]
+    curve = pd.read_csv(tmp_path / RUN / "scores/curve.tsv", sep="\t")
+    assert curve["iterations"].tolist() == [6, 12]
+    assert curve["fid"].iloc[-1] == pytest.approx(metrics["fid"].iloc[0], rel=1e-4)
+    assert (tmp_path / RUN / "figures/samples/2.png").exists()
+    assert planned_jobs(tmp_path) == {}
+
+
 def test_dry_run_of_the_default_config(tmp_path):
     write_config(tmp_path, {})
     assert planned_jobs(tmp_path)["train_label"] == 10
@@ -252,6 +272,13 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
             {"scaling": {"series": {"my cluster": {"max_jobs": 1, "snakemake_args": []}}}},
             "config key 'scaling.series'",
         ),
+        ({"data": {"labels": []}}, "config key 'data.labels': [] should be non-empty"),
+        ({"train": {"generator": "biggan"}}, "config key 'train.generator': 'biggan' is not one of"),
+        (
+            {"compare": {"options": {"cgan": {"clip_value": 0.01}}}},
+            "compare.options.cgan.clip_value does not apply to loss 'hinge'",
+        ),
+        ({"compare": {"options": {"sngan": {}}}}, "config key 'compare.options'"),
     ],
 )
 def test_bad_config_is_one_clear_line_before_anything_runs(tmp_path, overrides, message):
@@ -326,27 +353,40 @@ def test_compare_target_trains_and_scores_each_scheme_alike(tmp_path):
     assert not (bad / "results").exists()
 
     workdir = tmp_path / "good"
-    compare = {"schemes": ["wgan-gp", "dcgan"], "seeds": [0], "snakemake_args": []}
+    compare = {"schemes": ["wgan-gp", "cgan"], "seeds": [0], "snapshots": 2, "snakemake_args": []}
     write_config(workdir, merged(TINY, {"train": {"iterations": 6}, "compare": compare}))
     result = run_snakemake(workdir, "compare", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(workdir / RUN / "compare/comparison.tsv", sep="\t")
-    assert list(zip(table["scheme"], table["seed"], strict=True)) == [("wgan-gp", 0), ("dcgan", 0)]
-    assert {"seconds", "iterations", "is_mean", "fid", "kid_mean", "precision", "recall"} <= set(
+    assert list(zip(table["scheme"], table["seed"], strict=True)) == [("wgan-gp", 0), ("cgan", 0)]
+    assert {"device_seconds", "iterations", "is_mean", "fid", "kid_mean", "precision", "recall"} <= set(
         table.columns
     )
     assert {"fid_label_mean", "fid_label_std", "fid_label_min", "fid_label_max", "collapsed"} <= set(
         table.columns
     )
-    assert (table["iterations"] == 3 * 6).all() and (table["seconds"] > 0).all()
+    # Equal budgets: three label jobs of 6 iterations, or one conditional job of 3 x 6.
+    assert table["iterations"].tolist() == [18, 18] and table["jobs"].tolist() == [3, 1]
+    assert table["labels"].tolist() == [3, 3] and (table["device_seconds"] > 0).all()
     assert table["extractor"].tolist() == ["wcgan-classifier"] * 2
     assert table["extractor_weights"].nunique() == 1
+    labels = pd.read_csv(workdir / RUN / "compare/labels.tsv", sep="\t")
+    assert len(labels) == 6 and labels["recall"].between(0, 1).all()
     # Each variant is a run of its own, with its scheme's recipe, scored against this run's shards.
-    variant = yaml.safe_load((workdir / RUN / "compare/dcgan-s0/config.yaml").read_text())
-    assert variant["run"] == "tiny/compare/dcgan-s0" and variant["train"]["loss"] == "dcgan"
-    summary = json.loads((workdir / RUN / "compare/dcgan-s0/training/1.json").read_text())
-    assert summary["config"]["loss"] == "dcgan" and summary["iterations"] == 6
+    variant = yaml.safe_load((workdir / RUN / "compare/cgan-s0/config.yaml").read_text())
+    assert variant["run"] == "tiny/compare/cgan-s0"
+    assert (variant["train"]["generator"], variant["train"]["loss"]) == ("conditional", "hinge")
+    summary = json.loads((workdir / RUN / "compare/cgan-s0/training/conditional.json").read_text())
+    assert summary["config"]["loss"] == "hinge" and summary["iterations"] == 18
+    assert [len(summary["labels"]), len(summary["snapshots"])] == [3, 2]
+    curve = pd.read_csv(workdir / RUN / "compare/cgan-s0/curve.tsv", sep="\t")
+    assert curve["iterations"].tolist() == [9, 18] and curve["device_seconds"].is_monotonic_increasing
+    per_label_curve = pd.read_csv(workdir / RUN / "compare/wgan-gp-s0/curve.tsv", sep="\t")
+    assert per_label_curve["iterations"].tolist() == [9, 18]
+    # The curve's last point is the final generator: the same samples, the same FID.
+    assert curve["fid"].iloc[-1] == pytest.approx(table["fid"].iloc[1], rel=1e-4)
     assert not (workdir / RUN / "models").exists()  # the run itself trains nothing
     figures = workdir / RUN / "figures/compare"
-    assert (figures / "samples.png").stat().st_size > 0 and (figures / "fid.png").stat().st_size > 0
+    for name in ("samples.png", "fid.png", "fid_budget.png"):
+        assert (figures / name).stat().st_size > 0
     assert planned_jobs(workdir, "compare") == {}

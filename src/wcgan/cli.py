@@ -164,7 +164,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     shards = [load_shard(path) for path in args.shard]
     if config.generator == "per_label":
         if len(shards) != 1:
-            raise WcganError(f"train.generator per_label trains one label: give one --shard, not {len(shards)}")
+            raise WcganError(
+                f"train.generator per_label trains one label: give one --shard, not {len(shards)}"
+            )
         data = TrainingSet.of_label(shards[0])
     else:
         data = TrainingSet.of_labels(shards)
@@ -302,6 +304,27 @@ def cmd_score(args: argparse.Namespace) -> None:
     write_metrics(records, args.out)
 
 
+def cmd_score_curve(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from wcgan.compare import curve_rows
+    from wcgan.data import load_shard
+    from wcgan.metrics import choose_extractor, score_snapshots
+    from wcgan.sampling import load_snapshot_samples
+    from wcgan.tables import write_tsv
+
+    device = _torch_setup(args)
+    points = [load_snapshot_samples(path) for path in args.snapshots]
+    shards = sorted((load_shard(p, mmap=True) for p in args.shards), key=lambda s: s.label.index)
+    rows = curve_rows(points)
+    extractor = choose_extractor(args.inception_weights, args.classifier)
+    scores = score_snapshots(
+        points, shards, extractor, args.max_real_per_label, cache_root=args.cache_root, device=device, log=log
+    )
+    table = [{**row, **values, "extractor": extractor.name} for row, values in zip(rows, scores, strict=True)]
+    write_tsv(pd.DataFrame(table), args.out)
+
+
 # --- weak scaling -------------------------------------------------------------------------
 
 
@@ -366,33 +389,48 @@ def cmd_compare_config(args: argparse.Namespace) -> None:
     from wcgan.compare import variant_config
 
     base = json.loads(args.base)
-    config = variant_config(base, args.run, base["data"]["labels"], args.scheme, args.seed)
+    options = json.loads(args.options)
+    config = variant_config(
+        base, args.run, base["data"]["labels"], args.scheme, args.seed, options, args.snapshots
+    )
     with atomic_open(args.out, "w", encoding="utf-8") as fh:
         yaml.safe_dump(config, fh, sort_keys=False)
 
 
 def cmd_compare_budget(args: argparse.Namespace) -> None:
-    from wcgan.compare import budget_table
+    from wcgan.compare import budget_table, trained_units
     from wcgan.tables import write_tsv
 
     config, slugs = _run_config(args.config)
-    table = budget_table(Path("results") / config["run"], slugs, config["train"]["loss"])
+    units = trained_units(config, slugs)
+    table = budget_table(Path("results") / config["run"], units, config["train"]["loss"])
     write_tsv(table, args.out)
     log(
         f"compare {config['run']}: {table['iterations'].sum()} iterations, "
-        f"{table['seconds'].sum():.1f} training seconds over {len(table)} labels"
+        f"{table['device_seconds'].sum():.1f} device-seconds in {len(table)} training jobs"
     )
 
 
 def cmd_compare_report(args: argparse.Namespace) -> None:
-    from wcgan.compare import aggregate_seeds, comparison_table, read_variants
+    from wcgan.compare import aggregate_seeds, comparison_table, label_table, read_variants
     from wcgan.tables import write_tsv
 
-    table = comparison_table(read_variants(args.budgets, args.metrics))
+    variants = read_variants(args.budgets, args.metrics)
+    table = comparison_table(variants)
     write_tsv(table, args.out)
+    write_tsv(label_table(variants), args.labels_out)
     if args.seeds_out:
         write_tsv(aggregate_seeds(table), args.seeds_out)
-    columns = ["scheme", "seed", "seconds", "iterations", "fid", "fid_label_max", "collapsed"]
+    columns = [
+        "scheme",
+        "seed",
+        "device_seconds",
+        "iterations",
+        "fid",
+        "fid_label_max",
+        "recall_label_min",
+        "collapsed",
+    ]
     log(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
@@ -400,7 +438,7 @@ def cmd_plot_compare(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from wcgan.compare import parse_variant
-    from wcgan.figures import plot_compare_fid, save_compare_grid
+    from wcgan.figures import plot_compare_curves, plot_compare_fid, save_compare_grid
     from wcgan.sampling import load_samples
     from wcgan.tables import read_metrics
 
@@ -412,6 +450,11 @@ def cmd_plot_compare(args: argparse.Namespace) -> None:
         rows = table.loc[table["scope"] == "label", ["label", "fid"]].assign(scheme=scheme, seed=seed)
         label_fids.append(rows)
     plot_compare_fid(comparison, pd.concat(label_fids, ignore_index=True), args.fid_out)
+    curves = []
+    for path in args.curves:
+        scheme, seed = parse_variant(path)
+        curves.append(pd.read_csv(path, sep="\t").assign(scheme=scheme, seed=seed))
+    plot_compare_curves(pd.concat(curves, ignore_index=True), args.budget_out)
     blocks = []
     for run_dir in args.variants:
         _, slugs = _run_config(Path(run_dir) / "config.yaml")
@@ -510,16 +553,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", required=True)
 
     sub = command(
-        "train", cmd_train, "train one label's GAN, or one conditional GAN for all, under its budget (resumes)"
+        "train",
+        cmd_train,
+        "train one label's GAN, or one conditional GAN for all, under its budget (resumes)",
     )
     sub.add_argument(
-        "--shard", nargs="+", required=True, help="the label's shard; every label's for --generator conditional"
+        "--shard",
+        nargs="+",
+        required=True,
+        help="the label's shard; every label's for --generator conditional",
     )
     sub.add_argument("--model-out", required=True, help="trained generator (.pt)")
     sub.add_argument("--losses-out", required=True, help="loss history (.csv)")
     sub.add_argument("--summary-out", required=True, help="run summary (.json)")
     sub.add_argument(
-        "--samples-out", nargs="+", help="also draw samples of each label from the trained generator (.pt each)"
+        "--samples-out",
+        nargs="+",
+        help="also draw samples of each label from the trained generator (.pt each)",
     )
     sub.add_argument("--snapshots-out", help="samples of every label at each train.snapshots point (.pt)")
     sub.add_argument("--samples", type=int, default=1000, help="how many per label, with --samples-out")
@@ -560,6 +610,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--device", default="auto")
     sub.add_argument("--threads", type=int)
 
+    sub = command(
+        "score-curve", cmd_score_curve, "FID against budget: score every snapshot point, all labels merged"
+    )
+    sub.add_argument(
+        "--snapshots", nargs="+", required=True, help="every training job's snapshot samples (.pt)"
+    )
+    sub.add_argument("--shards", nargs="+", required=True, help="every label's real images (.pt)")
+    sub.add_argument("--out", required=True, help="curve table (.tsv)")
+    sub.add_argument("--classifier", help="wcgan classifier file (the default extractor)")
+    sub.add_argument("--inception-weights", help="Inception-v3 weights file, or 'download'")
+    sub.add_argument("--cache-root", help="folder for cached real-image features")
+    sub.add_argument("--max-real-per-label", type=int, help="use at most this many real images per label")
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--threads", type=int)
+
     sub = command("scaling-config", cmd_scaling_config, "the config of one weak-scaling point")
     sub.add_argument("--base", required=True, help="the run's config, as JSON")
     sub.add_argument("--run", required=True, help="the point's run name")
@@ -583,8 +648,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("compare-config", cmd_compare_config, "the config of one compare variant (scheme, seed)")
     sub.add_argument("--base", required=True, help="the run's config, as JSON, its labels listed")
     sub.add_argument("--run", required=True, help="the variant's run name")
-    sub.add_argument("--scheme", required=True, help="the variant's train.loss")
+    sub.add_argument("--scheme", required=True, help="the variant's scheme (a name in wcgan.compare.SCHEMES)")
     sub.add_argument("--seed", type=int, required=True, help="the variant's train.seed")
+    sub.add_argument("--options", default="{}", help="the scheme's loss options, as JSON (compare.options)")
+    sub.add_argument("--snapshots", type=int, default=0, help="the variant's train.snapshots")
     sub.add_argument("--out", required=True, help="config file (.yaml)")
 
     sub = command("compare-budget", cmd_compare_budget, "the budget a compare variant used, per label")
@@ -599,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--metrics", nargs="+", required=True, help="<scheme>-s<seed>/metrics.tsv, same order")
     sub.add_argument("--out", required=True, help="comparison table (.tsv)")
+    sub.add_argument(
+        "--labels-out", required=True, help="per variant and label: FID, recall, collapsed (.tsv)"
+    )
     sub.add_argument("--seeds-out", help="also: mean and std over seeds per scheme (.tsv)")
 
     sub = command("plot-grids", cmd_plot_grids, "a grid of samples per label, <out-dir>/<slug>.png")
@@ -626,7 +696,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--summary", required=True, help="summary.tsv of scaling-report")
     sub.add_argument("--projection", required=True, help="projection.tsv of scaling-report")
     sub.add_argument("--out-dir", required=True)
-    sub = command("plot-compare", cmd_plot_compare, "compare figures: samples side by side, FID per scheme")
+    sub = command(
+        "plot-compare",
+        cmd_plot_compare,
+        "compare figures: samples side by side, FID per scheme, FID against device-seconds",
+    )
     sub.add_argument("--comparison", required=True, help="comparison.tsv of compare-report")
     sub.add_argument(
         "--metrics", nargs="+", required=True, help="<scheme>-s<seed>/metrics.tsv of each variant"
@@ -634,8 +708,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--variants", nargs="+", required=True, help="variant folders whose samples are shown")
     sub.add_argument("--per-label", type=int, default=6)
     sub.add_argument("--max-labels", type=int, default=100)
+    sub.add_argument("--curves", nargs="+", required=True, help="<scheme>-s<seed>/curve.tsv of each variant")
     sub.add_argument("--samples-out", required=True)
     sub.add_argument("--fid-out", required=True)
+    sub.add_argument("--budget-out", required=True, help="FID against device-seconds (.png)")
     return parser
 
 

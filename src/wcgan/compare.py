@@ -1,10 +1,21 @@
-"""Comparing per-label schemes (snakemake compare): the same data set trained with several
-losses at equal budgets, every variant scored with the same extractor and sample counts.
+"""Comparing schemes (snakemake compare): the same data set trained several ways at equal
+budgets, every variant scored with the same extractor and sample counts.
+
+A scheme is a generator layout and a loss (``SCHEMES``): the per-label W-CGAN with the gradient
+penalty or weight clipping, per-label DC-CGAN (its predecessor), per-label hinge, and ``cgan``:
+one class-conditional GAN for all labels (conditional batch norm, projection critic with
+spectral normalisation, hinge loss), whose single job gets the per-label budget times the
+number of labels (``TrainConfig.for_labels``), so every scheme has the same device-seconds.
 
 A variant (one scheme, one seed) is a run of its own, ``<run>/compare/<scheme>-s<seed>``, on the
-outer run's labels and train section with ``loss`` and ``seed`` replaced and the loss-specific
-options reset to null, so each scheme trains with its published recipe (a gradient-penalty
-weight or a clip value set for the outer run's loss never reaches a loss it does not fit).
+outer run's labels and train section with the generator, ``loss`` and ``seed`` replaced and the
+loss-specific options reset to null, so each scheme trains with its published recipe (a
+gradient-penalty weight or a clip value set for the outer run's loss never reaches a loss it
+does not fit); ``compare.options.<scheme>`` sets them per scheme instead. Every variant keeps
+``compare.snapshots`` generator snapshots, scored into its quality-against-compute curve.
+
+Device-seconds are the training seconds of every job summed, each job holding one device (a GPU,
+or ``resources.train_threads`` CPU threads).
 
 A label counts as collapsed when its FID is more than ``COLLAPSE_FACTOR`` times the median
 per-label FID of its variant: a label that failed where the variant's others did not. The rule
@@ -22,16 +33,33 @@ from typing import Any
 
 import pandas as pd
 
+from wcgan.config import TrainConfig
+from wcgan.data import CONDITIONAL
 from wcgan.errors import WcganError
 from wcgan.tables import read_metrics
 
 # Reset to null in every variant: each scheme takes its own recipe (wcgan.losses.RECIPES).
 LOSS_OPTIONS = ("critic_steps", "optimizer", "lr", "betas", "gp_weight", "clip_value")
+# scheme -> (train.generator, train.loss)
+SCHEMES: dict[str, tuple[str, str]] = {
+    "wgan-gp": ("per_label", "wgan-gp"),
+    "wgan-clip": ("per_label", "wgan-clip"),
+    "dcgan": ("per_label", "dcgan"),
+    "hinge": ("per_label", "hinge"),
+    "cgan": ("conditional", "hinge"),
+}
 COLLAPSE_FACTOR = 3.0
 OVERALL_METRICS = ("is_mean", "fid", "kid_mean", "precision", "recall")
 SPREAD = ("mean", "std", "min", "max")
 # What the table over seeds averages.
-AGGREGATED = ("seconds", "iterations", *OVERALL_METRICS, "fid_label_mean", "collapsed")
+AGGREGATED = (
+    "device_seconds",
+    "iterations",
+    *OVERALL_METRICS,
+    "fid_label_mean",
+    "recall_label_min",
+    "collapsed",
+)
 
 
 def variant_name(scheme: str, seed: int) -> str:
@@ -46,38 +74,72 @@ def parse_variant(path: str | os.PathLike) -> tuple[str, int]:
     return scheme, int(seed)
 
 
-def variant_config(base: Mapping[str, Any], run: str, labels: Sequence[str], scheme: str, seed: int) -> dict:
+def variant_train(
+    train: Mapping[str, Any], scheme: str, seed: int, options: Mapping[str, Any], snapshots: int
+) -> dict[str, Any]:
+    """The train section of a scheme's variant: the run's, with the scheme's generator and loss,
+    ``seed``, ``snapshots``, and the loss options reset to the recipe, then ``options`` (the
+    scheme's ``compare.options``) applied. The per-label budget stays the run's. Checked here,
+    so a bad option fails when the DAG is built, naming ``compare.options.<scheme>``."""
+    if scheme not in SCHEMES:
+        raise WcganError(f"compare scheme '{scheme}' is unknown (known: {', '.join(SCHEMES)})")
+    unknown = sorted(set(options) - set(LOSS_OPTIONS))
+    if unknown:
+        raise WcganError(
+            f"compare.options.{scheme}.{unknown[0]} is not a loss option ({', '.join(LOSS_OPTIONS)})"
+        )
+    section = dict(train)
+    section["generator"], section["loss"] = SCHEMES[scheme]
+    section.update(dict.fromkeys(LOSS_OPTIONS), seed=seed, snapshots=snapshots)
+    section.update(options)
+    TrainConfig.from_mapping(section, f"compare.options.{scheme}")
+    return section
+
+
+def variant_config(
+    base: Mapping[str, Any],
+    run: str,
+    labels: Sequence[str],
+    scheme: str,
+    seed: int,
+    options: Mapping[str, Any] | None = None,
+    snapshots: int = 0,
+) -> dict:
     """The config of one variant: the base run's data (on its labels, listed so the variant
-    needs no label discovery), train section, sampling and resources, with ``loss`` = scheme,
-    ``seed`` = seed and the loss options reset to the recipe. The budget stays the run's."""
+    needs no label discovery), sampling and resources, and its train section
+    (``variant_train``)."""
     config = copy.deepcopy(dict(base))
     config["run"] = run
     config["data"]["labels"] = list(labels)
-    train = config["train"]
-    train["loss"], train["seed"] = scheme, seed
-    for name in LOSS_OPTIONS:
-        train[name] = None
+    config["train"] = variant_train(config["train"], scheme, seed, options or {}, snapshots)
     return config
 
 
-def budget_table(run_dir: str | os.PathLike, slugs: Sequence[str], scheme: str) -> pd.DataFrame:
-    """Per label of a variant: the budget it used, from ``training/<label>.json`` (iterations,
-    and training seconds summed over resumed sessions)."""
+def trained_units(config: Mapping[str, Any], slugs: Sequence[str]) -> list[str]:
+    """The names of a run's training jobs (their ``training/<name>.json``): one per label, or
+    the one conditional GAN."""
+    return [CONDITIONAL] if config["train"]["generator"] == "conditional" else list(slugs)
+
+
+def budget_table(run_dir: str | os.PathLike, units: Sequence[str], loss: str) -> pd.DataFrame:
+    """Per training job of a variant (``trained_units``): the budget it used, from
+    ``training/<name>.json`` (iterations, and training seconds summed over resumed sessions:
+    its device-seconds)."""
     rows = []
-    for slug in slugs:
-        path = Path(run_dir) / "training" / f"{slug}.json"
+    for unit in units:
+        path = Path(run_dir) / "training" / f"{unit}.json"
         if not path.is_file():
-            raise WcganError(f"compare: '{path}' is missing; did label '{slug}' train in this variant?")
+            raise WcganError(f"compare: '{path}' is missing; did '{unit}' train in this variant?")
         summary = json.loads(path.read_text(encoding="utf-8"))
-        if summary["loss"] != scheme:
-            raise WcganError(f"compare: '{path}' was trained with loss '{summary['loss']}', not '{scheme}'")
+        if summary["loss"] != loss:
+            raise WcganError(f"compare: '{path}' was trained with loss '{summary['loss']}', not '{loss}'")
         rows.append(
             {
-                "slug": slug,
-                "label": summary["label"],
+                "slug": unit,
+                "labels": len(summary.get("labels", [unit])),
                 "loss": summary["loss"],
                 "iterations": int(summary["iterations"]),
-                "seconds": float(summary["seconds"]),
+                "device_seconds": float(summary["seconds"]),
                 "stopped_by": summary["stopped_by"],
                 "device": summary["device"],
             }
@@ -97,22 +159,26 @@ def variant_row(scheme: str, seed: int, budget: pd.DataFrame, metrics: pd.DataFr
     """One row of ``comparison.tsv``: the budget used, the overall scores, the per-label FID
     spread and the collapsed labels of one variant."""
     overall = metrics[metrics["scope"] == "overall"]
-    per_label = metrics[metrics["scope"] == "label"].set_index("label")["fid"]
-    if len(overall) != 1 or per_label.empty:
+    label_rows = metrics[metrics["scope"] == "label"].set_index("label")
+    if len(overall) != 1 or label_rows.empty:
         raise WcganError(
             f"compare: the metrics of {variant_name(scheme, seed)} have no overall or label rows"
         )
+    per_label = label_rows["fid"]
     collapsed = collapsed_labels(per_label)
     return {
         "scheme": scheme,
         "seed": seed,
-        "labels": len(budget),
+        "labels": int(budget["labels"].sum()),
+        "jobs": len(budget),
         "iterations": int(budget["iterations"].sum()),
-        "seconds": float(budget["seconds"].sum()),
+        "device_seconds": float(budget["device_seconds"].sum()),
         "extractor": overall["extractor"].iloc[0],
         "extractor_weights": overall["extractor_weights"].iloc[0],
         **{name: float(overall[name].iloc[0]) for name in OVERALL_METRICS},
         **{f"fid_label_{stat}": float(per_label.agg(stat)) for stat in SPREAD},
+        "recall_label_min": float(label_rows["recall"].min()),
+        "recall_label_mean": float(label_rows["recall"].mean()),
         "collapsed": len(collapsed),
         "collapsed_labels": ",".join(map(str, collapsed)),
     }
@@ -156,3 +222,36 @@ def read_variants(
         budget = pd.read_csv(budget_path, sep="\t", dtype={"slug": str, "label": str})
         variants.append((scheme, seed, budget, read_metrics(metrics_path)))
     return variants
+
+
+def label_table(variants: Sequence[tuple[str, int, pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """``labels.tsv``: per variant and label, FID, recall (how much of the label's real images
+    the samples cover) and precision, and whether the label collapsed."""
+    frames = []
+    for scheme, seed, _, metrics in variants:
+        rows = metrics.loc[
+            metrics["scope"] == "label", ["label", "slug", "fid", "kid_mean", "precision", "recall"]
+        ]
+        collapsed = set(collapsed_labels(rows.set_index("label")["fid"]))
+        frames.append(rows.assign(scheme=scheme, seed=seed, collapsed=rows["label"].isin(collapsed)))
+    table = pd.concat(frames, ignore_index=True)
+    return table[["scheme", "seed", "label", "slug", "fid", "kid_mean", "precision", "recall", "collapsed"]]
+
+
+def curve_rows(points_per_unit: Sequence[Sequence[dict]]) -> list[dict[str, Any]]:
+    """The budget used at each snapshot point of a variant, over all its training jobs:
+    ``points_per_unit`` holds each job's points (``wcgan.sampling.load_snapshot_samples``),
+    which must be as many in every job."""
+    counts = {len(points) for points in points_per_unit}
+    if len(counts) != 1:
+        raise WcganError(f"compare: the training jobs kept different numbers of snapshots {sorted(counts)}")
+    (count,) = counts
+    return [
+        {
+            "point": k + 1,
+            "share": (k + 1) / count,
+            "iterations": sum(int(points[k]["iteration"]) for points in points_per_unit),
+            "device_seconds": sum(float(points[k]["seconds"]) for points in points_per_unit),
+        }
+        for k in range(count)
+    ]

@@ -118,7 +118,9 @@ class TrainConfig(ConfigSection):
 
     def check(self, key: str = "train") -> None:
         if self.generator not in GENERATORS:
-            raise WcganError(f"{key}.generator '{self.generator}' is unknown (known: {', '.join(GENERATORS)})")
+            raise WcganError(
+                f"{key}.generator '{self.generator}' is unknown (known: {', '.join(GENERATORS)})"
+            )
         if self.loss not in RECIPES:
             raise WcganError(f"{key}.loss '{self.loss}' is unknown (known: {', '.join(RECIPES)})")
         if self.training not in TRAINING_SCHEMES:

@@ -144,6 +144,29 @@ def plot_compare_fid(comparison: pd.DataFrame, label_fids: pd.DataFrame, path: s
     _save_figure(fig, path)
 
 
+def plot_compare_curves(curves: pd.DataFrame, path: str | os.PathLike) -> None:
+    """FID of all labels merged against the device-seconds spent, one line per scheme and seed
+    (a scheme's seeds share its colour): ``curves`` has columns scheme, seed, device_seconds,
+    fid, extractor, one row per snapshot point."""
+    fig, axis = plt.subplots(figsize=(6.4, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (scheme, rows) in enumerate(curves.groupby("scheme", sort=False)):
+        for j, (_, run) in enumerate(rows.groupby("seed")):
+            axis.plot(
+                run["device_seconds"], run["fid"], marker="o", ms=3, lw=1.2, color=colors[i % len(colors)],
+                label=scheme if j == 0 else None,
+            )  # fmt: skip
+    axis.set_xlabel("device-seconds of training (all jobs)")
+    axis.set_ylabel(f"FID, all labels merged ({curves['extractor'].iloc[0]})")
+    if (curves["fid"] > 0).all() and curves["fid"].max() > 20 * curves["fid"].min():
+        axis.set_yscale("log")
+    axis.set_title("quality against compute; one line per seed", fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
 def plot_losses(histories: Sequence[tuple[str, pd.DataFrame]], path: str | os.PathLike) -> None:
     """Wasserstein estimate and generator loss against generator iterations, one line per label."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)

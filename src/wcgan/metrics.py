@@ -229,7 +229,8 @@ def score_run(
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """The metrics table of a run: all labels merged (IS, FID, KID, precision/recall), then each
-    label against its own real images (FID, KID), one torch-fidelity call each."""
+    label against its own real images (FID, KID, precision/recall: a label's recall is how much
+    of its real images its samples cover), one torch-fidelity call each."""
     fake_slugs = [label.slug for _, label in samples]
     real_slugs = [shard.label.slug for shard in shards]
     if fake_slugs != real_slugs:
@@ -259,7 +260,43 @@ def score_run(
     log(f"all {len(samples)} labels: " + ", ".join(f"{k} {v:.4g}" for k, v in overall.items()))
     records = [record(None, all_fake, all_real, overall)]
     for (fake, label), real_images in zip(samples, real, strict=True):
-        values = score(fake, real_images, real_cache_name=label.slug, **common)
+        values = score(fake, real_images, precision_recall=True, real_cache_name=label.slug, **common)
         log(f"label '{label.name}': " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
         records.append(record(label, fake, real_images, values))
     return records
+
+
+def score_snapshots(
+    points_per_unit: Sequence[Sequence[dict]],
+    shards: Sequence[Shard],
+    extractor: Extractor,
+    max_real_per_label: int | None = None,
+    *,
+    cache_root: str | os.PathLike | None = None,
+    device: torch.device | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, float]]:
+    """IS, FID and KID of all labels merged at each snapshot point: point k merges the k-th
+    snapshot samples of every training job (``points_per_unit``, one list of points per job,
+    as ``wcgan.sampling.load_snapshot_samples`` reads them) and scores them against every
+    label's real images, as ``score_run`` scores the final samples."""
+    real = torch.cat([sample_rows(s.images, max_real_per_label, seed=s.label.index) for s in shards])
+    wanted = sorted(s.label.index for s in shards)
+    scores = []
+    for k in range(min(len(points) for points in points_per_unit)):
+        indices = torch.cat([points[k]["indices"] for points in points_per_unit])
+        if sorted(indices.unique().tolist()) != wanted:
+            raise WcganError(f"snapshot point {k + 1}: the samples do not cover the shards' labels")
+        fake = torch.cat([points[k]["images"] for points in points_per_unit])
+        values = score(
+            fake,
+            real,
+            extractor,
+            inception_score=True,
+            cache_root=cache_root,
+            real_cache_name="all",
+            device=device,
+        )
+        log(f"snapshot {k + 1}: " + ", ".join(f"{name} {value:.4g}" for name, value in values.items()))
+        scores.append(values)
+    return scores

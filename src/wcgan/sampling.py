@@ -129,9 +129,7 @@ def generator_labels(meta: dict) -> list[Label]:
     return [Label(meta["index"], meta["slug"], meta["name"])]
 
 
-def sample_labels(
-    generator: Generator, labels: Sequence[Label], n: int, seed: int = 0
-) -> list[torch.Tensor]:
+def sample_labels(generator: Generator, labels: Sequence[Label], n: int, seed: int = 0) -> list[torch.Tensor]:
     """``n`` samples of each of ``labels``: those of one label's generator (one label), or of
     a conditional generator's classes in order."""
     if generator.num_classes is None:
@@ -153,7 +151,9 @@ def save_snapshot_samples(
                 "iteration": point["iteration"],
                 "seconds": point["seconds"],
                 "images": torch.cat(images),
-                "indices": torch.cat([torch.full((len(x),), lb.index) for x, lb in zip(images, labels, strict=True)]),
+                "indices": torch.cat(
+                    [torch.full((len(x),), lb.index) for x, lb in zip(images, labels, strict=True)]
+                ),
             }
         )
     save_torch({"format": SNAPSHOTS_FORMAT, "points": saved}, path)

@@ -14,7 +14,7 @@ from snakemake.utils import validate
 
 from wcgan.cli import format_options
 from wcgan.cluster import check_labels_per_job, check_resources, check_slurm_gpu_request
-from wcgan.compare import variant_name
+from wcgan.compare import SCHEMES, variant_name, variant_train
 from wcgan.config import (
     INCEPTION_DOWNLOAD,
     TrainConfig,
@@ -22,6 +22,7 @@ from wcgan.config import (
     describe_schema_error,
     scheduler_minutes,
 )
+from wcgan.data import CONDITIONAL
 from wcgan.errors import WcganError
 from wcgan.labels import SLUG_PATTERN, make_labels
 from wcgan.scaling import scaling_points
@@ -56,6 +57,9 @@ LABELS = _or_workflow_error(lambda: make_labels(label_names(SPEC)))
 LABEL_BY_SLUG = {label.slug: label for label in LABELS}
 SLUGS = [label.slug for label in LABELS]
 TRAIN = _or_workflow_error(TrainConfig.from_mapping, config["train"])
+# The training jobs: one per label, or the one conditional GAN of every label.
+IS_CONDITIONAL = TRAIN.generator == "conditional"
+TRAINED = [CONDITIONAL] if IS_CONDITIONAL else SLUGS
 INCEPTION_WEIGHTS = config["metrics"]["inception_weights"]
 
 
@@ -105,11 +109,55 @@ def shape_gate():
     return ancient(f"{RESULTS}/labels.tsv")
 
 
-# Scheduler time limit (minutes) of a training job, from the label budget.
+def per_trained(pattern):
+    """Expand a path pattern with a {label} wildcard over the training jobs' names."""
+    return expand(pattern, label=TRAINED)
+
+
+# Scheduler time limit (minutes) of a training job, from its budget.
 TRAIN_RUNTIME = scheduler_minutes(
-    TRAIN,
+    TRAIN.for_labels(len(LABELS)) if IS_CONDITIONAL else TRAIN,
     config["resources"]["runtime_margin_minutes"],
     config["resources"]["runtime_minutes_without_seconds"],
+)
+
+
+# --- training jobs (rules/train.smk) ---
+
+
+def training_outputs(name, samples):
+    """What the training job called ``name`` writes; with train.snapshots also the samples of
+    every snapshot point."""
+    outputs = {
+        "model": f"{RESULTS}/models/{name}.pt",
+        "losses": f"{RESULTS}/losses/{name}.csv",
+        "summary": f"{RESULTS}/training/{name}.json",
+        "samples": samples,
+    }
+    if TRAIN.snapshots:
+        outputs["snapshots"] = f"{RESULTS}/snapshots/{name}.pt"
+    return outputs
+
+
+def training_params(name):
+    return {
+        "checkpoints": f"{RESULTS}/checkpoints/{name}",
+        "options": format_options(config["train"]),
+        "samples": config["sampling"]["per_label"],
+        "samples_seed": config["sampling"]["seed"],
+        "snapshots": lambda wildcards, output: (
+            f"--snapshots-out {output.snapshots}" if TRAIN.snapshots else ""
+        ),
+    }
+
+
+TRAINING_COMMAND = (
+    "wcgan train --shard {input.shards} --model-out {output.model}"
+    " --losses-out {output.losses} --summary-out {output.summary}"
+    " --samples-out {output.samples} --samples {params.samples}"
+    " --samples-seed {params.samples_seed} {params.snapshots}"
+    " --checkpoint-dir {params.checkpoints} --threads {threads} {params.options}"
+    " 2> {log}"
 )
 
 
@@ -134,12 +182,14 @@ def score_options():
 
 
 def get_final_output():
-    """The metrics, the figures and every label's generator: the ensemble is a deliverable, so
-    a deleted model is retrained (resumed) even when its samples still exist."""
+    """The metrics, the figures and every generator: the ensemble is a deliverable, so a
+    deleted model is retrained (resumed) even when its samples still exist."""
+    curve = [f"{RESULTS}/scores/curve.tsv"] if TRAIN.snapshots else []
     return [
         f"{RESULTS}/scores/metrics.tsv",
+        *curve,
         *get_figures(),
-        *per_label(f"{RESULTS}/models/{{label}}.pt"),
+        *per_trained(f"{RESULTS}/models/{{label}}.pt"),
     ]
 
 
@@ -209,6 +259,15 @@ def previous_scaling_point(wildcards):
 
 COMPARE = config["compare"]
 COMPARE_DIR = f"{RESULTS}/compare"
+for _scheme in COMPARE["schemes"]:  # a bad scheme option fails now, naming it
+    _or_workflow_error(
+        variant_train,
+        config["train"],
+        _scheme,
+        0,
+        COMPARE["options"].get(_scheme, {}),
+        COMPARE["snapshots"],
+    )
 # <scheme>-s<seed> -> (scheme, seed), in scheme-then-seed order.
 COMPARE_VARIANTS = {
     variant_name(scheme, seed): (scheme, seed)
@@ -239,6 +298,14 @@ def compare_samples(wildcards):
     """A variant's samples, made by its own Snakemake call: found by path, never declared (the
     two Snakemake instances would otherwise lock the same files)."""
     return per_label(f"{COMPARE_DIR}/{wildcards.variant}/samples/{{label}}.pt")
+
+
+def compare_snapshots(wildcards):
+    """A variant's snapshot samples, found by path like its samples."""
+    run_dir = f"{COMPARE_DIR}/{wildcards.variant}"
+    generator = SCHEMES[COMPARE_VARIANTS[wildcards.variant][0]][0]
+    names = [CONDITIONAL] if generator == "conditional" else SLUGS
+    return [f"{run_dir}/snapshots/{name}.pt" for name in names]
 
 
 def compare_grid_variants():
@@ -272,7 +339,9 @@ onsuccess:
 onerror:
     # Only when the run trained labels (not, say, after a failed scaling point).
     message = (
-        missing_models(RESULTS, SLUGS) if Path(RESULTS, "models").is_dir() else None
+        missing_models(RESULTS, TRAINED)
+        if Path(RESULTS, "models").is_dir()
+        else None
     )
     if message:
         print(message, file=sys.stderr)

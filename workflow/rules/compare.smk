@@ -1,7 +1,8 @@
-# Comparing schemes (snakemake compare): each (scheme, seed) variant trains every label under the
-# run's budget through a Snakemake call of its own, in results/<run>/compare/<scheme>-s<seed>/
-# (resumed, never deleted); this run then scores every variant with its own extractor and real
-# images, and writes one table and the figures.
+# Comparing schemes (snakemake compare): each (scheme, seed) variant trains its generators (one
+# per label, or the cgan scheme's one conditional GAN) at the run's budget through a Snakemake
+# call of its own, in results/<run>/compare/<scheme>-s<seed>/ (resumed, never deleted); this run
+# then scores every variant and its snapshots with its own extractor and real images, and writes
+# the tables and figures.
 
 
 localrules:
@@ -31,13 +32,18 @@ rule compare_train:
         run_dir=lambda wildcards: f"{COMPARE_DIR}/{wildcards.variant}",
         scheme=lambda wildcards: COMPARE_VARIANTS[wildcards.variant][0],
         seed=lambda wildcards: COMPARE_VARIANTS[wildcards.variant][1],
+        options=lambda wildcards: json.dumps(
+            COMPARE["options"].get(COMPARE_VARIANTS[wildcards.variant][0], {})
+        ),
+        snapshots=COMPARE["snapshots"],
         base=json.dumps(compare_base_config()),
         snakefile=os.path.relpath(workflow.main_snakefile),
         args=shlex.join(COMPARE["snakemake_args"]),
     shell:
         "mkdir -p {params.run_dir}"
         " && wcgan compare-config --base {params.base:q} --run {params.run}"
-        " --scheme {params.scheme} --seed {params.seed}"
+        " --scheme {params.scheme} --seed {params.seed} --options {params.options:q}"
+        " --snapshots {params.snapshots}"
         " --out {params.run_dir}/config.yaml 2> {log}"
         " && snakemake --snakefile {params.snakefile} --configfile {params.run_dir}/config.yaml"
         " {params.args} --cores {threads} models >> {log} 2>&1"
@@ -71,6 +77,33 @@ rule compare_score:
         " {params.options} --threads {threads} --out {output.table} 2> {log}"
 
 
+rule compare_curve:
+    input:
+        # Only the order: the variant's snapshots exist once its budget table does.
+        budget=rules.compare_train.output.budget,
+        shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+        extractor=extractor_input(),
+    output:
+        table=f"{COMPARE_DIR}/{{variant}}/curve.tsv",
+    log:
+        f"{RESULTS}/logs/compare/{{variant}}.curve.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/compare/{{variant}}.curve.tsv"
+    wildcard_constraints:
+        variant="|".join(COMPARE_VARIANTS),
+    conda:
+        "../../envs/wcgan.yaml"
+    threads: config["resources"]["score_threads"]
+    params:
+        snapshots=compare_snapshots,
+        extractor=extractor_option,
+        options=score_options(),
+    shell:
+        "wcgan score-curve --snapshots {params.snapshots} --shards {input.shards}"
+        " {params.extractor} {params.options} --threads {threads} --out {output.table}"
+        " 2> {log}"
+
+
 rule compare_report:
     input:
         budgets=compare_variant_files("budget.tsv"),
@@ -80,6 +113,11 @@ rule compare_report:
         table=report(
             f"{COMPARE_DIR}/comparison.tsv",
             caption="../report/compare.rst",
+            category="Comparing schemes",
+        ),
+        labels=report(
+            f"{COMPARE_DIR}/labels.tsv",
+            caption="../report/compare_labels.rst",
             category="Comparing schemes",
         ),
     log:
@@ -94,13 +132,14 @@ rule compare_report:
         ),
     shell:
         "wcgan compare-report --budgets {input.budgets} --metrics {input.metrics}"
-        " --out {output.table} {params.seeds} 2> {log}"
+        " --out {output.table} --labels-out {output.labels} {params.seeds} 2> {log}"
 
 
 rule plot_compare:
     input:
         comparison=rules.compare_report.output.table,
         metrics=compare_variant_files("metrics.tsv"),
+        curves=compare_variant_files("curve.tsv"),
     output:
         samples=report(
             f"{RESULTS}/figures/compare/samples.png",
@@ -110,6 +149,11 @@ rule plot_compare:
         fid=report(
             f"{RESULTS}/figures/compare/fid.png",
             caption="../report/compare.rst",
+            category="Comparing schemes",
+        ),
+        budget=report(
+            f"{RESULTS}/figures/compare/fid_budget.png",
+            caption="../report/compare_budget.rst",
             category="Comparing schemes",
         ),
     log:
@@ -124,12 +168,13 @@ rule plot_compare:
         max_labels=config["figures"]["merged_max_labels"],
     shell:
         "wcgan plot-compare --comparison {input.comparison} --metrics {input.metrics}"
-        " --variants {params.variants} --per-label {params.per_label}"
-        " --max-labels {params.max_labels} --samples-out {output.samples}"
-        " --fid-out {output.fid} 2> {log}"
+        " --curves {input.curves} --variants {params.variants}"
+        " --per-label {params.per_label} --max-labels {params.max_labels}"
+        " --samples-out {output.samples} --fid-out {output.fid}"
+        " --budget-out {output.budget} 2> {log}"
 
 
 rule compare:
     input:
-        rules.compare_report.output.table,
+        rules.compare_report.output,
         rules.plot_compare.output,

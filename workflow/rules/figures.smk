@@ -61,7 +61,7 @@ rule plot_merged_grid:
 
 rule plot_losses:
     input:
-        losses=per_label(f"{RESULTS}/losses/{{label}}.csv"),
+        losses=per_trained(f"{RESULTS}/losses/{{label}}.csv"),
         # A plain path, not rules.label_table.output: Snakemake's rule-dependency lookup is
         # quadratic in the length of this rule's other (per-label) input list.
         labels=f"{RESULTS}/labels.tsv",
