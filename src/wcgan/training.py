@@ -65,8 +65,6 @@ def run_key(config: TrainConfig, data: TrainingSet, device: torch.device) -> str
     effective = config.effective()
     for name in ("iterations", "seconds", "checkpoint_seconds", "log_seconds", "device", "generator"):
         effective.pop(name)
-    if effective["training"] == "two_stage":
-        effective.pop("training")  # runs checkpointed before the option existed keep their key
     effective["device_type"] = device.type
     digest = hashlib.sha256(json.dumps(effective, sort_keys=True).encode())
     digest.update(data.images.numpy().tobytes())
