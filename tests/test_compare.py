@@ -156,8 +156,8 @@ def test_label_table_has_each_labels_fid_recall_and_collapse():
 
 
 def test_curve_rows_sum_the_budget_of_every_job_at_each_point():
-    job_a = [{"iteration": 5, "seconds": 1.0}, {"iteration": 10, "seconds": 2.5}]
-    job_b = [{"iteration": 4, "seconds": 1.5}, {"iteration": 9, "seconds": 2.0}]
+    job_a = [{"iteration": 5, "device_seconds": 1.0}, {"iteration": 10, "device_seconds": 2.5}]
+    job_b = [{"iteration": 4, "device_seconds": 1.5}, {"iteration": 9, "device_seconds": 2.0}]
     rows = curve_rows([job_a, job_b])
     assert [(r["point"], r["share"], r["iterations"], r["device_seconds"]) for r in rows] == [
         (1, 0.5, 9, 2.5),

@@ -215,6 +215,25 @@ def test_one_conditional_gan_for_all_labels_in_the_pipeline(tmp_path):
     assert planned_jobs(tmp_path) == {}
 
 
+def test_distributed_training_in_the_pipeline(tmp_path):
+    train = {"generator": "distributed", "iterations": 2, "snapshots": 2}
+    write_config(
+        tmp_path, merged(TINY, {"train": train, "distributed": {"devices": 2, "partition": "by_label"}})
+    )
+    assert planned_jobs(tmp_path).get("train_distributed") == 1
+    result = run_snakemake(tmp_path, "--cores", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / RUN / "training/distributed.json").read_text())
+    assert summary["rounds"] == 3 * 2 and summary["world_size"] == 3  # the labels' rounds together
+    assert summary["device_labels"] == [["0", "1"], ["2"]] and summary["bytes_per_round"] > 0
+    curve = pd.read_csv(tmp_path / RUN / "scores/curve.tsv", sep="\t")
+    # Three processes, each on a device of its own: device-seconds are three times the seconds.
+    assert curve["iterations"].tolist() == [3, 6]
+    assert curve["device_seconds"].iloc[-1] == pytest.approx(3 * summary["seconds"], rel=1e-4)
+    assert pd.read_csv(tmp_path / RUN / "scores/metrics.tsv", sep="\t")["scope"].tolist()[0] == "overall"
+    assert planned_jobs(tmp_path) == {}
+
+
 def test_dry_run_of_the_default_config(tmp_path):
     write_config(tmp_path, {})
     assert planned_jobs(tmp_path)["train_label"] == 10
@@ -279,6 +298,11 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
             "compare.options.cgan.clip_value does not apply to loss 'hinge'",
         ),
         ({"compare": {"options": {"sngan": {}}}}, "config key 'compare.options'"),
+        ({"distributed": {"schedule": "async"}}, "config key 'distributed.schedule': 'async' is not one of"),
+        (
+            {"train": {"generator": "distributed", "training": "one_stage"}},
+            "train.training one_stage does not apply to train.generator distributed",
+        ),
     ],
 )
 def test_bad_config_is_one_clear_line_before_anything_runs(tmp_path, overrides, message):

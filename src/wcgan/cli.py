@@ -153,14 +153,11 @@ def cmd_label_table(args: argparse.Namespace) -> None:
 # --- training and sampling ----------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from wcgan.atomic import atomic_open
-    from wcgan.config import TrainConfig
+def _training_data(args: argparse.Namespace, config, processes: int = 1):
+    """The set a training job trains on, and its budget: one label's shard with the per-label
+    budget, or every label's with the labels' budget together (``TrainConfig.for_labels``)."""
     from wcgan.data import TrainingSet, load_shard
-    from wcgan.sampling import sample_labels, save_samples, save_snapshot_samples
-    from wcgan.training import save_generator, train, write_losses
 
-    config = config_from_args(TrainConfig, args)
     shards = [load_shard(path) for path in args.shard]
     if config.generator == "per_label":
         if len(shards) != 1:
@@ -170,12 +167,21 @@ def cmd_train(args: argparse.Namespace) -> None:
         data = TrainingSet.of_label(shards[0])
     else:
         data = TrainingSet.of_labels(shards)
-        config = config.for_labels(len(shards))
+        config = config.for_labels(len(shards), processes)
     if args.samples_out and len(args.samples_out) != len(shards):
         raise WcganError(f"--samples-out names {len(args.samples_out)} files for {len(shards)} shards")
     if config.snapshots and not args.snapshots_out:
         raise WcganError(f"train.snapshots is {config.snapshots}: give --snapshots-out for their samples")
-    result = train(data, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log)
+    return data, config
+
+
+def _write_training_outputs(args: argparse.Namespace, result, data) -> None:
+    """A training job's files: generator, losses, samples of each label, snapshot samples, and
+    the summary with where the job's time went (for the weak-scaling split, wcgan.scaling)."""
+    from wcgan.atomic import atomic_open
+    from wcgan.sampling import sample_labels, save_samples, save_snapshot_samples
+    from wcgan.training import save_generator, write_losses
+
     trained = time.monotonic()
     save_generator(result, data, args.model_out)
     write_losses(result.history, args.losses_out)
@@ -189,8 +195,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             result.snapshots, generator, data.labels, args.samples, args.samples_seed, args.snapshots_out
         )
     summary = result.summary
-    loop, checkpoint = summary["session_seconds"], summary["phase_seconds"].get("checkpoint", 0.0)
-    # Where this job's time went, for the weak-scaling split (wcgan.scaling).
+    loop, checkpoint = summary["session_seconds"], summary.get("phase_seconds", {}).get("checkpoint", 0.0)
     summary["job"] = {
         "started_at": args.started_at,
         "finished_at": time.time(),
@@ -200,6 +205,57 @@ def cmd_train(args: argparse.Namespace) -> None:
     }
     with atomic_open(args.summary_out) as fh:
         json.dump(summary, fh, indent=2)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from wcgan.config import TrainConfig
+    from wcgan.training import train
+
+    config = config_from_args(TrainConfig, args)
+    if config.generator == "distributed":
+        raise WcganError("train.generator distributed runs under torchrun: use wcgan train-distributed")
+    data, config = _training_data(args, config)
+    result = train(data, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log)
+    _write_training_outputs(args, result, data)
+
+
+def cmd_train_distributed(args: argparse.Namespace) -> None:
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from wcgan.config import DistributedConfig, TrainConfig
+    from wcgan.distributed import SERVER, rank_device, resolve_backend, train_distributed
+
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        config = dataclasses.replace(config_from_args(TrainConfig, args), generator="distributed")
+        dist_config = config_from_args(DistributedConfig, args)
+        data, config = _training_data(args, config, dist_config.processes)
+        if "RANK" not in os.environ:
+            raise WcganError(
+                f"no torchrun launch found (RANK is unset): run torchrun --nproc-per-node "
+                f"{dist_config.processes} --no-python wcgan train-distributed ..."
+            )
+        device = rank_device(config.device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(resolve_backend(dist_config.backend, device))
+        try:
+            result = train_distributed(
+                data, config, dist_config, args.checkpoint_dir, threads=args.threads, log=log
+            )
+        finally:
+            dist.destroy_process_group()
+    except WcganError as exc:
+        # Every process refuses bad input alike, and only the server learns of a bad checkpoint
+        # or diverging losses: the server's line is the one to show.
+        if rank != SERVER:
+            raise SystemExit(exc.exit_code) from None
+        raise
+    if result is not None:  # the server writes the outputs
+        _write_training_outputs(args, result, data)
 
 
 def _default_run() -> str:
@@ -528,7 +584,7 @@ def cmd_plot_scaling(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wcgan.config import ClassifierConfig, TrainConfig
+    from wcgan.config import ClassifierConfig, DistributedConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="wcgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"wcgan {__version__}")
@@ -552,6 +608,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--shards", nargs="+", required=True)
     sub.add_argument("--out", required=True)
 
+    def training_outputs(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--model-out", required=True, help="trained generator (.pt)")
+        sub.add_argument("--losses-out", required=True, help="loss history (.csv)")
+        sub.add_argument("--summary-out", required=True, help="run summary (.json)")
+        sub.add_argument(
+            "--samples-out",
+            nargs="+",
+            help="also draw samples of each label from the trained generator (.pt each)",
+        )
+        sub.add_argument("--snapshots-out", help="samples of every label at each train.snapshots point (.pt)")
+        sub.add_argument("--samples", type=int, default=1000, help="how many per label, with --samples-out")
+        sub.add_argument("--samples-seed", type=int, default=0, help="base seed of their latents")
+        sub.add_argument("--checkpoint-dir", required=True, help="resume state; kept after the run")
+        sub.add_argument("--threads", type=int, help="torch intra-op threads (per process)")
+
     sub = command(
         "train",
         cmd_train,
@@ -563,21 +634,25 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the label's shard; every label's for --generator conditional",
     )
-    sub.add_argument("--model-out", required=True, help="trained generator (.pt)")
-    sub.add_argument("--losses-out", required=True, help="loss history (.csv)")
-    sub.add_argument("--summary-out", required=True, help="run summary (.json)")
-    sub.add_argument(
-        "--samples-out",
-        nargs="+",
-        help="also draw samples of each label from the trained generator (.pt each)",
-    )
-    sub.add_argument("--snapshots-out", help="samples of every label at each train.snapshots point (.pt)")
-    sub.add_argument("--samples", type=int, default=1000, help="how many per label, with --samples-out")
-    sub.add_argument("--samples-seed", type=int, default=0, help="base seed of their latents")
-    sub.add_argument("--checkpoint-dir", required=True, help="resume state; kept after the run")
-    sub.add_argument("--threads", type=int, help="torch intra-op threads")
+    training_outputs(sub)
     sub.add_argument("--profile", action="store_true", help="synchronize the GPU to time each phase")
     add_config_options(sub, TrainConfig, "training (the config's train section)")
+
+    sub = command(
+        "train-distributed",
+        cmd_train_distributed,
+        "one process of distributed training (a server and local critics; resumes): launch with "
+        "torchrun --nproc-per-node DEVICES+1 --no-python wcgan train-distributed ...",
+    )
+    sub.add_argument("--shard", nargs="+", required=True, help="every label's shard (one: that label's GAN)")
+    training_outputs(sub)
+    add_config_options(
+        sub,
+        TrainConfig,
+        "training (the config's train section, per label; a round is one generator update)",
+        exclude=("generator", "training"),
+    )
+    add_config_options(sub, DistributedConfig, "distribution (the config's distributed section)")
 
     sub = command("sample", cmd_sample, "draw samples from one label's generator")
     sub.add_argument("--label", help="the label's name or slug, drawn from the run's generators")

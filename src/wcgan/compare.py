@@ -2,10 +2,12 @@
 budgets, every variant scored with the same extractor and sample counts.
 
 A scheme is a generator layout and a loss (``SCHEMES``): the per-label W-CGAN with the gradient
-penalty or weight clipping, per-label DC-CGAN (its predecessor), per-label hinge, and ``cgan``:
+penalty or weight clipping, per-label DC-CGAN (its predecessor), per-label hinge, ``cgan``:
 one class-conditional GAN for all labels (conditional batch norm, projection critic with
-spectral normalisation, hinge loss), whose single job gets the per-label budget times the
-number of labels (``TrainConfig.for_labels``), so every scheme has the same device-seconds.
+spectral normalisation, hinge loss), and ``distributed``: that conditional GAN with WGAN-GP
+trained by a server and local critics on ``distributed.devices`` devices (``wcgan.distributed``).
+A single job gets the per-label budget times the number of labels (``TrainConfig.for_labels``;
+its seconds shared among its processes), so every scheme has the same device-seconds.
 
 A variant (one scheme, one seed) is a run of its own, ``<run>/compare/<scheme>-s<seed>``, on the
 outer run's labels and train section with the generator, ``loss`` and ``seed`` replaced and the
@@ -33,8 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from wcgan.config import TrainConfig
-from wcgan.data import CONDITIONAL
+from wcgan.config import TrainConfig, training_jobs
 from wcgan.errors import WcganError
 from wcgan.tables import read_metrics
 
@@ -47,6 +48,7 @@ SCHEMES: dict[str, tuple[str, str]] = {
     "dcgan": ("per_label", "dcgan"),
     "hinge": ("per_label", "hinge"),
     "cgan": ("conditional", "hinge"),
+    "distributed": ("distributed", "wgan-gp"),
 }
 COLLAPSE_FACTOR = 3.0
 OVERALL_METRICS = ("is_mean", "fid", "kid_mean", "precision", "recall")
@@ -116,9 +118,8 @@ def variant_config(
 
 
 def trained_units(config: Mapping[str, Any], slugs: Sequence[str]) -> list[str]:
-    """The names of a run's training jobs (their ``training/<name>.json``): one per label, or
-    the one conditional GAN."""
-    return [CONDITIONAL] if config["train"]["generator"] == "conditional" else list(slugs)
+    """The names of a run's training jobs (their ``training/<name>.json``)."""
+    return training_jobs(config["train"]["generator"], list(slugs))
 
 
 def budget_table(run_dir: str | os.PathLike, units: Sequence[str], loss: str) -> pd.DataFrame:
@@ -139,7 +140,8 @@ def budget_table(run_dir: str | os.PathLike, units: Sequence[str], loss: str) ->
                 "labels": len(summary.get("labels", [unit])),
                 "loss": summary["loss"],
                 "iterations": int(summary["iterations"]),
-                "device_seconds": float(summary["seconds"]),
+                # A distributed job's server and devices each hold a device.
+                "device_seconds": float(summary["seconds"]) * summary.get("world_size", 1),
                 "stopped_by": summary["stopped_by"],
                 "device": summary["device"],
             }
@@ -251,7 +253,7 @@ def curve_rows(points_per_unit: Sequence[Sequence[dict]]) -> list[dict[str, Any]
             "point": k + 1,
             "share": (k + 1) / count,
             "iterations": sum(int(points[k]["iteration"]) for points in points_per_unit),
-            "device_seconds": sum(float(points[k]["seconds"]) for points in points_per_unit),
+            "device_seconds": sum(float(points[k]["device_seconds"]) for points in points_per_unit),
         }
         for k in range(count)
     ]

@@ -42,9 +42,13 @@ RECIPES: dict[str, Recipe] = {
     "hinge": Recipe("adam", 2e-4, (0.0, 0.9), 5),
 }
 TRAINING_SCHEMES = ("two_stage", "one_stage")  # how a generator iteration gets its gradients
-# One GAN per label (the W-CGAN design), or one class-conditional GAN for all labels (the cGAN
-# baseline: conditional batch norm, projection critic with spectral normalisation).
-GENERATORS = ("per_label", "conditional")
+# One GAN per label (the W-CGAN design); one class-conditional GAN for all labels (the cGAN
+# baseline: conditional batch norm, projection critic with spectral normalisation); or that
+# conditional GAN trained by a server with local critics on devices (wcgan.distributed).
+GENERATORS = ("per_label", "conditional", "distributed")
+SCHEDULES = ("serial", "parallel")  # distributed: the server's generator step after or beside the devices'
+PARTITIONS = ("iid", "by_label")  # distributed: random shares of the images, or shares of the labels
+BACKENDS = ("auto", "gloo", "nccl")
 
 
 class ConfigSection:
@@ -88,7 +92,7 @@ class TrainConfig(ConfigSection):
     detached and weight clipping acts after the gradients are taken.
     """
 
-    generator: str = "per_label"  # per_label | conditional (a name in GENERATORS)
+    generator: str = "per_label"  # per_label | conditional | distributed (a name in GENERATORS)
     loss: str = "wgan-gp"  # wgan-gp | wgan-clip | dcgan | hinge (a name in RECIPES)
     training: str = "two_stage"  # two_stage | one_stage (a name in TRAINING_SCHEMES)
     iterations: int | None = None  # budget: generator iterations (None: no limit)
@@ -151,6 +155,11 @@ class TrainConfig(ConfigSection):
                 "log_seconds",
             ),
         )
+        if self.generator == "distributed" and self.training != "two_stage":
+            raise WcganError(
+                f"{key}.training {self.training} does not apply to {key}.generator distributed: the "
+                f"devices' critic steps and the server's generator step run in different processes"
+            )
         if self.snapshots < 0:
             raise WcganError(f"{key}.snapshots must be 0 or more, got {self.snapshots}")
         if self.checkpoint_seconds < 0:
@@ -176,19 +185,51 @@ class TrainConfig(ConfigSection):
             values[name] = default if values[name] is None else values[name]
         return values
 
-    def for_labels(self, count: int) -> TrainConfig:
-        """The budget of one conditional GAN for ``count`` labels: ``iterations`` and
-        ``seconds`` are per label, so it gets ``count`` times each, the compute that ``count``
-        per-label jobs of the same budget get together."""
+    def for_labels(self, count: int, processes: int = 1) -> TrainConfig:
+        """The budget of one GAN for ``count`` labels, trained by ``processes`` processes each
+        on a device of its own: ``iterations`` and ``seconds`` are per label, so it gets
+        ``count`` times the generator updates, and the wall-clock seconds that give its
+        processes together the device-seconds of ``count`` per-label jobs."""
         return dataclasses.replace(
             self,
             iterations=None if self.iterations is None else self.iterations * count,
-            seconds=None if self.seconds is None else self.seconds * count,
+            seconds=None if self.seconds is None else self.seconds * count / processes,
         )
 
     def loss_options(self) -> dict[str, float]:
         effective = self.effective()
         return {name: effective[name] for name in self.recipe.options}
+
+
+@dataclass(frozen=True)
+class DistributedConfig(ConfigSection):
+    """How ``train.generator: distributed`` spreads training over processes (the config's
+    ``distributed`` section): a server and ``devices`` device processes (``wcgan.distributed``).
+    Loss, batch size, budget (rounds: one generator update each), snapshots and seed come from
+    the ``train`` section."""
+
+    devices: int = 2  # device processes, each with a local critic; the launch runs devices + 1
+    schedule: str = "serial"  # serial | parallel (the server's generator step beside the devices')
+    partition: str = "iid"  # iid (random shares of the images) | by_label (shares of the labels)
+    local_steps: int | None = None  # critic steps per device and round; unset: the loss's critic_steps
+    backend: str = "auto"  # auto (nccl on GPUs, gloo on CPUs) | gloo | nccl
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], key: str = "distributed") -> DistributedConfig:
+        return super().from_mapping(values, key)
+
+    def check(self, key: str = "distributed") -> None:
+        for name, known in (("schedule", SCHEDULES), ("partition", PARTITIONS), ("backend", BACKENDS)):
+            if getattr(self, name) not in known:
+                raise WcganError(
+                    f"{key}.{name} '{getattr(self, name)}' is unknown (known: {', '.join(known)})"
+                )
+        self._require_positive(key, ("devices", "local_steps"))
+
+    @property
+    def processes(self) -> int:
+        """The launch's world size: the server and one process per device."""
+        return self.devices + 1
 
 
 @dataclass(frozen=True)
@@ -211,6 +252,12 @@ class ClassifierConfig(ConfigSection):
         if not 0 < self.holdout < 1:
             raise WcganError(f"{key}.holdout must be between 0 and 1, got {self.holdout}")
         self._require_positive(key, ("epochs", "batch_size", "lr", "width", "max_images_per_label"))
+
+
+def training_jobs(generator: str, slugs: list[str]) -> list[str]:
+    """The names of a run's training jobs (their models/<name>.pt, training/<name>.json): one
+    per label, or the one job of a conditional or distributed generator, named after it."""
+    return list(slugs) if generator == "per_label" else [generator]
 
 
 def scheduler_minutes(config: TrainConfig, margin_minutes: float, fallback_minutes: float) -> int:

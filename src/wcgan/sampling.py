@@ -150,6 +150,7 @@ def save_snapshot_samples(
             {
                 "iteration": point["iteration"],
                 "seconds": point["seconds"],
+                "device_seconds": point["device_seconds"],
                 "images": torch.cat(images),
                 "indices": torch.cat(
                     [torch.full((len(x),), lb.index) for x, lb in zip(images, labels, strict=True)]

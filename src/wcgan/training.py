@@ -39,7 +39,7 @@ from wcgan.cluster import scheduler_job
 from wcgan.config import TrainConfig, label_seed
 from wcgan.data import TrainingSet
 from wcgan.errors import TrainingInterrupted, WcganError
-from wcgan.losses import LOSSES, make_optimizer
+from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.networks import Critic, Generator, images_to_float
 
 CHECKPOINT_FORMAT = "wcgan-checkpoint-2"  # 2: two random streams, snapshots
@@ -100,6 +100,119 @@ def budget_progress(config: TrainConfig, iteration: int, seconds: float) -> floa
     return max(shares)
 
 
+class LossHistory:
+    """The loss history, one row of ``LOSS_COLUMNS`` per generator update. New rows stay on the
+    training device until ``flush`` copies them off in one transfer and fails on the first
+    NaN/inf, naming ``subject`` and the ``unit`` (iteration, round) where it happened."""
+
+    def __init__(self, subject: str, unit: str):
+        self.subject, self.unit = subject, unit
+        self.rows = torch.zeros(0, len(LOSS_COLUMNS), dtype=torch.float64)
+        self._pending: list[tuple[int, float, torch.Tensor]] = []
+
+    def add(self, step: int, seconds: float, losses: torch.Tensor) -> None:
+        """Critic loss, Wasserstein estimate, penalty and generator loss after update ``step``."""
+        self._pending.append((step, seconds, losses))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        stats = torch.stack([row[2] for row in self._pending]).double().cpu()
+        rows = torch.cat([torch.tensor([row[:2] for row in self._pending], dtype=torch.float64), stats], 1)
+        self._pending.clear()
+        bad = ~torch.isfinite(rows)
+        if bad.any():
+            row, column = (int(i) for i in bad.nonzero()[0])
+            raise WcganError(
+                f"{self.subject}: {LOSS_COLUMNS[column]} is {rows[row, column].item()} at "
+                f"{self.unit} {int(rows[row, 0])}; training stopped (lower train.lr or check the images)"
+            )
+        self.rows = torch.cat([self.rows, rows])
+
+
+def critic_steps_on(
+    generator: Generator,
+    critic: Critic,
+    optimizer: torch.optim.Optimizer,
+    loss: GANLoss,
+    images: torch.Tensor,
+    classes: torch.Tensor | None,
+    rng: torch.Generator,
+    steps: int,
+    batch: int,
+    clock: PhaseClock | None = None,
+    one_stage_optimizer: torch.optim.Optimizer | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``steps`` critic updates on batches of ``images`` (float; with their ``classes`` for a
+    conditional GAN) and fakes of ``generator``, drawing rows, latents and penalty interpolates
+    from ``rng`` in that order. With ``one_stage_optimizer`` (the generator's) the last step's
+    backward pass also leaves the generator's gradient, and its loss is returned; the caller
+    steps that optimizer. Returns the steps' mean (critic loss, gap, penalty), and the
+    generator loss or None."""
+    clock = clock or PhaseClock(synchronize=False)
+    device = images.device
+    sums = torch.zeros(3, device=device)  # critic loss, gap, penalty
+    generator_loss = None
+    for step in range(steps):
+        with clock("data"):
+            rows = torch.randint(len(images), (batch,), generator=rng, device=device)
+            real = images[rows]
+            # A conditional GAN's fakes take the real batch's classes: the critic and its
+            # penalty compare the two class by class.
+            labels = None if classes is None else classes[rows]
+            z = torch.randn(batch, generator.z_dim, generator=rng, device=device)
+        with clock("critic"):
+            optimizer.zero_grad(set_to_none=True)
+            if one_stage_optimizer is not None and step == steps - 1:  # the generator's rides on it
+                one_stage_optimizer.zero_grad(set_to_none=True)
+                fake = generator(z, labels)
+                critic_loss, gap, generator_loss = loss.one_stage_backward(critic, real, fake, labels)
+            else:
+                with torch.no_grad():
+                    fake = generator(z, labels)
+                critic_loss, gap = loss.critic_loss(critic, real, fake, labels)
+                critic_loss.backward()
+        with clock("penalty"):
+            penalty = loss.critic_penalty(critic, real, fake, rng, labels)
+            if penalty is not None:
+                (loss.penalty_weight * penalty).backward()
+                penalty = penalty.detach()
+                critic_loss = critic_loss.detach() + loss.penalty_weight * penalty
+                sums[2] += penalty
+        with clock("critic"):
+            optimizer.step()
+            loss.after_critic_step(critic)
+        sums[0] += critic_loss.detach()
+        sums[1] += gap.detach()
+    return sums / steps, generator_loss
+
+
+def generator_step(
+    generator: Generator,
+    critic: Critic,
+    optimizer: torch.optim.Optimizer,
+    loss: GANLoss,
+    classes: torch.Tensor | None,
+    rng: torch.Generator,
+    batch: int,
+) -> torch.Tensor:
+    """One two-stage generator update against ``critic``: latents, then (conditional GAN) classes
+    as often as the data has them, rows of ``classes`` (every image's class), from ``rng`` in
+    that order. Returns the generator's loss, detached."""
+    device = next(generator.parameters()).device
+    z = torch.randn(batch, generator.z_dim, generator=rng, device=device)
+    labels = None
+    if classes is not None:
+        labels = classes[torch.randint(len(classes), (batch,), generator=rng, device=device)]
+    critic.requires_grad_(False)  # no critic gradients from the generator's step
+    optimizer.zero_grad(set_to_none=True)
+    generator_loss = loss.generator_loss(critic, generator(z, labels), labels)
+    generator_loss.backward()
+    critic.requires_grad_(True)
+    optimizer.step()
+    return generator_loss.detach()
+
+
 class PhaseClock:
     """Wall-clock seconds per phase of the loop. On a GPU the numbers mean something only with
     ``synchronize=True``, which costs a little speed: the benchmark turns it on."""
@@ -120,7 +233,7 @@ class PhaseClock:
 
 
 @contextlib.contextmanager
-def _stop_requests() -> Iterator[list[int]]:
+def stop_requests() -> Iterator[list[int]]:
     """Collect SIGTERM/SIGINT instead of dying mid-step; the loop checkpoints, then stops."""
     requested: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -176,7 +289,7 @@ def train(
 
     checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, data, device)}.pt"
     remove_stale_temporaries(checkpoint_path)
-    iteration, trained_seconds, history = 0, 0.0, torch.zeros(0, len(LOSS_COLUMNS), dtype=torch.float64)
+    iteration, trained_seconds, history = 0, 0.0, LossHistory(subject, "iteration")
     snapshots: list[dict[str, Any]] = []
     if checkpoint_path.exists():
         state = load_torch(checkpoint_path, "checkpoint")
@@ -197,7 +310,8 @@ def train(
         opt_d.load_state_dict(state["opt_d"])
         critic_rng.set_state(state["critic_rng"])
         generator_rng.set_state(state["generator_rng"])
-        iteration, trained_seconds, history = state["iteration"], state["seconds"], state["history"]
+        iteration, trained_seconds = state["iteration"], state["seconds"]
+        history.rows = state["history"]
         snapshots = state["snapshots"]
         log(
             f"[{name}] resumed from {checkpoint_path} at iteration {iteration} ({trained_seconds:.1f} s trained)"
@@ -214,7 +328,7 @@ def train(
                 "format": CHECKPOINT_FORMAT,
                 "iteration": iteration,
                 "seconds": trained_seconds,
-                "history": history,
+                "history": history.rows,
                 "generator": generator.state_dict(),
                 "critic": critic.state_dict(),
                 "opt_g": opt_g.state_dict(),
@@ -227,25 +341,6 @@ def train(
             checkpoint_path,
         )
 
-    pending: list[tuple[int, float, torch.Tensor]] = []  # rows not yet copied off the device
-
-    def flush() -> None:
-        """Move pending loss rows into the history, failing on the first NaN/inf."""
-        nonlocal history
-        if not pending:
-            return
-        stats = torch.stack([row[2] for row in pending]).double().cpu()
-        rows = torch.cat([torch.tensor([row[:2] for row in pending], dtype=torch.float64), stats], 1)
-        pending.clear()
-        bad = ~torch.isfinite(rows)
-        if bad.any():
-            row, column = (int(i) for i in bad.nonzero()[0])
-            raise WcganError(
-                f"{subject}: {LOSS_COLUMNS[column]} is {rows[row, column].item()} at "
-                f"iteration {int(rows[row, 0])}; training stopped (lower train.lr or check the images)"
-            )
-        history = torch.cat([history, rows])
-
     def budget_left() -> bool:
         return (config.iterations is None or iteration < config.iterations) and (
             config.seconds is None or trained_seconds < config.seconds
@@ -255,89 +350,50 @@ def train(
     start_iteration, session_start = iteration, time.monotonic()
     last_log = last_checkpoint = session_start
     log_iteration, base_seconds = iteration, trained_seconds
-    with _stop_requests() as stop_requested:
+    with stop_requests() as stop_requested:
         while budget_left():
-            critic_sum = wasserstein_sum = penalty_sum = torch.zeros((), device=device)
-            for step in range(critic_steps):
-                with clock("data"):
-                    rows = torch.randint(len(real_images), (batch,), generator=critic_rng, device=device)
-                    real = real_images[rows]
-                    # A conditional GAN's fakes take the real batch's classes: the critic and
-                    # its penalty compare the two class by class.
-                    classes = None if real_classes is None else real_classes[rows]
-                    z = torch.randn(batch, config.z_dim, generator=critic_rng, device=device)
-                with clock("critic"):
-                    opt_d.zero_grad(set_to_none=True)
-                    if one_stage and step == critic_steps - 1:  # the generator's update rides on it
-                        opt_g.zero_grad(set_to_none=True)
-                        fake = generator(z, classes)
-                        critic_loss, wasserstein, generator_loss = loss.one_stage_backward(
-                            critic, real, fake, classes
-                        )
-                    else:
-                        with torch.no_grad():
-                            fake = generator(z, classes)
-                        critic_loss, wasserstein = loss.critic_loss(critic, real, fake, classes)
-                        critic_loss.backward()
-                with clock("penalty"):
-                    penalty = loss.critic_penalty(critic, real, fake, critic_rng, classes)
-                    if penalty is not None:
-                        (loss.penalty_weight * penalty).backward()
-                        penalty = penalty.detach()
-                        critic_loss = critic_loss.detach() + loss.penalty_weight * penalty
-                        penalty_sum = penalty_sum + penalty
-                with clock("critic"):
-                    opt_d.step()
-                    loss.after_critic_step(critic)
-                critic_sum = critic_sum + critic_loss.detach()
-                wasserstein_sum = wasserstein_sum + wasserstein.detach()
+            means, generator_loss = critic_steps_on(
+                generator, critic, opt_d, loss, real_images, real_classes, critic_rng, critic_steps, batch,
+                clock, one_stage_optimizer=opt_g if one_stage else None,
+            )  # fmt: skip
             with clock("generator"):
-                if not one_stage:
-                    z = torch.randn(batch, config.z_dim, generator=generator_rng, device=device)
-                    classes = None
-                    if real_classes is not None:  # classes as often as the data has them
-                        rows = torch.randint(
-                            len(real_classes), (batch,), generator=generator_rng, device=device
-                        )
-                        classes = real_classes[rows]
-                    critic.requires_grad_(False)  # no critic gradients from the generator's step
-                    opt_g.zero_grad(set_to_none=True)
-                    generator_loss = loss.generator_loss(critic, generator(z, classes), classes)
-                    generator_loss.backward()
-                    critic.requires_grad_(True)
-                opt_g.step()
+                if one_stage:  # the gradient came with the last critic step
+                    opt_g.step()
+                else:
+                    generator_loss = generator_step(
+                        generator, critic, opt_g, loss, real_classes, generator_rng, batch
+                    )
             iteration += 1
             now = time.monotonic()
             trained_seconds = base_seconds + (now - session_start)
-            means = torch.stack([critic_sum, wasserstein_sum, penalty_sum]) / critic_steps
-            pending.append((iteration, trained_seconds, torch.cat([means, generator_loss.detach()[None]])))
+            history.add(iteration, trained_seconds, torch.cat([means, generator_loss.detach()[None]]))
             taken = len(snapshots) + 1  # the last point is the end of training, not a snapshot
             if (
                 taken < config.snapshots
                 and budget_progress(config, iteration, trained_seconds) >= taken / config.snapshots
             ):
                 with clock("checkpoint"):
-                    snapshots.append(_snapshot(generator, iteration, trained_seconds))
+                    snapshots.append(snapshot(generator, iteration, trained_seconds))
 
             if now - last_log >= config.log_seconds or not budget_left():
                 with clock("logging"):
-                    flush()
+                    history.flush()
                     rate = (iteration - log_iteration) / max(now - last_log, 1e-9)
                     log(
-                        _progress_line(
+                        progress_line(
                             name,
                             config,
                             iteration,
                             trained_seconds,
                             rate,
                             batch * critic_steps,
-                            history[-1],
+                            history.rows[-1],
                         )
                     )
                     last_log, log_iteration = now, iteration
             if stop_requested or now - last_checkpoint >= config.checkpoint_seconds:
                 with clock("checkpoint"):
-                    flush()
+                    history.flush()
                     save_checkpoint()
                     last_checkpoint = time.monotonic()
             if stop_requested:
@@ -348,13 +404,13 @@ def train(
                     stop_requested[0],
                 )
         with clock("checkpoint"):
-            flush()
+            history.flush()
             save_checkpoint()
 
     session_seconds = time.monotonic() - session_start
     done = iteration - start_iteration
     summary = {
-        **_identity(data),
+        **identity(data),
         "loss": config.loss,
         "iterations": iteration,
         "seconds": trained_seconds,
@@ -379,16 +435,23 @@ def train(
         + [[iteration, trained_seconds]],
     }
     log(f"[{name}] done: {iteration} iterations, {trained_seconds:.1f} s trained")
-    points = [*snapshots, _snapshot(generator, iteration, trained_seconds)] if config.snapshots else []
-    return TrainResult(generator.eval(), history, summary, points)
+    points = [*snapshots, snapshot(generator, iteration, trained_seconds)] if config.snapshots else []
+    return TrainResult(generator.eval(), history.rows, summary, points)
 
 
-def _snapshot(generator: Generator, iteration: int, seconds: float) -> dict[str, Any]:
+def snapshot(generator: Generator, iteration: int, seconds: float, processes: int = 1) -> dict[str, Any]:
+    """A copy of the generator after ``iteration`` updates and ``seconds`` of training by
+    ``processes`` processes, each on a device of its own."""
     state = {key: value.detach().cpu().clone() for key, value in generator.state_dict().items()}
-    return {"iteration": iteration, "seconds": seconds, "generator": state}
+    return {
+        "iteration": iteration,
+        "seconds": seconds,
+        "device_seconds": seconds * processes,
+        "generator": state,
+    }
 
 
-def _identity(data: TrainingSet, name_key: str = "label") -> dict[str, Any]:
+def identity(data: TrainingSet, name_key: str = "label") -> dict[str, Any]:
     """Whose GAN it is: one label's index, slug and name (under ``name_key``), or the labels of
     a conditional GAN (class c is ``labels[c]``, each as [index, slug, name])."""
     if data.classes is None:
@@ -397,7 +460,7 @@ def _identity(data: TrainingSet, name_key: str = "label") -> dict[str, Any]:
     return {"slug": data.name, "labels": [[lb.index, lb.slug, lb.name] for lb in data.labels]}
 
 
-def _progress_line(slug, config, iteration, seconds, rate, images_per_iteration, last_row) -> str:
+def progress_line(slug, config, iteration, seconds, rate, images_per_iteration, last_row) -> str:
     budget = []
     if config.iterations is not None:
         budget.append(f"iter {iteration}/{config.iterations} ({100 * iteration / config.iterations:.0f}%)")
@@ -421,7 +484,7 @@ def save_generator(result: TrainResult, data: TrainingSet, path: str | Path) -> 
             "format": GENERATOR_FORMAT,
             "hparams": result.generator.hparams,
             "state": result.generator.state_dict(),
-            **_identity(data, "name"),
+            **identity(data, "name"),
             "iterations": result.summary["iterations"],
             "seconds": result.summary["seconds"],
             "loss": result.summary["loss"],

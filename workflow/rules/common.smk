@@ -17,12 +17,13 @@ from wcgan.cluster import check_labels_per_job, check_resources, check_slurm_gpu
 from wcgan.compare import SCHEMES, variant_name, variant_train
 from wcgan.config import (
     INCEPTION_DOWNLOAD,
+    DistributedConfig,
     TrainConfig,
     coerce_strings,
     describe_schema_error,
     scheduler_minutes,
+    training_jobs,
 )
-from wcgan.data import CONDITIONAL
 from wcgan.errors import WcganError
 from wcgan.labels import SLUG_PATTERN, make_labels
 from wcgan.scaling import scaling_points
@@ -57,9 +58,10 @@ LABELS = _or_workflow_error(lambda: make_labels(label_names(SPEC)))
 LABEL_BY_SLUG = {label.slug: label for label in LABELS}
 SLUGS = [label.slug for label in LABELS]
 TRAIN = _or_workflow_error(TrainConfig.from_mapping, config["train"])
-# The training jobs: one per label, or the one conditional GAN of every label.
-IS_CONDITIONAL = TRAIN.generator == "conditional"
-TRAINED = [CONDITIONAL] if IS_CONDITIONAL else SLUGS
+DIST = _or_workflow_error(DistributedConfig.from_mapping, config["distributed"])
+# The training jobs: one per label, or the one job of a conditional or distributed generator.
+GENERATOR = TRAIN.generator
+TRAINED = training_jobs(GENERATOR, SLUGS)
 INCEPTION_WEIGHTS = config["metrics"]["inception_weights"]
 
 
@@ -116,7 +118,13 @@ def per_trained(pattern):
 
 # Scheduler time limit (minutes) of a training job, from its budget.
 TRAIN_RUNTIME = scheduler_minutes(
-    TRAIN.for_labels(len(LABELS)) if IS_CONDITIONAL else TRAIN,
+    (
+        TRAIN
+        if GENERATOR == "per_label"
+        else TRAIN.for_labels(
+            len(LABELS), DIST.processes if GENERATOR == "distributed" else 1
+        )
+    ),
     config["resources"]["runtime_margin_minutes"],
     config["resources"]["runtime_minutes_without_seconds"],
 )
@@ -140,9 +148,15 @@ def training_outputs(name, samples):
 
 
 def training_params(name):
+    sections = [config["train"]]
+    if GENERATOR == "distributed":
+        sections.append(config["distributed"])
+    options = " ".join(format_options(section) for section in sections)
     return {
         "checkpoints": f"{RESULTS}/checkpoints/{name}",
-        "options": format_options(config["train"]),
+        "options": options,
+        # Per process: a distributed job runs DIST.processes of them.
+        "threads": config["resources"]["train_threads"],
         "samples": config["sampling"]["per_label"],
         "samples_seed": config["sampling"]["seed"],
         "snapshots": lambda wildcards, output: (
@@ -151,14 +165,17 @@ def training_params(name):
     }
 
 
-TRAINING_COMMAND = (
-    "wcgan train --shard {input.shards} --model-out {output.model}"
-    " --losses-out {output.losses} --summary-out {output.summary}"
-    " --samples-out {output.samples} --samples {params.samples}"
-    " --samples-seed {params.samples_seed} {params.snapshots}"
-    " --checkpoint-dir {params.checkpoints} --threads {threads} {params.options}"
-    " 2> {log}"
-)
+def training_command(launch):
+    """The shell command of a training job: ``launch`` is ``wcgan train`` or a torchrun launch
+    of ``wcgan train-distributed``."""
+    return (
+        f"{launch} --shard {{input.shards}} --model-out {{output.model}}"
+        " --losses-out {output.losses} --summary-out {output.summary}"
+        " --samples-out {output.samples} --samples {params.samples}"
+        " --samples-seed {params.samples_seed} {params.snapshots}"
+        " --checkpoint-dir {params.checkpoints} --threads {params.threads}"
+        " {params.options} 2> {log}"
+    )
 
 
 def extractor_input():
@@ -284,6 +301,7 @@ def compare_base_config():
     return {
         "data": {**DATA, "labels": [label.name for label in LABELS]},
         "train": config["train"],
+        "distributed": config["distributed"],
         "sampling": config["sampling"],
         "resources": resources,
     }
@@ -304,8 +322,9 @@ def compare_snapshots(wildcards):
     """A variant's snapshot samples, found by path like its samples."""
     run_dir = f"{COMPARE_DIR}/{wildcards.variant}"
     generator = SCHEMES[COMPARE_VARIANTS[wildcards.variant][0]][0]
-    names = [CONDITIONAL] if generator == "conditional" else SLUGS
-    return [f"{run_dir}/snapshots/{name}.pt" for name in names]
+    return [
+        f"{run_dir}/snapshots/{name}.pt" for name in training_jobs(generator, SLUGS)
+    ]
 
 
 def compare_grid_variants():

@@ -1,36 +1,12 @@
 # The generators: one GAN per label, each an independent job under the same budget (the
-# W-CGAN design), or with train.generator: conditional one class-conditional GAN for every label
-# in one job under the labels' budget together (the cGAN baseline). Checkpoints live outside
+# W-CGAN design); with train.generator: conditional one class-conditional GAN for every label in
+# one job under the labels' budget together (the cGAN baseline); with distributed that GAN
+# trained by a server and local critics on devices (wcgan.distributed), in one torchrun job. Checkpoints live outside
 # the declared outputs, so a failed or killed job's resume state survives Snakemake's cleanup.
 # The training job also draws its labels' samples: the generator is loaded and on its device.
 
 
-if IS_CONDITIONAL:
-
-    rule train_conditional:
-        input:
-            shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
-            shapes_checked=shape_gate(),
-        output:
-            **training_outputs(
-                CONDITIONAL, per_label(f"{RESULTS}/samples/{{label}}.pt")
-            ),
-        log:
-            f"{RESULTS}/logs/train/{CONDITIONAL}.log",
-        benchmark:
-            f"{RESULTS}/benchmarks/train/{CONDITIONAL}.tsv"
-        conda:
-            "../../envs/wcgan.yaml"
-        threads: config["resources"]["train_threads"]
-        resources:
-            mem_mb=config["resources"]["train_mem_mb"],
-            runtime=TRAIN_RUNTIME,
-        params:
-            **training_params(CONDITIONAL),
-        shell:
-            TRAINING_COMMAND
-
-else:
+if GENERATOR == "per_label":
 
     rule train_label:
         input:
@@ -51,7 +27,62 @@ else:
         params:
             **training_params("{label}"),
         shell:
-            TRAINING_COMMAND
+            training_command("wcgan train")
+
+elif GENERATOR == "conditional":
+
+    rule train_conditional:
+        input:
+            shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+            shapes_checked=shape_gate(),
+        output:
+            **training_outputs(
+                "conditional", per_label(f"{RESULTS}/samples/{{label}}.pt")
+            ),
+        log:
+            f"{RESULTS}/logs/train/conditional.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/train/conditional.tsv"
+        conda:
+            "../../envs/wcgan.yaml"
+        threads: config["resources"]["train_threads"]
+        resources:
+            mem_mb=config["resources"]["train_mem_mb"],
+            runtime=TRAIN_RUNTIME,
+        params:
+            **training_params("conditional"),
+        shell:
+            training_command("wcgan train")
+
+else:
+
+    # One job of DIST.processes processes (the server and a process per device) on one node,
+    # launched by torchrun: on Slurm one task with their CPUs (threads) and memory together.
+    rule train_distributed:
+        input:
+            shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+            shapes_checked=shape_gate(),
+        output:
+            **training_outputs(
+                "distributed", per_label(f"{RESULTS}/samples/{{label}}.pt")
+            ),
+        log:
+            f"{RESULTS}/logs/train/distributed.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/train/distributed.tsv"
+        conda:
+            "../../envs/wcgan.yaml"
+        threads: config["resources"]["train_threads"] * DIST.processes
+        resources:
+            mem_mb=config["resources"]["train_mem_mb"] * DIST.processes,
+            runtime=TRAIN_RUNTIME,
+        params:
+            **training_params("distributed"),
+        shell:
+            training_command(
+                f"torchrun --standalone --nproc-per-node {DIST.processes}"
+                " --no-python wcgan train-distributed"
+            )
 
 
 rule models:

@@ -1,0 +1,619 @@
+"""Distributed training with local discriminators and a server-side global GAN (Ren et al.,
+arXiv:2107.08681): one server process and one process per device, talking through
+``torch.distributed`` collectives (gloo on CPUs, nccl on GPUs), launched by ``torchrun``::
+
+    torchrun --standalone --nproc-per-node 3 --no-python wcgan train-distributed --shard a.pt b.pt ... --devices 2
+
+Rank 0 is the server: it holds the global generator G, the global critic D, G's optimizer and
+the generator step's random stream. Ranks 1..K are the devices: each holds its share of the
+images (``distributed.partition``: ``iid`` or ``by_label``), its local critic's optimizer and
+its own critic stream. One round is one generator update:
+
+1. the server broadcasts G and D (parameters and buffers: batch norm statistics, spectral
+   norm's u and v travel with the weights);
+2. each device sets its local critic to D and takes ``local_steps`` critic steps on its own
+   images and on fakes it draws from G itself;
+3. the devices' critics are summed into the server's D with weights proportional to their image
+   counts (one reduce: the data-size-weighted average, buffers included);
+4. the server takes one generator step against D.
+
+The ``serial`` schedule runs these in order. The ``parallel`` one moves step 4 between 1 and 3:
+the server updates G against the D it has just broadcast while the devices compute, and only
+then joins the reduce. A device's critic optimizer keeps its state from round to round; it is
+the device's own and is not averaged. Two-stage training only: the critic and generator steps
+run on different processes.
+
+The random numbers follow ``wcgan.training.train``: device 1 draws its batches, latents and
+penalty interpolates from the critic stream ``train`` uses, the server its latents and classes
+from ``train``'s generator stream, and every process starts from ``train``'s initial networks,
+so one device on the serial schedule reproduces ``train`` (two-stage) step for step: the same
+loss history and the same generator weights (the generator's batch norm running statistics
+differ, since the devices' fakes no longer update the server's copy). Other devices get
+critic streams of their own, seeded from the run's seed and their rank.
+
+Every process reads the shards; a device keeps its share of the images, the server only the
+class counts (the generator step draws classes as often as the data has them). Per round the
+server records its wall-clock seconds, each side's compute seconds (the devices' critic steps,
+its own generator step), the seconds inside collectives (waiting for the other side included)
+and the bytes the collectives carry, counted from the tensors' sizes: the command, G and D
+broadcast to each device, and each device's weighted D, loss means and timings reduced.
+
+The budget is counted in rounds (``train.iterations``) or in the server's seconds
+(``train.seconds``); the server decides when it is spent and tells the devices, as it tells
+them to hand over their optimizer state and stream for a checkpoint. Checkpoints (every
+``checkpoint_seconds``, on SIGTERM/Ctrl-C, and at the end) are written by the server alone,
+atomically, and hold everything needed to continue exactly; one written by a different layout
+(world size, devices, partition, schedule, local steps) is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from wcgan.atomic import load_torch, remove_stale_temporaries, save_torch
+from wcgan.config import PARTITIONS, DistributedConfig, TrainConfig, label_seed
+from wcgan.data import TrainingSet
+from wcgan.errors import TrainingInterrupted, WcganError
+from wcgan.losses import LOSSES, GANLoss, make_optimizer
+from wcgan.networks import Critic, Generator, images_to_float
+from wcgan.training import (
+    LossHistory,
+    TrainResult,
+    budget_progress,
+    critic_steps_on,
+    generator_step,
+    identity,
+    initial_networks,
+    progress_line,
+    random_streams,
+    resolve_device,
+    run_key,
+    snapshot,
+    stop_requests,
+)
+
+CHECKPOINT_FORMAT = "wcgan-distributed-checkpoint-1"
+SERVER = 0  # the server's rank; devices are ranks 1..K
+# The server's commands to the devices, the first number of every header it broadcasts.
+START, ROUND, GATHER, END = 0, 1, 2, 3
+# Per round, then each device's compute and communication seconds.
+TIMING_COLUMNS = ("seconds", "broadcast_bytes", "reduce_bytes", "server_compute", "server_communication")
+
+
+def partition_rows(classes: torch.Tensor, devices: int, mode: str, seed: int) -> list[torch.Tensor]:
+    """Each device's rows of the data, in data order. ``iid`` deals a seeded random permutation of
+    the images out in near-equal shares; ``by_label`` (non-iid) gives each device the images of a
+    contiguous run of the labels that have images. ``classes`` is each image's class (zeros for
+    one label's set)."""
+    if mode == "iid":
+        if devices > len(classes):
+            raise WcganError(
+                f"distributed.devices {devices} exceeds the number of images ({len(classes)}) that "
+                f"partition iid shares out: a device would get none"
+            )
+        order = torch.randperm(len(classes), generator=torch.Generator().manual_seed(seed))
+        return [share.sort().values for share in order.tensor_split(devices)]
+    if mode == "by_label":
+        labels = classes.unique()
+        if devices > len(labels):
+            raise WcganError(
+                f"distributed.devices {devices} exceeds the number of labels with images ({len(labels)}) "
+                f"that partition by_label shares out: a device would get none"
+            )
+        return [torch.isin(classes, share).nonzero().squeeze(1) for share in labels.tensor_split(devices)]
+    raise WcganError(f"distributed.partition '{mode}' is unknown (known: {', '.join(PARTITIONS)})")
+
+
+def weighted_average(
+    states: Sequence[Mapping[str, torch.Tensor]], sizes: Sequence[int]
+) -> dict[str, torch.Tensor]:
+    """The critics' states (parameters and floating buffers) averaged with weights proportional
+    to their devices' image counts ``sizes``: what the server's reduce computes in one collective,
+    each device adding its state times ``size / sum(sizes)``."""
+    total = sum(sizes)
+    return {
+        key: sum(state[key] * (size / total) for state, size in zip(states, sizes, strict=True))
+        for key in states[0]
+    }
+
+
+def critic_seed(seed: int, device: int) -> int:
+    """Device ``device``'s critic stream seed: device 1 draws from the stream ``train``'s critic
+    steps use (so one device reproduces ``train``), the others from seeds derived from it."""
+    return seed if device == 1 else label_seed(seed, f"device-{device}")
+
+
+def rank_device(name: str) -> torch.device:
+    """This process's device for ``train.device``: a GPU without an index is the one of the
+    process's local rank, as torchrun numbers them."""
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return device
+
+
+def resolve_backend(name: str, device: torch.device) -> str:
+    """The collectives' backend: nccl for GPUs, gloo for CPUs (its reduce takes CPU tensors only)."""
+    if name == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if (name == "nccl") != (device.type == "cuda"):
+        need = "GPUs" if name == "nccl" else "train.device cpu"
+        raise WcganError(f"distributed.backend {name} needs {need}, but this process runs on {device}")
+    return name
+
+
+# --- collectives --------------------------------------------------------------------------
+
+
+def _state(*modules: torch.nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The modules' parameters and buffers, floating and integer apart, in state-dict order. They
+    share storage with the modules: copying into them loads the modules."""
+    tensors = [t for module in modules for t in module.state_dict().values()]
+    return [t for t in tensors if t.is_floating_point()], [t for t in tensors if not t.is_floating_point()]
+
+
+def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _unflatten_into(flat: torch.Tensor, tensors: Sequence[torch.Tensor]) -> None:
+    for tensor, part in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
+        tensor.copy_(part.view_as(tensor))
+
+
+def _on_cpu(value: Any) -> Any:
+    """An optimizer's state dict with its tensors on the CPU, to send to the server."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_on_cpu(v) for v in value]
+    return value
+
+
+class _Link:
+    """The collectives between server and devices, timed, with the round payload's bytes counted
+    as the server sends (broadcast to each device) and receives them (reduced from each)."""
+
+    def __init__(self, devices: int, device: torch.device, ints: int):
+        self.devices, self.device, self.ints = devices, device, ints
+        self.seconds = 0.0  # inside collectives since the last ``take``
+        self.bytes = {"broadcast": 0, "reduce": 0}
+        self.listening = False  # the server's view: the devices wait for a command
+
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds += time.perf_counter() - start
+
+    def take(self) -> tuple[float, int, int]:
+        """Seconds in collectives and bytes broadcast and reduced since the last call."""
+        taken = (self.seconds, self.bytes["broadcast"], self.bytes["reduce"])
+        self.seconds, self.bytes = 0.0, {"broadcast": 0, "reduce": 0}
+        return taken
+
+    def broadcast(self, tensor: torch.Tensor) -> None:
+        with self._timed():
+            dist.broadcast(tensor, SERVER)
+        self.bytes["broadcast"] += tensor.nbytes * self.devices
+
+    def reduce(self, tensor: torch.Tensor) -> None:
+        with self._timed():
+            dist.reduce(tensor, SERVER)
+        self.bytes["reduce"] += tensor.nbytes * self.devices
+
+    def send(self, command: int, generator: Generator) -> None:
+        """The server's header: the command and G's integer buffers (batch norm's counters)."""
+        _, ints = _state(generator)
+        header = torch.cat([torch.tensor([command], device=self.device), *(t.reshape(-1) for t in ints)])
+        self.broadcast(header)
+        self.listening = False  # until the command's exchange is over
+
+    def receive(self, generator: Generator) -> int:
+        """A device's next command; G's integer buffers are loaded for a round."""
+        header = torch.empty(1 + self.ints, dtype=torch.int64, device=self.device)
+        self.broadcast(header)
+        command = int(header[0])
+        if command == ROUND:
+            _unflatten_into(header[1:], _state(generator)[1])
+        return command
+
+    def gather(self, state: Any) -> list[Any] | None:
+        """Every rank's ``state`` on the server (None elsewhere)."""
+        gathered = [None] * (self.devices + 1) if dist.get_rank() == SERVER else None
+        dist.gather_object(state, gathered, dst=SERVER)
+        return gathered
+
+    def scatter(self, states: list[Any] | None) -> Any:
+        """``states[rank]`` to each rank, from the server's list."""
+        out = [None]
+        dist.scatter_object_list(out, states, src=SERVER)
+        return out[0]
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """What every rank sets up alike."""
+
+    data: TrainingSet
+    config: TrainConfig
+    dist_config: DistributedConfig
+    settings: dict[str, Any]
+    device: torch.device
+    seed: int
+    classes: torch.Tensor  # every image's class, zeros for one label's set
+    partition: list[torch.Tensor]
+    generator: Generator
+    critic: Critic
+    loss: GANLoss
+    link: _Link
+
+    @property
+    def local_steps(self) -> int:
+        return self.dist_config.local_steps or self.settings["critic_steps"]
+
+    def optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
+        s = self.settings
+        return make_optimizer(s["optimizer"], module.parameters(), s["lr"], s["betas"])
+
+    def layout(self) -> dict[str, Any]:
+        """What a checkpoint must have been written with to be continued."""
+        d = self.dist_config
+        return {
+            "world_size": d.devices + 1,
+            "devices": d.devices,
+            "partition": d.partition,
+            "schedule": d.schedule,
+            "local_steps": self.local_steps,
+        }
+
+
+def _describe(layout: Mapping[str, Any]) -> str:
+    return (
+        f"world size {layout['world_size']} (devices {layout['devices']}, partition {layout['partition']}, "
+        f"schedule {layout['schedule']}, local steps {layout['local_steps']})"
+    )
+
+
+def train_distributed(
+    data: TrainingSet,
+    config: TrainConfig,
+    dist_config: DistributedConfig,
+    checkpoint_dir: str | Path,
+    *,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult | None:
+    """Run this process's part of distributed training (or resume it) until the server's budget
+    is spent: the server's on rank 0, which returns the result, a device's on the others, which
+    return None. Needs an initialised process group of ``dist_config.devices + 1`` processes."""
+    config.check()
+    dist_config.check()
+    world, devices = dist.get_world_size(), dist_config.devices
+    if world != devices + 1:
+        raise WcganError(
+            f"the launch has world size {world}, but distributed.devices {devices} needs {devices + 1} "
+            f"(the server and one per device): torchrun --nproc-per-node {devices + 1}"
+        )
+    if threads:
+        torch.set_num_threads(threads)
+    device = rank_device(config.device)
+    seed = label_seed(config.seed, data.name)
+    classes = data.classes if data.classes is not None else torch.zeros(len(data.images), dtype=torch.int64)
+    partition = partition_rows(classes, devices, dist_config.partition, seed)
+    generator, critic = initial_networks(config, data)
+    generator, critic = generator.to(device), critic.to(device)
+    loss = LOSSES[config.loss](**config.loss_options())
+    link = _Link(devices, device, ints=sum(t.numel() for t in _state(generator)[1]))
+    run = _Run(
+        data,
+        config,
+        dist_config,
+        config.effective(),
+        device,
+        seed,
+        classes,
+        partition,
+        generator,
+        critic,
+        loss,
+        link,
+    )
+    if dist.get_rank() == SERVER:
+        checkpoint_path = Path(checkpoint_dir) / f"distributed-{run_key(config, data, device)}.pt"
+        return _serve(run, checkpoint_path, log)
+    _work(run)
+    return None
+
+
+def _work(run: _Run) -> None:
+    """A device: its share of the images, its local critic's optimizer and critic stream; it
+    does what the server's commands say until told to end."""
+    rank, link, generator, critic = dist.get_rank(), run.link, run.generator, run.critic
+    rows = run.partition[rank - 1]
+    images = images_to_float(run.data.images[rows].to(run.device))
+    classes = None if run.data.classes is None else run.data.classes[rows].to(run.device)
+    weight = len(rows) / sum(len(share) for share in run.partition)
+    optimizer = run.optimizer(critic)
+    rng = torch.Generator(device=run.device).manual_seed(critic_seed(run.seed, rank))
+    floats, _ = _state(generator, critic)
+    received = torch.empty(sum(t.numel() for t in floats), dtype=floats[0].dtype, device=run.device)
+    timing = torch.zeros(run.dist_config.devices, 2, device=run.device)
+    # Signals are the server's to act on: it checkpoints with the devices' help, then ends them.
+    with stop_requests():
+        if link.receive(generator) == END:
+            return
+        state = link.scatter(None)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            rng.set_state(state["critic_rng"])
+        while (command := link.receive(generator)) != END:
+            if command == GATHER:
+                link.gather({"optimizer": _on_cpu(optimizer.state_dict()), "critic_rng": rng.get_state()})
+                continue
+            link.broadcast(received)
+            _unflatten_into(received, floats)
+            start = time.perf_counter()
+            means, _ = critic_steps_on(
+                generator,
+                critic,
+                optimizer,
+                run.loss,
+                images,
+                classes,
+                rng,
+                run.local_steps,
+                run.config.batch_size,
+            )
+            if run.device.type == "cuda":
+                torch.cuda.synchronize(run.device)
+            timing[rank - 1] = torch.tensor([time.perf_counter() - start, link.take()[0]])
+            critic_floats, _ = _state(critic)
+            link.reduce(torch.cat([_flat(critic_floats) * weight, means * weight, timing.flatten()]))
+
+
+def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> TrainResult:
+    """The server: G, the global D, G's optimizer and stream, the budget, the history and the
+    checkpoints."""
+    data, config, dist_config, link = run.data, run.config, run.dist_config, run.link
+    generator, critic, device, devices = run.generator, run.critic, run.device, dist_config.devices
+    name = data.name
+    sizes = [len(rows) for rows in run.partition]
+    optimizer = run.optimizer(generator)
+    _, generator_rng = random_streams(run.seed, device)
+    class_table = None
+    if data.classes is not None:  # the server knows how often each class occurs, not the images
+        counts = torch.bincount(data.classes, minlength=len(data.labels))
+        class_table = torch.repeat_interleave(torch.arange(len(data.labels)), counts).to(device)
+    layout = run.layout()
+    parallel = dist_config.schedule == "parallel"
+    critic_size = sum(t.numel() for t in _state(critic)[0])
+
+    remove_stale_temporaries(checkpoint_path)
+    round_, trained_seconds, history = 0, 0.0, LossHistory(f"'{name}'", "round")
+    timings = torch.zeros(0, len(TIMING_COLUMNS) + 2 * devices, dtype=torch.float64)
+    snapshots: list[dict[str, Any]] = []
+    device_states: list[Any] = [None] * devices
+    link.listening = True
+    try:
+        if checkpoint_path.exists():
+            state = load_torch(checkpoint_path, "checkpoint")
+            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+                raise WcganError(
+                    f"checkpoint '{checkpoint_path}' is not a wcgan distributed checkpoint of this "
+                    f"version; move it away to retrain"
+                )
+            if state["layout"] != layout:
+                raise WcganError(
+                    f"checkpoint '{checkpoint_path}' was written by a launch of {_describe(state['layout'])}, "
+                    f"not {_describe(layout)}; launch it as it was, or move it away to retrain"
+                )
+            if config.iterations is not None and state["round"] > config.iterations:
+                raise WcganError(
+                    f"checkpoint '{checkpoint_path}' is at round {state['round']}, past "
+                    f"train.iterations {config.iterations}; raise the budget, or move it away to retrain"
+                )
+            generator.load_state_dict(state["generator"])
+            critic.load_state_dict(state["critic"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator_rng.set_state(state["generator_rng"])
+            round_, trained_seconds = state["round"], state["seconds"]
+            history.rows = state["history"]
+            timings, snapshots, device_states = state["timings"], state["snapshots"], state["devices"]
+            log(
+                f"[{name}] resumed from {checkpoint_path} at round {round_} ({trained_seconds:.1f} s trained)"
+            )
+        else:
+            log(f"[{name}] new distributed run {checkpoint_path.stem}: seed {run.seed}")
+        log(f"[{name}] server on {device}, {_describe(layout)}, images per device {sizes}")
+        link.send(START, generator)
+        link.scatter([None, *device_states])
+        link.listening = True
+
+        def save_checkpoint() -> None:
+            nonlocal device_states
+            link.send(GATHER, generator)
+            device_states = link.gather(None)[1:]
+            link.listening = True
+            save_torch(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "layout": layout,
+                    "round": round_,
+                    "seconds": trained_seconds,
+                    "history": history.rows,
+                    "timings": timings,
+                    "generator": generator.state_dict(),
+                    "critic": critic.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator_rng": generator_rng.get_state(),
+                    "devices": device_states,
+                    "snapshots": snapshots,
+                    "config": run.settings,
+                    "distributed": dataclasses.asdict(dist_config),
+                },
+                checkpoint_path,
+            )
+
+        def budget_left() -> bool:
+            return (config.iterations is None or round_ < config.iterations) and (
+                config.seconds is None or trained_seconds < config.seconds
+            )
+
+        def step_generator() -> tuple[torch.Tensor, float]:
+            start = time.perf_counter()
+            generator_loss = generator_step(
+                generator, critic, optimizer, run.loss, class_table, generator_rng, config.batch_size
+            )
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return generator_loss, time.perf_counter() - start
+
+        start_round, session_start = round_, time.monotonic()
+        last_log = last_checkpoint = session_start
+        log_round, base_seconds = round_, trained_seconds
+        with stop_requests() as stop_requested:
+            while budget_left():
+                link.take()  # the round's own traffic and time, not the exchanges between rounds
+                round_start = time.perf_counter()
+                link.send(ROUND, generator)
+                link.broadcast(_flat(_state(generator, critic)[0]))
+                if parallel:  # against the D just broadcast, while the devices compute
+                    generator_loss, compute = step_generator()
+                reduced = torch.zeros(critic_size + 3 + 2 * devices, device=device)
+                link.reduce(reduced)
+                link.listening = True
+                _unflatten_into(reduced[:critic_size], _state(critic)[0])
+                if not parallel:  # against the new D
+                    generator_loss, compute = step_generator()
+                communication, sent, received = link.take()
+                round_ += 1
+                now = time.monotonic()
+                trained_seconds = base_seconds + (now - session_start)
+                means, device_timing = reduced[critic_size:].split([3, 2 * devices])
+                history.add(round_, trained_seconds, torch.cat([means, generator_loss[None]]))
+                row = [time.perf_counter() - round_start, sent, received, compute, communication]
+                row = torch.cat([torch.tensor(row, dtype=torch.float64), device_timing.double().cpu()])
+                timings = torch.cat([timings, row[None]])
+                taken = len(snapshots) + 1  # the last point is the end of training, not a snapshot
+                if (
+                    taken < config.snapshots
+                    and budget_progress(config, round_, trained_seconds) >= taken / config.snapshots
+                ):
+                    snapshots.append(snapshot(generator, round_, trained_seconds, dist_config.processes))
+                if now - last_log >= config.log_seconds or not budget_left():
+                    history.flush()
+                    rate = (round_ - log_round) / max(now - last_log, 1e-9)
+                    images_per_round = config.batch_size * run.local_steps * devices
+                    log(
+                        progress_line(
+                            name, config, round_, trained_seconds, rate, images_per_round, history.rows[-1]
+                        )
+                    )
+                    last_log, log_round = now, round_
+                if stop_requested or now - last_checkpoint >= config.checkpoint_seconds:
+                    history.flush()
+                    save_checkpoint()
+                    last_checkpoint = time.monotonic()
+                if stop_requested:
+                    raise TrainingInterrupted(
+                        f"'{name}': stopped by {signal.Signals(stop_requested[0]).name} at round {round_}; "
+                        f"checkpoint {checkpoint_path} written, rerun to resume",
+                        stop_requested[0],
+                    )
+            history.flush()
+            save_checkpoint()
+    finally:
+        if link.listening:
+            link.send(END, generator)
+
+    session_seconds = time.monotonic() - session_start
+    done = round_ - start_round
+    summary = {
+        **identity(data),
+        "loss": config.loss,
+        "iterations": round_,
+        "rounds": round_,
+        "seconds": trained_seconds,
+        "resumed_from_round": start_round,
+        "stopped_by": "iterations"
+        if config.iterations is not None and round_ >= config.iterations
+        else "seconds",
+        "session_seconds": session_seconds,
+        "rounds_per_second": done / session_seconds if done else None,
+        **layout,
+        "backend": dist.get_backend(),
+        "device_images": sizes,
+        "device_labels": [
+            [data.labels[c].slug for c in run.classes[rows].unique().tolist()] for rows in run.partition
+        ],
+        **_traffic_and_timing(timings, devices),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "images": len(data.images),
+        "resolution": data.resolution,
+        "channels": data.channels,
+        "checkpoint": str(checkpoint_path),
+        "config": run.settings,
+        "distributed": dataclasses.asdict(dist_config),
+        "snapshots": [[point["iteration"], point["seconds"]] for point in snapshots]
+        + [[round_, trained_seconds]],
+    }
+    log(
+        f"[{name}] done: {round_} rounds, {trained_seconds:.1f} s trained, "
+        f"{summary['seconds_per_round']:.4f} s and {summary['bytes_per_round']} bytes per round"
+    )
+    points = (
+        [*snapshots, snapshot(generator, round_, trained_seconds, dist_config.processes)]
+        if config.snapshots
+        else []
+    )
+    return TrainResult(generator.eval(), history.rows, summary, points)
+
+
+def _traffic_and_timing(timings: torch.Tensor, devices: int) -> dict[str, Any]:
+    """The summary's bytes per round (the same every round) and mean seconds per round, from
+    the rows of ``TIMING_COLUMNS`` and each device's compute and communication seconds.
+    Communication is the time inside collectives, waiting for the other side included."""
+    fixed = len(TIMING_COLUMNS)
+    mean = dict(zip(TIMING_COLUMNS, timings[:, :fixed].mean(0).tolist(), strict=True))
+    device_compute, device_communication = timings[:, fixed:].view(len(timings), devices, 2).unbind(2)
+    broadcast, reduce = int(timings[-1, 1]), int(timings[-1, 2])
+    return {
+        "bytes_per_round": broadcast + reduce,
+        "broadcast_bytes_per_round": broadcast,
+        "reduce_bytes_per_round": reduce,
+        "seconds_per_round": mean["seconds"],
+        "compute_seconds_per_round": {
+            "server": mean["server_compute"],
+            "devices": device_compute.mean().item(),
+        },
+        "communication_seconds_per_round": {
+            "server": mean["server_communication"],
+            "devices": device_communication.mean().item(),
+        },
+        "device_seconds_per_round": [
+            {"compute": compute, "communication": communication}
+            for compute, communication in zip(
+                device_compute.mean(0).tolist(), device_communication.mean(0).tolist(), strict=True
+            )
+        ],
+    }
