@@ -649,8 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(
         sub,
         TrainConfig,
-        "training (the config's train section, per label; a round is one generator update)",
-        exclude=("generator", "training"),
+        "training (the config's train section, per label; a round is one generator update; "
+        "--generator is distributed whatever is given)",
     )
     add_config_options(sub, DistributedConfig, "distribution (the config's distributed section)")
 
@@ -674,16 +674,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--threads", type=int)
     add_config_options(sub, ClassifierConfig, "classifier (the config's metrics.classifier section)")
 
+    def scoring(sub: argparse.ArgumentParser) -> None:
+        """Real images, extractor and device: what every scoring command reads and runs on."""
+        sub.add_argument("--shards", nargs="+", required=True, help="every label's real images (.pt)")
+        sub.add_argument("--classifier", help="wcgan classifier file (the default extractor)")
+        sub.add_argument("--inception-weights", help="Inception-v3 weights file, or 'download'")
+        sub.add_argument("--cache-root", help="folder for cached real-image features")
+        sub.add_argument("--max-real-per-label", type=int, help="use at most this many real images per label")
+        sub.add_argument("--device", default="auto")
+        sub.add_argument("--threads", type=int)
+
     sub = command("score", cmd_score, "score all labels' samples, merged and per label, with torch-fidelity")
     sub.add_argument("--samples", nargs="+", required=True, help="every label's samples (.pt)")
-    sub.add_argument("--shards", nargs="+", required=True, help="every label's real images (.pt)")
     sub.add_argument("--out", required=True, help="metrics table (.tsv)")
-    sub.add_argument("--classifier", help="wcgan classifier file (the default extractor)")
-    sub.add_argument("--inception-weights", help="Inception-v3 weights file, or 'download'")
-    sub.add_argument("--cache-root", help="folder for cached real-image features")
-    sub.add_argument("--max-real-per-label", type=int, help="use at most this many real images per label")
-    sub.add_argument("--device", default="auto")
-    sub.add_argument("--threads", type=int)
+    scoring(sub)
 
     sub = command(
         "score-curve", cmd_score_curve, "FID against budget: score every snapshot point, all labels merged"
@@ -691,14 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--snapshots", nargs="+", required=True, help="every training job's snapshot samples (.pt)"
     )
-    sub.add_argument("--shards", nargs="+", required=True, help="every label's real images (.pt)")
     sub.add_argument("--out", required=True, help="curve table (.tsv)")
-    sub.add_argument("--classifier", help="wcgan classifier file (the default extractor)")
-    sub.add_argument("--inception-weights", help="Inception-v3 weights file, or 'download'")
-    sub.add_argument("--cache-root", help="folder for cached real-image features")
-    sub.add_argument("--max-real-per-label", type=int, help="use at most this many real images per label")
-    sub.add_argument("--device", default="auto")
-    sub.add_argument("--threads", type=int)
+    scoring(sub)
 
     sub = command("scaling-config", cmd_scaling_config, "the config of one weak-scaling point")
     sub.add_argument("--base", required=True, help="the run's config, as JSON")

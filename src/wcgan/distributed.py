@@ -61,7 +61,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from wcgan.atomic import load_torch, remove_stale_temporaries, save_torch
+from wcgan.atomic import remove_stale_temporaries, save_torch
 from wcgan.config import PARTITIONS, DistributedConfig, TrainConfig, label_seed
 from wcgan.data import TrainingSet
 from wcgan.errors import TrainingInterrupted, WcganError
@@ -75,6 +75,7 @@ from wcgan.training import (
     generator_step,
     identity,
     initial_networks,
+    load_checkpoint,
     progress_line,
     random_streams,
     resolve_device,
@@ -415,21 +416,14 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
     link.listening = True
     try:
         if checkpoint_path.exists():
-            state = load_torch(checkpoint_path, "checkpoint")
-            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-                raise WcganError(
-                    f"checkpoint '{checkpoint_path}' is not a wcgan distributed checkpoint of this "
-                    f"version; move it away to retrain"
-                )
+            # The round counts generator updates, as train.iterations does.
+            state = load_checkpoint(
+                checkpoint_path, CHECKPOINT_FORMAT, "round", config.iterations, f"'{name}'"
+            )
             if state["layout"] != layout:
                 raise WcganError(
                     f"checkpoint '{checkpoint_path}' was written by a launch of {_describe(state['layout'])}, "
                     f"not {_describe(layout)}; launch it as it was, or move it away to retrain"
-                )
-            if config.iterations is not None and state["round"] > config.iterations:
-                raise WcganError(
-                    f"checkpoint '{checkpoint_path}' is at round {state['round']}, past "
-                    f"train.iterations {config.iterations}; raise the budget, or move it away to retrain"
                 )
             generator.load_state_dict(state["generator"])
             critic.load_state_dict(state["critic"])

@@ -100,6 +100,22 @@ def budget_progress(config: TrainConfig, iteration: int, seconds: float) -> floa
     return max(shares)
 
 
+def load_checkpoint(path: Path, expected_format: str, unit: str, budget: int | None, subject: str) -> dict:
+    """A checkpoint to resume from, refused when it is not of ``expected_format`` or when its
+    ``unit`` count (iteration, round) is already past the ``budget`` of ``train.iterations``."""
+    state = load_torch(path, "checkpoint")
+    if not isinstance(state, dict) or state.get("format") != expected_format:
+        raise WcganError(
+            f"checkpoint '{path}' is not a wcgan checkpoint of this version; move it away to retrain"
+        )
+    if budget is not None and state[unit] > budget:
+        raise WcganError(
+            f"{subject}: checkpoint '{path}' is at {unit} {state[unit]}, past train.iterations "
+            f"{budget}; raise the budget, or move the checkpoint away to retrain"
+        )
+    return state
+
+
 class LossHistory:
     """The loss history, one row of ``LOSS_COLUMNS`` per generator update. New rows stay on the
     training device until ``flush`` copies them off in one transfer and fails on the first
@@ -292,18 +308,7 @@ def train(
     iteration, trained_seconds, history = 0, 0.0, LossHistory(subject, "iteration")
     snapshots: list[dict[str, Any]] = []
     if checkpoint_path.exists():
-        state = load_torch(checkpoint_path, "checkpoint")
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise WcganError(
-                f"checkpoint '{checkpoint_path}' is not a wcgan checkpoint of this version; "
-                f"move it away to retrain"
-            )
-        if config.iterations is not None and state["iteration"] > config.iterations:
-            raise WcganError(
-                f"{subject}: checkpoint '{checkpoint_path}' is at iteration "
-                f"{state['iteration']}, past train.iterations {config.iterations}; raise the budget, "
-                f"or move the checkpoint away to retrain"
-            )
+        state = load_checkpoint(checkpoint_path, CHECKPOINT_FORMAT, "iteration", config.iterations, subject)
         generator.load_state_dict(state["generator"])
         critic.load_state_dict(state["critic"])
         opt_g.load_state_dict(state["opt_g"])
@@ -397,9 +402,8 @@ def train(
                     save_checkpoint()
                     last_checkpoint = time.monotonic()
             if stop_requested:
-                name = signal.Signals(stop_requested[0]).name
                 raise TrainingInterrupted(
-                    f"{subject}: stopped by {name} at iteration {iteration}; "
+                    f"{subject}: stopped by {signal.Signals(stop_requested[0]).name} at iteration {iteration}; "
                     f"checkpoint {checkpoint_path} written, rerun to resume",
                     stop_requested[0],
                 )
