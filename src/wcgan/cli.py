@@ -30,6 +30,19 @@ def log(message: str) -> None:
 # --- config dataclasses <-> command-line options ------------------------------------------
 
 
+def files_in(paths: Sequence[str], suffix: str = ".pt") -> list[str]:
+    """``paths`` with each folder replaced by its ``*<suffix>`` files in name order: the rules
+    pass a chunk's folder (shards/<chunk>/) where a command reads each of its labels' files."""
+    files: list[str] = []
+    for path in paths:
+        folder = Path(path)
+        if folder.is_dir():
+            files += sorted(str(p) for p in folder.glob(f"*{suffix}") if not p.name.startswith("."))
+        else:
+            files.append(path)
+    return files
+
+
 def _option_kwargs(annotation: str) -> dict[str, Any]:
     base = annotation.replace(" | None", "")
     if base == "tuple[float, float]":
@@ -116,26 +129,42 @@ def cmd_labels(args: argparse.Namespace) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> None:
+    """Write a shard per label of a chunk; all are read and checked before any is written, so
+    a bad label or two labels of different shapes leave no shard of the chunk behind."""
     from wcgan.data import Shard, load_label_images, save_shard
     from wcgan.labels import Label, find_label, make_labels, slugify
     from wcgan.sources import label_names
 
     spec = _spec(args)
-    if args.index is None:
-        label = find_label(make_labels(label_names(spec)), args.label)
+    if args.indices is None:
+        known = make_labels(label_names(spec))
+        labels = [find_label(known, name) for name in args.labels]
+    elif len(args.indices) != len(args.labels):
+        raise WcganError(f"--indices gives {len(args.indices)} indices for {len(args.labels)} labels")
     else:
-        label = Label(args.index, slugify(args.label), args.label)
-    images = load_label_images(spec, label.name)
-    save_shard(Shard(images, label, spec.source), args.out)
-    log(f"label '{label.name}' ({label.slug}): {len(images)} images, {tuple(images.shape[1:])}")
+        labels = [Label(index, slugify(name), name) for name, index in zip(args.labels, args.indices)]
+    shards = []
+    for label in labels:
+        shard = Shard(load_label_images(spec, label.name), label, spec.source)
+        first = shards[0] if shards else shard
+        if shard.images.shape[1:] != first.images.shape[1:]:
+            raise WcganError(
+                f"label '{label.name}' has images of shape {tuple(shard.images.shape[1:])} but "
+                f"'{first.label.name}' has {tuple(first.images.shape[1:])}; the labels of a chunk "
+                f"train as one network: set data.resolution (and data.channels) to give them one shape"
+            )
+        shards.append(shard)
+    for shard in shards:
+        save_shard(shard, Path(args.out_dir) / f"{shard.label.slug}.pt")
+        log(f"label '{shard.label.name}' ({shard.label.slug}): {len(shard.images)} images, {tuple(shard.images.shape[1:])}")
 
 
 def cmd_label_table(args: argparse.Namespace) -> None:
     from wcgan.data import load_shard
-    from wcgan.labels import write_table
+    from wcgan.labels import make_chunks, write_table
 
     labels, counts, shapes = [], [], {}
-    for path in args.shards:
+    for path in files_in(args.shards):
         shard = load_shard(path, mmap=True)  # only the header is read, not the images
         labels.append(shard.label)
         counts.append(len(shard.images))
@@ -147,7 +176,8 @@ def cmd_label_table(args: argparse.Namespace) -> None:
             f"set data.resolution (and data.channels) so every label shares one shape"
         )
     order = sorted(range(len(labels)), key=lambda i: labels[i].index)
-    write_table([labels[i] for i in order], [counts[i] for i in order], args.out)
+    labels = [labels[i] for i in order]
+    write_table(labels, [counts[i] for i in order], make_chunks(labels, args.labels_per_job), args.out)
 
 
 # --- training and sampling ----------------------------------------------------------------
@@ -331,7 +361,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 
     device = _torch_setup(args)
     config = config_from_args(ClassifierConfig, args)
-    shards = sorted((load_shard(p, mmap=True) for p in args.shards), key=lambda s: s.label.index)
+    shards = sorted((load_shard(p, mmap=True) for p in files_in(args.shards)), key=lambda s: s.label.index)
     model, report = train_classifier(shards, config, device, log=log)
     save_classifier(model, [s.label.name for s in shards], report, args.out)
     with atomic_open(args.report_out) as fh:
@@ -393,22 +423,25 @@ def cmd_scaling_config(args: argparse.Namespace) -> None:
 
     base = json.loads(args.base)
     names = label_names(DataSpec.from_mapping(base["data"]))
-    if args.n > len(names):
+    wanted = args.n * base["labels_per_job"]
+    if wanted > len(names):
         raise WcganError(
-            f"scaling: {args.n} label jobs asked for, but the data set has only {len(names)} labels"
+            f"scaling: {args.n} jobs of {base['labels_per_job']} labels asked for, but the data set "
+            f"has only {len(names)} labels"
         )
-    config = point_config(base, args.run, names[: args.n], args.iterations)
+    config = point_config(base, args.run, names[:wanted], args.iterations)
     with atomic_open(args.out, "w", encoding="utf-8") as fh:
         yaml.safe_dump(config, fh, sort_keys=False)
 
 
 def cmd_scaling_times(args: argparse.Namespace) -> None:
-    from wcgan.scaling import point_times, write_table
+    from wcgan.scaling import point_jobs, point_times, write_table
 
-    config, slugs = _run_config(args.config)
-    table = point_times(Path("results") / config["run"], slugs, args.series, config["train"]["iterations"])
+    config, _ = _run_config(args.config)
+    jobs = point_jobs(config)
+    table = point_times(Path("results") / config["run"], jobs, args.series, config["train"]["iterations"])
     write_table(table, args.out)
-    log(f"scaling {args.series} N={len(slugs)}: mean job time {table['time_s'].mean():.2f} s")
+    log(f"scaling {args.series} N={len(jobs)}: mean job time {table['time_s'].mean():.2f} s")
 
 
 def cmd_scaling_report(args: argparse.Namespace) -> None:
@@ -457,8 +490,8 @@ def cmd_compare_budget(args: argparse.Namespace) -> None:
     from wcgan.compare import budget_table, trained_units
     from wcgan.tables import write_tsv
 
-    config, slugs = _run_config(args.config)
-    units = trained_units(config, slugs)
+    config, _ = _run_config(args.config)
+    units = trained_units(config, config["data"]["labels"])
     table = budget_table(Path("results") / config["run"], units, config["train"]["loss"])
     write_tsv(table, args.out)
     log(
@@ -532,7 +565,7 @@ def cmd_plot_grids(args: argparse.Namespace) -> None:
     from wcgan.figures import save_grid
     from wcgan.sampling import load_samples
 
-    for path in args.samples:
+    for path in files_in(args.samples):
         images, label = load_samples(path)
         save_grid(images[: args.count], Path(args.out_dir) / f"{label.slug}.png", columns=args.columns)
 
@@ -555,7 +588,7 @@ def cmd_plot_losses(args: argparse.Namespace) -> None:
     from wcgan.figures import plot_losses
     from wcgan.labels import read_table
 
-    names = {label.slug: label.name for label, _ in read_table(args.labels)}
+    names = {label.slug: label.name for label, _, _ in read_table(args.labels)}
     histories = [(names.get(Path(p).stem, Path(p).stem), pd.read_csv(p)) for p in args.losses]
     plot_losses(histories, args.out)
 
@@ -598,14 +631,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("labels", cmd_labels, "print a data set's labels: index, slug, name")
     _add_data_options(sub)
 
-    sub = command("split", cmd_split, "write one label's images as a shard")
+    sub = command("split", cmd_split, "write the images of one or more labels (a chunk) as shards")
     _add_data_options(sub)
-    sub.add_argument("--label", required=True, help="the label's name in the data set")
-    sub.add_argument("--index", type=int, help="class index (default: position among the data set's labels)")
-    sub.add_argument("--out", required=True, help="shard file (.pt)")
+    sub.add_argument("--labels", nargs="+", required=True, help="the labels' names in the data set")
+    sub.add_argument(
+        "--indices", type=int, nargs="+", help="their class indices (default: positions among the data set's labels)"
+    )
+    sub.add_argument("--out-dir", required=True, help="folder of the shards, <slug>.pt per label")
 
     sub = command("label-table", cmd_label_table, "write labels.tsv from the shards")
-    sub.add_argument("--shards", nargs="+", required=True)
+    sub.add_argument("--shards", nargs="+", required=True, help="shard files, or folders of them")
+    sub.add_argument("--labels-per-job", type=int, default=1, help="labels per chunk (names the chunks)")
     sub.add_argument("--out", required=True)
 
     def training_outputs(sub: argparse.ArgumentParser) -> None:

@@ -19,7 +19,8 @@ from wcgan.config import TrainConfig
 from wcgan.errors import WcganError
 
 PLACEHOLDER = "EDIT_ME"
-TRAIN_RULE = "train_label"
+# The training rule of each train.generator: the rule a profile gives the GPU partition.
+TRAIN_RULES = {"per_label": "train_chunk", "conditional": "train_conditional", "distributed": "train_distributed"}
 
 
 def scheduler_job() -> dict[str, str | None]:
@@ -34,7 +35,8 @@ def scheduler_job() -> dict[str, str | None]:
 def check_resources(
     defaults: Mapping[str, Any], per_rule: Mapping[str, Mapping[str, Any]], train: TrainConfig
 ) -> None:
-    """No placeholder left in any resource, and no training time limit below the budget."""
+    """No placeholder left in any resource, and no training time limit below the budget of a
+    training job (``train``: the job's budget, e.g. a chunk's K labels together)."""
     settings = [("default-resources", name, value) for name, value in defaults.items()]
     settings += [
         (f"set-resources {rule}", name, value)
@@ -47,28 +49,15 @@ def check_resources(
                 f"profile setting {where}: {name} is still the placeholder '{value}'; set it to "
                 f"your site's value in the profile (or delete the line)"
             )
-    runtime = per_rule.get(TRAIN_RULE, {}).get("runtime")
+    rule = TRAIN_RULES[train.generator]
+    runtime = per_rule.get(rule, {}).get("runtime")
     if runtime is not None and train.seconds is not None:
         needed = math.ceil(train.seconds / 60)
         if not isinstance(runtime, (int, float)) or runtime < needed:
             raise WcganError(
-                f"set-resources {TRAIN_RULE}: runtime={runtime} minutes is below train.seconds "
+                f"set-resources {rule}: runtime={runtime} minutes is below train.seconds "
                 f"({train.seconds:g} s = {needed} min): the scheduler would stop every label before its budget"
             )
-
-
-def check_labels_per_job(group_settings: Any, labels: int) -> None:
-    """Label packing is Snakemake's job grouping (``--groups train_label=train
-    --group-components train=K``): K, the labels per job, must be between 1 and the labels."""
-    group = group_settings.overwrite_groups.get(TRAIN_RULE)
-    if group is None:
-        return
-    per_job = group_settings.group_components.get(group, 1)
-    if not 1 <= per_job <= labels:
-        raise WcganError(
-            f"labels per job (group-components {group}={per_job}) must be between 1 and the "
-            f"number of labels ({labels})"
-        )
 
 
 def slurm_partition_gpus(partition: str) -> int | None:
@@ -92,14 +81,14 @@ def slurm_partition_gpus(partition: str) -> int | None:
     return max(counts, default=0)
 
 
-def check_slurm_gpu_request(partition: Any, gpus: Any) -> None:
-    """A training job that asks for GPUs must go to a partition that has some."""
+def check_slurm_gpu_request(rule: str, partition: Any, gpus: Any) -> None:
+    """A training job (of ``rule``) that asks for GPUs must go to a partition that has some."""
     if not gpus or not isinstance(partition, str):
         return
     available = slurm_partition_gpus(partition)
     if available == 0:
         raise WcganError(
-            f"set-resources {TRAIN_RULE}: gpu={gpus} on partition '{partition}', which has no GPUs "
+            f"set-resources {rule}: gpu={gpus} on partition '{partition}', which has no GPUs "
             f"(sinfo -p {partition} -o %G shows no gpu); set slurm_partition to a GPU partition, or gpu=0"
         )
 

@@ -35,8 +35,9 @@ from typing import Any
 
 import pandas as pd
 
-from wcgan.config import TrainConfig, training_jobs
+from wcgan.config import TrainConfig
 from wcgan.errors import WcganError
+from wcgan.labels import make_chunks, make_labels
 from wcgan.tables import read_metrics
 
 # Reset to null in every variant: each scheme takes its own recipe (wcgan.losses.RECIPES).
@@ -117,18 +118,24 @@ def variant_config(
     return config
 
 
-def trained_units(config: Mapping[str, Any], slugs: Sequence[str]) -> list[str]:
-    """The names of a run's training jobs (their ``training/<name>.json``)."""
-    return training_jobs(config["train"]["generator"], list(slugs))
+def trained_units(config: Mapping[str, Any], labels: Sequence[str]) -> list[tuple[str, str]]:
+    """A run's trained units and their summaries, relative to the run folder: each label's
+    ``training/<chunk>/<slug>.json``, or the one ``training/<name>.json`` of a conditional or
+    distributed generator."""
+    generator = config["train"]["generator"]
+    if generator != "per_label":
+        return [(generator, f"training/{generator}.json")]
+    chunks = make_chunks(make_labels(list(labels)), config["labels_per_job"])
+    return [(lb.slug, f"training/{chunk.name}/{lb.slug}.json") for chunk in chunks for lb in chunk.labels]
 
 
-def budget_table(run_dir: str | os.PathLike, units: Sequence[str], loss: str) -> pd.DataFrame:
-    """Per training job of a variant (``trained_units``): the budget it used, from
-    ``training/<name>.json`` (iterations, and training seconds summed over resumed sessions:
-    its device-seconds)."""
+def budget_table(run_dir: str | os.PathLike, units: Sequence[tuple[str, str]], loss: str) -> pd.DataFrame:
+    """Per trained unit of a variant (``trained_units``): the budget it used, from its summary
+    (iterations, and its device-seconds: training seconds summed over resumed sessions, times
+    the processes of a distributed job, or the label's share of its chunk's job)."""
     rows = []
-    for unit in units:
-        path = Path(run_dir) / "training" / f"{unit}.json"
+    for unit, relative in units:
+        path = Path(run_dir) / relative
         if not path.is_file():
             raise WcganError(f"compare: '{path}' is missing; did '{unit}' train in this variant?")
         summary = json.loads(path.read_text(encoding="utf-8"))
@@ -140,8 +147,7 @@ def budget_table(run_dir: str | os.PathLike, units: Sequence[str], loss: str) ->
                 "labels": len(summary.get("labels", [unit])),
                 "loss": summary["loss"],
                 "iterations": int(summary["iterations"]),
-                # A distributed job's server and devices each hold a device.
-                "device_seconds": float(summary["seconds"]) * summary.get("world_size", 1),
+                "device_seconds": float(summary["device_seconds"]),
                 "stopped_by": summary["stopped_by"],
                 "device": summary["device"],
             }

@@ -547,6 +547,7 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
         "iterations": round_,
         "rounds": round_,
         "seconds": trained_seconds,
+        "device_seconds": trained_seconds * dist_config.processes,
         "resumed_from_round": start_round,
         "stopped_by": "iterations"
         if config.iterations is not None and round_ >= config.iterations

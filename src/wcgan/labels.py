@@ -1,4 +1,5 @@
-"""Label names, their file-safe slugs, and the run's label table (``labels.tsv``)."""
+"""Label names, their file-safe slugs, the chunks of labels that one job handles, and the run's
+label table (``labels.tsv``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from wcgan.atomic import atomic_open
 from wcgan.errors import WcganError
 
 SLUG_PATTERN = r"[a-z0-9][a-z0-9._-]*"
-TABLE_COLUMNS = ("index", "slug", "name", "count")
+CHUNK_PATTERN = r"c[0-9]+-[0-9]+"
+TABLE_COLUMNS = ("index", "slug", "name", "count", "chunk")
 
 
 def slugify(name: str) -> str:
@@ -56,17 +58,50 @@ def make_labels(names: Sequence[str]) -> list[Label]:
     return labels
 
 
-def write_table(labels: Sequence[Label], counts: Sequence[int], path: str | os.PathLike) -> None:
-    """Write ``labels.tsv``: index, slug, original name and image count, one row per label."""
+@dataclass(frozen=True)
+class Chunk:
+    """Labels that one job splits, trains (as one batched network) and scores together."""
+
+    name: str  # c<first index>-<last index>, zero-padded alike for every chunk of the run
+    labels: tuple[Label, ...]
+
+
+def make_chunks(labels: Sequence[Label], per_job: int) -> list[Chunk]:
+    """``labels`` in index order, grouped ``per_job`` at a time (the last chunk may be shorter).
+
+    A chunk's name depends only on its first and last label index and the number of labels, so
+    it is the same in every run of the same labels and ``labels_per_job``; runs with another
+    ``labels_per_job`` name their chunks differently, and never share a chunk's files."""
+    if isinstance(per_job, bool) or not isinstance(per_job, int):
+        raise WcganError(f"labels_per_job must be a whole number, got {per_job!r}")
+    if not 1 <= per_job <= len(labels):
+        raise WcganError(
+            f"labels_per_job must be between 1 and the number of labels ({len(labels)}), got {per_job}"
+        )
+    ordered = sorted(labels, key=lambda label: label.index)
+    width = max(3, len(str(ordered[-1].index)))
+    chunks = []
+    for start in range(0, len(ordered), per_job):
+        members = tuple(ordered[start : start + per_job])
+        name = f"c{members[0].index:0{width}d}-{members[-1].index:0{width}d}"
+        chunks.append(Chunk(name, members))
+    return chunks
+
+
+def write_table(
+    labels: Sequence[Label], counts: Sequence[int], chunks: Sequence[Chunk], path: str | os.PathLike
+) -> None:
+    """Write ``labels.tsv``: index, slug, original name, image count and chunk, one row per label."""
+    chunk_of = {label.slug: chunk.name for chunk in chunks for label in chunk.labels}
     with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(TABLE_COLUMNS)
         for label, count in zip(labels, counts, strict=True):
-            writer.writerow((label.index, label.slug, label.name, count))
+            writer.writerow((label.index, label.slug, label.name, count, chunk_of[label.slug]))
 
 
-def read_table(path: str | os.PathLike) -> list[tuple[Label, int]]:
-    """Read ``labels.tsv`` back as ``(Label, image count)`` pairs in index order."""
+def read_table(path: str | os.PathLike) -> list[tuple[Label, int, str]]:
+    """Read ``labels.tsv`` back as ``(Label, image count, chunk name)`` in index order."""
     path = Path(path)
     if not path.is_file():
         raise WcganError(f"label table '{path}' does not exist")
@@ -74,7 +109,9 @@ def read_table(path: str | os.PathLike) -> list[tuple[Label, int]]:
         reader = csv.DictReader(fh, delimiter="\t")
         if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
             raise WcganError(f"label table '{path}' must have the columns {', '.join(TABLE_COLUMNS)}")
-        rows = [(Label(int(r["index"]), r["slug"], r["name"]), int(r["count"])) for r in reader]
+        rows = [
+            (Label(int(r["index"]), r["slug"], r["name"]), int(r["count"]), r["chunk"]) for r in reader
+        ]
     return sorted(rows, key=lambda row: row[0].index)
 
 

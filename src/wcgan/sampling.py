@@ -56,25 +56,28 @@ class ConditionalEnsemble:
     its labels are asked for.
     """
 
-    def __init__(self, labels: Sequence[Label], models_dir: str | os.PathLike, device: str = "cpu"):
+    def __init__(
+        self, labels: Sequence[Label], model_paths: Sequence[str | os.PathLike], device: str = "cpu"
+    ):
         self.labels = list(labels)
-        self.models_dir = Path(models_dir)
+        self.model_paths = [Path(path) for path in model_paths]  # one per label, in label order
         self.device = torch.device(device)
         self._generators: dict[int, Generator] = {}
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu") -> ConditionalEnsemble:
-        """Open a run folder (``results/<run>``) holding ``labels.tsv`` and ``models/``."""
+        """Open a run folder (``results/<run>``) holding ``labels.tsv`` and
+        ``models/<chunk>/<label>.pt``."""
         run_dir = Path(run_dir)
-        labels = [label for label, _ in read_table(run_dir / "labels.tsv")]
-        return cls(labels, run_dir / "models", device)
+        rows = read_table(run_dir / "labels.tsv")
+        paths = [run_dir / "models" / chunk / f"{label.slug}.pt" for label, _, chunk in rows]
+        return cls([label for label, _, _ in rows], paths, device)
 
     def generator(self, index: int) -> Generator:
         if index not in self._generators:
             if not 0 <= index < len(self.labels):
                 raise WcganError(f"class index {index} is outside 0..{len(self.labels) - 1}")
-            path = self.models_dir / f"{self.labels[index].slug}.pt"
-            generator, _ = load_generator(path)
+            generator, _ = load_generator(self.model_paths[index])
             self._generators[index] = generator.to(self.device)
         return self._generators[index]
 

@@ -1,8 +1,8 @@
-"""Weak scaling of the per-label jobs: N label jobs with the same fixed work run at once, for
-N = 1, 2, 4, ...; each job's time and its split, the efficiency T(1)/T(N), and a projection to
-thousands of jobs built from the measured times.
+"""Weak scaling of the training jobs: N chunk jobs of ``labels_per_job`` (K) labels each, with
+the same fixed work, run at once, for N = 1, 2, 4, ...; each job's time and its split, the
+efficiency T(1)/T(N), and a projection to thousands of jobs built from the measured times.
 
-A point (one series, one N) is a run of its own on the first N labels, trained with a fixed
+A point (one series, one N) is a run of its own on the first N x K labels, trained with a fixed
 number of iterations by one Snakemake call whose only jobs are the N training jobs, started
 together (``--jobs N``: N local cores, or N scheduler jobs). Each job's time is split into
 
@@ -32,6 +32,7 @@ import pandas as pd
 
 from wcgan.cluster import slurm_job_times
 from wcgan.errors import WcganError
+from wcgan.labels import make_chunks, make_labels
 from wcgan.tables import write_tsv
 
 PARTS = ("queue", "launch", "startup", "training", "checkpoint", "shutdown")
@@ -62,19 +63,26 @@ def point_config(base: Mapping[str, Any], run: str, labels: Sequence[str], itera
     return config
 
 
-def _job_row(run_dir: Path, slug: str, iterations: int) -> dict[str, Any]:
-    summary_path = run_dir / "training" / f"{slug}.json"
+def point_jobs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A point's training jobs: each chunk's name and the summary of its first label (every
+    label of a chunk shares its job's timing), relative to the run folder."""
+    chunks = make_chunks(make_labels(config["data"]["labels"]), config["labels_per_job"])
+    return [(chunk.name, f"training/{chunk.name}/{chunk.labels[0].slug}.json") for chunk in chunks]
+
+
+def _job_row(run_dir: Path, slug: str, summary: str, iterations: int) -> dict[str, Any]:
+    summary_path = run_dir / summary
     benchmark_path = run_dir / "benchmarks" / "train" / f"{slug}.tsv"
     for path in (summary_path, benchmark_path):
         if not path.is_file():
-            raise WcganError(f"scaling: '{path}' is missing; did label '{slug}' train in this point?")
+            raise WcganError(f"scaling: '{path}' is missing; did job '{slug}' train in this point?")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     if "job" not in summary:
         raise WcganError(f"scaling: '{summary_path}' has no job timing (made by an older wcgan?)")
     if summary["resumed_from_iteration"] != 0 or summary["iterations"] != iterations:
         # A resumed job's files cover its last session only: its time would read short.
         raise WcganError(
-            f"scaling: label '{slug}' in '{run_dir}' ran {summary['iterations']} iterations, "
+            f"scaling: job '{slug}' in '{run_dir}' ran {summary['iterations']} iterations, "
             f"resumed from {summary['resumed_from_iteration']}, not {iterations} in one go; rerun the point"
         )
     job = summary["job"]
@@ -101,25 +109,25 @@ SchedulerTimes = Mapping[str, tuple[float | None, float | None, float | None]]
 
 def point_times(
     run_dir: str | os.PathLike,
-    slugs: Sequence[str],
+    jobs: Sequence[tuple[str, str]],
     series: str,
     iterations: int,
     scheduler_times: SchedulerTimes | None = None,
 ) -> pd.DataFrame:
-    """One row per label job of a point (N = the labels): its parts (seconds), its time T and,
+    """One row per training job of a point (``point_jobs``; N = the jobs): its parts (seconds), its time T and,
     for jobs that ran under Slurm, the scheduler's submit, start and end (seconds since the
     epoch; ``slurm_job_times`` when not given). A job that resumed, shares its scheduler job
-    with another label (label packing) or that the scheduler no longer knows is an error:
+    with another (Snakemake job groups) or that the scheduler no longer knows is an error:
     its time would be wrong."""
     run_dir = Path(run_dir)
-    table = pd.DataFrame([_job_row(run_dir, slug, iterations) for slug in slugs])
+    table = pd.DataFrame([_job_row(run_dir, slug, summary, iterations) for slug, summary in jobs])
     table.insert(0, "series", series)
-    table.insert(1, "n", len(slugs))
+    table.insert(1, "n", len(jobs))
     ids = [str(job) for job in table["scheduler_job"].dropna()]
     if len(set(ids)) < len(ids):
         raise WcganError(
-            f"scaling: labels of '{run_dir}' share scheduler jobs (label packing); a point needs one "
-            f"label per job: leave --groups out of the series' snakemake_args"
+            f"scaling: jobs of '{run_dir}' share scheduler jobs (Snakemake job groups); a point needs "
+            f"one scheduler job per chunk: leave --groups out of the series' snakemake_args"
         )
     scheduler_times = slurm_job_times(ids) if scheduler_times is None else scheduler_times
     unknown = [job for job in ids if None in scheduler_times.get(job, (None,))]

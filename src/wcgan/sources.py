@@ -7,6 +7,7 @@ images of one label on request; ``wcgan.data`` turns them into a tensor. No torc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,13 +90,20 @@ def _digits_labels(spec: DataSpec) -> list[str]:
     return [str(digit) for digit in range(10)]
 
 
-def _digits_images(spec: DataSpec, name: str) -> Iterator[ImageItem]:
+# Sources stored as one file are read once per process, not once per label: a split job reads
+# the file once for all the labels of its chunk.
+@functools.cache
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     # Pixel values are 0..16; spread them over 0..255.
-    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    for row in np.flatnonzero(digits.target == int(name)):
+    return np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target
+
+
+def _digits_images(spec: DataSpec, name: str) -> Iterator[ImageItem]:
+    pixels, targets = _digits_arrays()
+    for row in np.flatnonzero(targets == int(name)):
         yield f"digits[{row}]", lambda a=pixels[row]: Image.fromarray(a)
 
 
@@ -153,13 +161,17 @@ def _imagenet_images(spec: DataSpec, name: str) -> Iterator[ImageItem]:
 
 
 def _cifar_source(dataset_name: str, classes: Sequence[str]) -> Source:
-    def images(spec: DataSpec, name: str) -> Iterator[ImageItem]:
+    @functools.cache  # once per process (see _digits_arrays)
+    def read(root: Path, download: bool) -> Any:
         import torchvision
 
         reader = getattr(torchvision.datasets, dataset_name)
+        return reader(root=str(root), train=True, download=download)
+
+    def images(spec: DataSpec, name: str) -> Iterator[ImageItem]:
         root = spec.root_path()
         try:
-            dataset = reader(root=str(root), train=True, download=spec.download)
+            dataset = read(root, spec.download)
         except RuntimeError as exc:
             raise WcganError(
                 f"data.root '{root}' holds no {dataset_name} training files ({exc}); point "

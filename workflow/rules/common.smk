@@ -1,5 +1,6 @@
 # Config validation, the label table and the few functions the rules share. The logic lives in
 # the wcgan package; what is imported here is torch-free, so dry runs stay fast.
+import functools
 import gc
 import json
 import os
@@ -13,7 +14,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from wcgan.cli import format_options
-from wcgan.cluster import check_labels_per_job, check_resources, check_slurm_gpu_request
+from wcgan.cluster import (
+    TRAIN_RULES,
+    check_resources,
+    check_slurm_gpu_request,
+)
 from wcgan.compare import SCHEMES, variant_name, variant_train
 from wcgan.config import (
     INCEPTION_DOWNLOAD,
@@ -25,7 +30,7 @@ from wcgan.config import (
     training_jobs,
 )
 from wcgan.errors import WcganError
-from wcgan.labels import SLUG_PATTERN, make_labels
+from wcgan.labels import CHUNK_PATTERN, SLUG_PATTERN, make_chunks, make_labels
 from wcgan.scaling import scaling_points
 from wcgan.sources import DataSpec, check_root, label_names
 from wcgan.tables import format_metrics, missing_models
@@ -55,13 +60,17 @@ RESULTS = f"results/{config['run']}"
 DATA = config["data"]
 SPEC = _or_workflow_error(DataSpec.from_mapping, DATA)
 LABELS = _or_workflow_error(lambda: make_labels(label_names(SPEC)))
-LABEL_BY_SLUG = {label.slug: label for label in LABELS}
 SLUGS = [label.slug for label in LABELS]
+# Chunks of labels_per_job labels: one split, training and feature job each.
+CHUNKS = {
+    chunk.name: chunk
+    for chunk in _or_workflow_error(make_chunks, LABELS, config["labels_per_job"])
+}
 TRAIN = _or_workflow_error(TrainConfig.from_mapping, config["train"])
 DIST = _or_workflow_error(DistributedConfig.from_mapping, config["distributed"])
 # The training jobs: one per label, or the one job of a conditional or distributed generator.
 GENERATOR = TRAIN.generator
-TRAINED = training_jobs(GENERATOR, SLUGS)
+TRAINED = training_jobs(GENERATOR, list(CHUNKS))
 INCEPTION_WEIGHTS = config["metrics"]["inception_weights"]
 
 
@@ -78,7 +87,6 @@ RULE_RESOURCES = {
     name: _resource_values(resources)
     for name, resources in workflow.resource_settings.overwrite_resources.items()
 }
-_or_workflow_error(check_resources, DEFAULT_RESOURCES, RULE_RESOURCES, TRAIN)
 if (
     INCEPTION_WEIGHTS not in (None, INCEPTION_DOWNLOAD)
     and not Path(INCEPTION_WEIGHTS).is_file()
@@ -90,11 +98,39 @@ if (
 
 wildcard_constraints:
     label=SLUG_PATTERN,
+    chunk=CHUNK_PATTERN,
 
 
-def per_label(pattern):
-    """Expand a path pattern with a {label} wildcard over every label of the run."""
-    return expand(pattern, label=SLUGS)
+def per_chunk(pattern):
+    """Expand a path pattern with a {chunk} wildcard over every chunk of the run."""
+    return expand(pattern, chunk=CHUNKS)
+
+
+@functools.cache  # Snakemake evaluates a job's params more than once
+def chunk_files(folder, chunk, suffix=".pt"):
+    """The files of ``chunk``'s labels in ``folder``/<chunk>/, in label order, shell-quoted
+    and space-separated for a command line."""
+    return " ".join(
+        shlex.quote(f"{folder}/{chunk}/{label.slug}{suffix}")
+        for label in CHUNKS[chunk].labels
+    )
+
+
+# Each trained unit's generator, for the message after a failed run.
+MODEL_FILES = (
+    {
+        label.slug: f"{RESULTS}/models/{chunk}/{label.slug}.pt"
+        for chunk in CHUNKS
+        for label in CHUNKS[chunk].labels
+    }
+    if GENERATOR == "per_label"
+    else {GENERATOR: f"{RESULTS}/models/{GENERATOR}.pt"}
+)
+
+
+def all_label_files(folder, suffix=".pt"):
+    """Every label's file in ``folder``/<chunk>/, in label order, for a command line."""
+    return " ".join(chunk_files(folder, chunk, suffix) for chunk in CHUNKS)
 
 
 def data_options():
@@ -111,57 +147,100 @@ def shape_gate():
     return ancient(f"{RESULTS}/labels.tsv")
 
 
-def per_trained(pattern):
-    """Expand a path pattern with a {label} wildcard over the training jobs' names."""
-    return expand(pattern, label=TRAINED)
-
-
-# Scheduler time limit (minutes) of a training job, from its budget.
+# A training job's budget: a chunk's K labels share one device for K times a label's seconds;
+# a conditional or distributed GAN gets the labels' budget together. The scheduler's time limit
+# (minutes) follows from it.
+TRAIN_JOB = (
+    TRAIN.for_labels(config["labels_per_job"])
+    if GENERATOR == "per_label"
+    else TRAIN.for_labels(
+        len(LABELS), DIST.processes if GENERATOR == "distributed" else 1
+    )
+)
 TRAIN_RUNTIME = scheduler_minutes(
-    (
-        TRAIN
-        if GENERATOR == "per_label"
-        else TRAIN.for_labels(
-            len(LABELS), DIST.processes if GENERATOR == "distributed" else 1
-        )
-    ),
+    TRAIN_JOB,
     config["resources"]["runtime_margin_minutes"],
     config["resources"]["runtime_minutes_without_seconds"],
 )
+_or_workflow_error(check_resources, DEFAULT_RESOURCES, RULE_RESOURCES, TRAIN_JOB)
 
 
 # --- training jobs (rules/train.smk) ---
 
 
-def training_outputs(name, samples):
-    """What the training job called ``name`` writes; with train.snapshots also the samples of
-    every snapshot point."""
+def trained_files(kind, name_or_pattern="{chunk}"):
+    """A training job's output of ``kind`` (models, losses, training, snapshots): a chunk's
+    folder of per-label files, or the one file of a conditional or distributed generator."""
+    suffix = {"models": ".pt", "losses": ".csv", "training": ".json", "snapshots": ".pt"}
+    if GENERATOR == "per_label":
+        return directory(f"{RESULTS}/{kind}/{name_or_pattern}")
+    return f"{RESULTS}/{kind}/{GENERATOR}{suffix[kind]}"
+
+
+def all_trained(kind):
+    """Every training job's output of ``kind``."""
+    if GENERATOR == "per_label":
+        return per_chunk(f"{RESULTS}/{kind}/{{chunk}}")
+    return [trained_files(kind)]
+
+
+def training_outputs():
+    """What a training job writes: per label of a chunk (per_label), or one generator and every
+    label's samples; with train.snapshots also the samples of every snapshot point."""
     outputs = {
-        "model": f"{RESULTS}/models/{name}.pt",
-        "losses": f"{RESULTS}/losses/{name}.csv",
-        "summary": f"{RESULTS}/training/{name}.json",
-        "samples": samples,
+        kind: trained_files(kind) for kind in ("models", "losses", "training")
     }
+    if GENERATOR == "per_label":
+        outputs["samples"] = directory(f"{RESULTS}/samples/{{chunk}}")
+    else:
+        outputs["samples"] = [directory(d) for d in per_chunk(f"{RESULTS}/samples/{{chunk}}")]
     if TRAIN.snapshots:
-        outputs["snapshots"] = f"{RESULTS}/snapshots/{name}.pt"
+        outputs["snapshots"] = trained_files("snapshots")
     return outputs
 
 
-def training_params(name):
+def _per_label_outputs(wildcards):
+    """The file options of ``wcgan train`` for the job's chunk, one file per label (or, for
+    one generator, its files and every label's samples), and its checkpoint folder. One
+    function, not one per option: Snakemake inspects every input function of every job."""
+    if GENERATOR == "per_label":
+        chunk = wildcards.chunk
+        files = {
+            "--checkpoint-dir": f"{RESULTS}/checkpoints/{chunk}",
+            "--shard": chunk_files(f"{RESULTS}/shards", chunk),
+            "--model-out": chunk_files(f"{RESULTS}/models", chunk),
+            "--losses-out": chunk_files(f"{RESULTS}/losses", chunk, ".csv"),
+            "--summary-out": chunk_files(f"{RESULTS}/training", chunk, ".json"),
+            "--samples-out": chunk_files(f"{RESULTS}/samples", chunk),
+        }
+        if TRAIN.snapshots:
+            files["--snapshots-out"] = chunk_files(f"{RESULTS}/snapshots", chunk)
+    else:
+        files = {
+            "--checkpoint-dir": f"{RESULTS}/checkpoints/{GENERATOR}",
+            "--shard": all_label_files(f"{RESULTS}/shards"),
+            "--model-out": trained_files("models"),
+            "--losses-out": trained_files("losses"),
+            "--summary-out": trained_files("training"),
+            "--samples-out": all_label_files(f"{RESULTS}/samples"),
+        }
+        if TRAIN.snapshots:
+            files["--snapshots-out"] = trained_files("snapshots")
+    return " ".join(f"{option} {paths}" for option, paths in files.items())
+
+
+def training_params():
     sections = [config["train"]]
     if GENERATOR == "distributed":
         sections.append(config["distributed"])
     options = " ".join(format_options(section) for section in sections)
     return {
-        "checkpoints": f"{RESULTS}/checkpoints/{name}",
+        "files": _per_label_outputs,
         "options": options,
         # Per process: a distributed job runs DIST.processes of them.
         "threads": config["resources"]["train_threads"],
         "samples": config["sampling"]["per_label"],
         "samples_seed": config["sampling"]["seed"],
-        "snapshots": lambda wildcards, output: (
-            f"--snapshots-out {output.snapshots}" if TRAIN.snapshots else ""
-        ),
     }
 
 
@@ -169,12 +248,28 @@ def training_command(launch):
     """The shell command of a training job: ``launch`` is ``wcgan train`` or a torchrun launch
     of ``wcgan train-distributed``."""
     return (
-        f"{launch} --shard {{input.shards}} --model-out {{output.model}}"
-        " --losses-out {output.losses} --summary-out {output.summary}"
-        " --samples-out {output.samples} --samples {params.samples}"
-        " --samples-seed {params.samples_seed} {params.snapshots}"
-        " --checkpoint-dir {params.checkpoints} --threads {params.threads}"
+        f"{launch} {{params.files}} --samples {{params.samples}}"
+        " --samples-seed {params.samples_seed} --threads {params.threads}"
         " {params.options} 2> {log}"
+    )
+
+
+def split_labels(wildcards):
+    """The names and class indices of the job's chunk, for ``wcgan split``."""
+    labels = CHUNKS[wildcards.chunk].labels
+    names = shlex.join(label.name for label in labels)
+    return f"--labels {names} --indices {' '.join(str(label.index) for label in labels)}"
+
+
+def feature_files(wildcards):
+    """The per-label files of ``wcgan features`` for the job's chunk."""
+    return " ".join(
+        f"{option} {chunk_files(f'{RESULTS}/{kind}', wildcards.chunk)}"
+        for option, kind in (
+            ("--samples", "samples"),
+            ("--shards", "shards"),
+            ("--out", "features"),
+        )
     )
 
 
@@ -191,11 +286,13 @@ def extractor_option(wildcards, input):
     return f"--inception-weights {INCEPTION_WEIGHTS}"
 
 
-def score_options():
+def feature_options():
     limit = config["metrics"]["max_real_per_label"]
-    return f"--cache-root {RESULTS}/cache/fidelity" + (
-        f" --max-real-per-label {limit}" if limit else ""
-    )
+    return f"--max-real-per-label {limit}" if limit else ""
+
+
+def merge_options():
+    return f"--prc-max-images {config['metrics']['prc_max_images']}"
 
 
 def get_final_output():
@@ -206,7 +303,7 @@ def get_final_output():
         f"{RESULTS}/scores/metrics.tsv",
         *curve,
         *get_figures(),
-        *per_trained(f"{RESULTS}/models/{{label}}.pt"),
+        *all_trained("models"),
     ]
 
 
@@ -226,7 +323,7 @@ def scaling_max_jobs(settings):
     if settings["max_jobs"] is not None:
         return settings["max_jobs"]
     cores = (os.cpu_count() or 1) // config["resources"]["train_threads"]
-    return max(1, min(cores, len(LABELS)))
+    return max(1, min(cores, len(CHUNKS)))
 
 
 SCALING = config["scaling"]
@@ -246,6 +343,7 @@ def scaling_base_config():
     }
     resources = {k: config["resources"][k] for k in ("train_threads", "train_mem_mb")}
     return {
+        "labels_per_job": config["labels_per_job"],
         "data": DATA,
         "train": train,
         "sampling": config["sampling"],
@@ -262,10 +360,10 @@ def previous_scaling_point(wildcards):
     jobs, not at parse time: a point's own run has fewer labels than the series asks for.
     """
     for series, settings in SCALING["series"].items():
-        if scaling_max_jobs(settings) > len(LABELS):
+        if scaling_max_jobs(settings) > len(CHUNKS):
             raise WorkflowError(
                 f"scaling.series.{series}.max_jobs is {settings['max_jobs']}, but the data set "
-                f"has only {len(LABELS)} labels"
+                f"has only {len(CHUNKS)} chunks of labels_per_job {config['labels_per_job']} labels"
             )
     index = SCALING_POINTS.index((wildcards.series, int(wildcards.n)))
     return [scaling_point_table(*SCALING_POINTS[index - 1])] if index else []
@@ -299,6 +397,7 @@ def compare_base_config():
     seed and resets the loss options."""
     resources = {k: config["resources"][k] for k in ("train_threads", "train_mem_mb")}
     return {
+        "labels_per_job": config["labels_per_job"],
         "data": {**DATA, "labels": [label.name for label in LABELS]},
         "train": config["train"],
         "distributed": config["distributed"],
@@ -315,16 +414,16 @@ def compare_variant_files(name):
 def compare_samples(wildcards):
     """A variant's samples, made by its own Snakemake call: found by path, never declared (the
     two Snakemake instances would otherwise lock the same files)."""
-    return per_label(f"{COMPARE_DIR}/{wildcards.variant}/samples/{{label}}.pt")
+    return per_chunk(f"{COMPARE_DIR}/{wildcards.variant}/samples/{{chunk}}")
 
 
 def compare_snapshots(wildcards):
     """A variant's snapshot samples, found by path like its samples."""
     run_dir = f"{COMPARE_DIR}/{wildcards.variant}"
     generator = SCHEMES[COMPARE_VARIANTS[wildcards.variant][0]][0]
-    return [
-        f"{run_dir}/snapshots/{name}.pt" for name in training_jobs(generator, SLUGS)
-    ]
+    if generator == "per_label":
+        return per_chunk(f"{run_dir}/snapshots/{{chunk}}")
+    return [f"{run_dir}/snapshots/{generator}.pt"]
 
 
 def compare_grid_variants():
@@ -337,15 +436,16 @@ def compare_grid_variants():
 
 onstart:
     # Not at parse time: a dry run needs no data when the config lists the labels, and the
-    # executor and job groups (label packing) are known only now.
+    # executor is known only now.
     _or_workflow_error(check_root, SPEC)
-    _or_workflow_error(check_labels_per_job, workflow.group_settings, len(LABELS))
     if workflow.executor_plugin.name == "slurm":
-        train = RULE_RESOURCES.get("train_label", {})
+        train = RULE_RESOURCES.get(TRAIN_RULES[GENERATOR], {})
         partition = train.get(
             "slurm_partition", DEFAULT_RESOURCES.get("slurm_partition")
         )
-        _or_workflow_error(check_slurm_gpu_request, partition, train.get("gpu"))
+        _or_workflow_error(
+            check_slurm_gpu_request, TRAIN_RULES[GENERATOR], partition, train.get("gpu")
+        )
 
 
 onsuccess:
@@ -358,7 +458,7 @@ onsuccess:
 onerror:
     # Only when the run trained labels (not, say, after a failed scaling point).
     message = (
-        missing_models(RESULTS, TRAINED)
+        missing_models(RESULTS, MODEL_FILES)
         if Path(RESULTS, "models").is_dir()
         else None
     )

@@ -55,7 +55,7 @@ rule compare_score:
     input:
         # Only the order: the variant's samples exist once its budget table does.
         budget=rules.compare_train.output.budget,
-        shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+        shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
         extractor=extractor_input(),
     output:
         table=f"{COMPARE_DIR}/{{variant}}/metrics.tsv",
@@ -71,7 +71,7 @@ rule compare_score:
     params:
         samples=compare_samples,
         extractor=extractor_option,
-        options=score_options(),
+        options=f"{feature_options()} {merge_options()}",
     shell:
         "wcgan score --samples {params.samples} --shards {input.shards} {params.extractor}"
         " {params.options} --threads {threads} --out {output.table} 2> {log}"
@@ -81,7 +81,7 @@ rule compare_curve:
     input:
         # Only the order: the variant's snapshots exist once its budget table does.
         budget=rules.compare_train.output.budget,
-        shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+        shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
         extractor=extractor_input(),
     output:
         table=f"{COMPARE_DIR}/{{variant}}/curve.tsv",
@@ -97,7 +97,7 @@ rule compare_curve:
     params:
         snapshots=compare_snapshots,
         extractor=extractor_option,
-        options=score_options(),
+        options=f"{feature_options()} {merge_options()}",
     shell:
         "wcgan score-curve --snapshots {params.snapshots} --shards {input.shards}"
         " {params.extractor} {params.options} --threads {threads} --out {output.table}"

@@ -12,7 +12,7 @@ localrules:
 
 rule plot_sample_grids:
     input:
-        samples=per_label(f"{RESULTS}/samples/{{label}}.pt"),
+        samples=per_chunk(f"{RESULTS}/samples/{{chunk}}"),
     output:
         # One folder, not one output per label: a DAG of thousands of labels resolves it once.
         grids=report(
@@ -37,7 +37,7 @@ rule plot_sample_grids:
 
 rule plot_merged_grid:
     input:
-        samples=per_label(f"{RESULTS}/samples/{{label}}.pt"),
+        samples=per_chunk(f"{RESULTS}/samples/{{chunk}}"),
     output:
         grid=report(
             f"{RESULTS}/figures/samples_merged.png",
@@ -61,7 +61,7 @@ rule plot_merged_grid:
 
 rule plot_losses:
     input:
-        losses=per_trained(f"{RESULTS}/losses/{{label}}.csv"),
+        losses=all_trained("losses"),
         # A plain path, not rules.label_table.output: Snakemake's rule-dependency lookup is
         # quadratic in the length of this rule's other (per-label) input list.
         labels=f"{RESULTS}/labels.tsv",

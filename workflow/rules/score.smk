@@ -1,12 +1,11 @@
-# Scores with torch-fidelity, in one job that loads the feature extractor once: all labels'
-# samples merged (IS, FID, KID, precision/recall) and each label against its own images (FID,
-# KID, precision/recall). Without Inception weights the features come from a classifier trained
-# on the real images.
+# Scores with torch-fidelity: all labels' samples merged (IS, FID, KID, precision/recall) and
+# each label against its own images (FID, KID, precision/recall). Without Inception weights the
+# features come from a classifier trained on the real images.
 
 
 rule train_classifier:
     input:
-        shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+        shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
     output:
         model=f"{RESULTS}/classifier/classifier.pt",
         report=f"{RESULTS}/classifier/report.json",
@@ -24,11 +23,37 @@ rule train_classifier:
         " --report-out {output.report} --threads {threads} {params.options} 2> {log}"
 
 
+# Scoring as map and reduce: one feature job per chunk sends each of its labels' real and
+# generated images through the extractor once (features/<chunk>/<label>.pt); one merge job
+# computes every metric, all labels merged and each label alone, from the saved features.
+
+
+rule features_chunk:
+    input:
+        samples=f"{RESULTS}/samples/{{chunk}}",
+        shards=f"{RESULTS}/shards/{{chunk}}",
+        extractor=extractor_input(),
+    output:
+        features=directory(f"{RESULTS}/features/{{chunk}}"),
+    log:
+        f"{RESULTS}/logs/features/{{chunk}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/features/{{chunk}}.tsv"
+    conda:
+        "../../envs/wcgan.yaml"
+    threads: config["resources"]["score_threads"]
+    params:
+        files=feature_files,
+        extractor=extractor_option,
+        options=feature_options(),
+    shell:
+        "wcgan features {params.files} {params.extractor} {params.options}"
+        " --threads {threads} 2> {log}"
+
+
 rule score:
     input:
-        samples=per_label(f"{RESULTS}/samples/{{label}}.pt"),
-        shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
-        extractor=extractor_input(),
+        features=per_chunk(f"{RESULTS}/features/{{chunk}}"),
     output:
         table=report(
             f"{RESULTS}/scores/metrics.tsv",
@@ -41,20 +66,18 @@ rule score:
         f"{RESULTS}/benchmarks/score.tsv"
     conda:
         "../../envs/wcgan.yaml"
-    threads: config["resources"]["score_threads"]
     params:
-        extractor=extractor_option,
-        options=score_options(),
+        options=merge_options(),
     shell:
-        "wcgan score --samples {input.samples} --shards {input.shards} {params.extractor}"
-        " {params.options} --threads {threads} --out {output.table} 2> {log}"
+        "wcgan merge-scores --features {input.features} {params.options}"
+        " --out {output.table} 2> {log}"
 
 
 rule score_curve:
     # FID against compute: every train.snapshots point, all labels merged.
     input:
-        snapshots=per_trained(f"{RESULTS}/snapshots/{{label}}.pt"),
-        shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+        snapshots=all_trained("snapshots"),
+        shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
         extractor=extractor_input(),
     output:
         table=f"{RESULTS}/scores/curve.tsv",
@@ -67,7 +90,7 @@ rule score_curve:
     threads: config["resources"]["score_threads"]
     params:
         extractor=extractor_option,
-        options=score_options(),
+        options=feature_options(),
     shell:
         "wcgan score-curve --snapshots {input.snapshots} --shards {input.shards}"
         " {params.extractor} {params.options} --threads {threads} --out {output.table}"

@@ -1,26 +1,27 @@
-# Split the data set by label: one shard per label, read only by that label's jobs.
+# Split the data set by label, a chunk of labels_per_job labels per job: one shard per label
+# (shards/<chunk>/<label>.pt), read only by the jobs of that label's chunk. A source stored as
+# one file is read once per job; a folder source reads only the chunk's folders.
 
 
-rule split_label:
+rule split_chunk:
     output:
-        shard=f"{RESULTS}/shards/{{label}}.pt",
+        shards=directory(f"{RESULTS}/shards/{{chunk}}"),
     log:
-        f"{RESULTS}/logs/split/{{label}}.log",
+        f"{RESULTS}/logs/split/{{chunk}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/split/{{label}}.tsv"
+        f"{RESULTS}/benchmarks/split/{{chunk}}.tsv"
     conda:
         "../../envs/wcgan.yaml"
     params:
         data=data_options(),
-        label=lambda wildcards: LABEL_BY_SLUG[wildcards.label],
+        labels=split_labels,
     shell:
-        "wcgan split {params.data} --label={params.label.name:q} --index {params.label.index}"
-        " --out {output.shard} 2> {log}"
+        "wcgan split {params.data} {params.labels} --out-dir {output.shards} 2> {log}"
 
 
 rule label_table:
     input:
-        shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+        shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
     output:
         table=f"{RESULTS}/labels.tsv",
     log:
@@ -29,5 +30,8 @@ rule label_table:
         f"{RESULTS}/benchmarks/label_table.tsv"
     conda:
         "../../envs/wcgan.yaml"
+    params:
+        labels_per_job=config["labels_per_job"],
     shell:
-        "wcgan label-table --shards {input.shards} --out {output.table} 2> {log}"
+        "wcgan label-table --shards {input.shards} --labels-per-job {params.labels_per_job}"
+        " --out {output.table} 2> {log}"

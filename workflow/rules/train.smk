@@ -1,5 +1,5 @@
-# The generators: one GAN per label, each an independent job under the same budget (the
-# W-CGAN design); with train.generator: conditional one class-conditional GAN for every label in
+# The generators: one GAN per label under the same budget (the W-CGAN design), the labels_per_job
+# GANs of a chunk trained together in one job as one batched network; with train.generator: conditional one class-conditional GAN for every label in
 # one job under the labels' budget together (the cGAN baseline); with distributed that GAN
 # trained by a server and local critics on devices (wcgan.distributed), in one torchrun job. Checkpoints live outside
 # the declared outputs, so a failed or killed job's resume state survives Snakemake's cleanup.
@@ -8,16 +8,16 @@
 
 if GENERATOR == "per_label":
 
-    rule train_label:
+    rule train_chunk:
         input:
-            shards=rules.split_label.output.shard,
+            shards=rules.split_chunk.output.shards,
             shapes_checked=shape_gate(),
         output:
-            **training_outputs("{label}", f"{RESULTS}/samples/{{label}}.pt"),
+            **training_outputs(),
         log:
-            f"{RESULTS}/logs/train/{{label}}.log",
+            f"{RESULTS}/logs/train/{{chunk}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/train/{{label}}.tsv"
+            f"{RESULTS}/benchmarks/train/{{chunk}}.tsv"
         conda:
             "../../envs/wcgan.yaml"
         threads: config["resources"]["train_threads"]
@@ -25,7 +25,7 @@ if GENERATOR == "per_label":
             mem_mb=config["resources"]["train_mem_mb"],
             runtime=TRAIN_RUNTIME,
         params:
-            **training_params("{label}"),
+            **training_params(),
         shell:
             training_command("wcgan train")
 
@@ -33,12 +33,10 @@ elif GENERATOR == "conditional":
 
     rule train_conditional:
         input:
-            shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+            shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
             shapes_checked=shape_gate(),
         output:
-            **training_outputs(
-                "conditional", per_label(f"{RESULTS}/samples/{{label}}.pt")
-            ),
+            **training_outputs(),
         log:
             f"{RESULTS}/logs/train/conditional.log",
         benchmark:
@@ -50,7 +48,7 @@ elif GENERATOR == "conditional":
             mem_mb=config["resources"]["train_mem_mb"],
             runtime=TRAIN_RUNTIME,
         params:
-            **training_params("conditional"),
+            **training_params(),
         shell:
             training_command("wcgan train")
 
@@ -60,12 +58,10 @@ else:
     # launched by torchrun: on Slurm one task with their CPUs (threads) and memory together.
     rule train_distributed:
         input:
-            shards=per_label(f"{RESULTS}/shards/{{label}}.pt"),
+            shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
             shapes_checked=shape_gate(),
         output:
-            **training_outputs(
-                "distributed", per_label(f"{RESULTS}/samples/{{label}}.pt")
-            ),
+            **training_outputs(),
         log:
             f"{RESULTS}/logs/train/distributed.log",
         benchmark:
@@ -77,7 +73,7 @@ else:
             mem_mb=config["resources"]["train_mem_mb"] * DIST.processes,
             runtime=TRAIN_RUNTIME,
         params:
-            **training_params("distributed"),
+            **training_params(),
         shell:
             training_command(
                 f"torchrun --standalone --nproc-per-node {DIST.processes}"
@@ -88,4 +84,4 @@ else:
 rule models:
     # snakemake models: train every generator and nothing else (what a scaling point times).
     input:
-        per_trained(f"{RESULTS}/models/{{label}}.pt"),
+        all_trained("models"),
