@@ -1,5 +1,7 @@
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import save_png
 from wcgan.data import Shard, load_label_images, load_shard, save_shard
@@ -39,6 +41,27 @@ def test_modes_are_converted(image_tree):
     assert load_label_images(DataSpec("imagefolder", str(image_tree)), "red car").shape == (6, 3, 8, 8)
     grey = load_label_images(DataSpec("imagefolder", str(image_tree), channels=1), "red car")
     assert grey.shape == (6, 1, 8, 8)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".pgm"])  # Pillow modes I;16, I;16, I
+def test_16_bit_greyscale_is_scaled_to_8_bits_not_clipped(tmp_path, suffix):
+    values = np.linspace(0, 65535, 64).round().astype(np.uint16).reshape(8, 8)
+    (tmp_path / "deep").mkdir()
+    for i in range(2):
+        Image.fromarray(values).save(tmp_path / "deep" / f"{i}{suffix}")
+    expected = torch.from_numpy(np.rint(values * (255 / 65535)).astype(np.uint8))
+    grey = load_label_images(DataSpec("imagefolder", str(tmp_path), channels=1), "deep")
+    assert torch.equal(grey[0, 0], expected)  # a full 0..255 ramp, not 99.9% white
+    rgb = load_label_images(DataSpec("imagefolder", str(tmp_path)), "deep")
+    assert all(torch.equal(rgb[0, c], expected) for c in range(3))
+
+
+def test_32_bit_integer_images_are_refused(tmp_path):
+    (tmp_path / "deep").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(tmp_path / "deep" / f"{i}.tif")
+    with pytest.raises(WcganError, match=r"0\.tif' is mode I with values outside 0\.\.65535"):
+        load_label_images(DataSpec("imagefolder", str(tmp_path)), "deep")
 
 
 def test_mixed_sizes_are_refused_unless_a_resolution_is_set(image_tree):
