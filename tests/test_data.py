@@ -108,6 +108,56 @@ def test_missing_or_empty_root(tmp_path, setup, message):
         label_names(DataSpec("imagefolder", str(root)))
 
 
+def test_a_folder_named_with_dots_is_a_class_and_hidden_entries_are_named_on_stderr(image_tree, capsys):
+    save_png(image_tree / "..." / "0.png")
+    save_png(image_tree / ".git" / "0.png")
+    (image_tree / "red car" / ".DS_Store").write_bytes(b"Finder metadata")
+    save_png(image_tree / "red car" / ".ipynb_checkpoints" / "0-checkpoint.png")
+    (image_tree / "red car" / "notes.txt").write_text("not an image")
+    spec = DataSpec("imagefolder", str(image_tree))
+    assert label_names(spec) == ["...", "Café", "red car", "x+y"]
+    assert "skipped 1 hidden ('.git')" in capsys.readouterr().err
+    assert load_label_images(spec, "red car").shape == (4, 3, 8, 8)
+    said = capsys.readouterr().err
+    assert "class 'red car': skipped 2 hidden ('.DS_Store', '.ipynb_checkpoints')" in said
+    assert "1 without an image extension ('notes.txt')" in said
+
+
+def test_links_are_followed_once_and_dangling_ones_are_named(image_tree, capsys):
+    (image_tree / "alias").symlink_to("red car")  # a second name for a class
+    (image_tree / "gone").symlink_to("nowhere")
+    (image_tree / "x+y" / "copy.png").symlink_to("0.png")  # the same file twice
+    (image_tree / "x+y" / "theirs.png").symlink_to("../Café/0.png")  # another class's file
+    (image_tree / "x+y" / "broken.png").symlink_to("missing.png")
+    spec = DataSpec("imagefolder", str(image_tree))
+    assert label_names(spec) == ["Café", "red car", "x+y"]
+    said = capsys.readouterr().err
+    assert "1 dangling links ('gone')" in said
+    assert "1 links to files of class 'red car' (counted there) ('alias')" in said
+    assert load_label_images(spec, "x+y").shape == (4, 3, 8, 8)
+    said = capsys.readouterr().err
+    assert "1 files reached twice (counted once) ('copy.png')" in said
+    assert "1 files of class 'Café' (counted there) ('theirs.png')" in said
+    assert "1 dangling links ('broken.png')" in said
+
+
+@pytest.mark.parametrize(
+    ("link", "target", "message"),
+    [
+        ("alias", ".", r"link '.*alias' leads back to .*: it loops"),  # a class of copies of all
+        ("red car/up", "..", r"link '.*up' leads back to .*: it loops"),
+        ("red car/self", "self", r"link '.*self' cannot be followed: it loops"),
+        ("outside", "..", r"link '.*outside' leads to .*, outside the data folder"),
+    ],
+)
+def test_links_that_loop_or_leave_the_tree_are_refused_by_name(image_tree, link, target, message):
+    (image_tree / link).symlink_to(target)
+    spec = DataSpec("imagefolder", str(image_tree))
+    with pytest.raises(WcganError, match=message):
+        label_names(spec)
+        load_label_images(spec, "red car")
+
+
 def test_empty_class_folder_and_single_image_class(image_tree):
     (image_tree / "empty").mkdir()
     save_png(image_tree / "lonely" / "0.png")
