@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from conftest import save_png
+from wcgan.atomic import load_torch
 from wcgan.data import Shard, load_label_images, load_shard, save_shard
 from wcgan.errors import WcganError
 from wcgan.labels import Label
@@ -218,3 +219,31 @@ def test_shard_roundtrip_and_foreign_file(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 10)
     with pytest.raises(WcganError, match="junk.pt' cannot be read"):
         load_shard(tmp_path / "junk.pt")
+
+
+class NotTensors:
+    """Stands for pickled code in a file."""
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeros", "flipped", "code"])
+def test_a_damaged_file_is_named_with_what_to_do_and_never_weights_only_false(tmp_path, damage):
+    path = tmp_path / "ck.pt"
+    torch.save({"iteration": 3, "state": {"w": torch.randn(100)}}, path)
+    raw = path.read_bytes()
+    start = raw.find(b"\x80\x02")  # the pickle inside the zip
+    damaged = {
+        "truncated": raw[: len(raw) // 2],
+        "zeros": b"\x00" * 10,
+        "flipped": raw[: start + 2] + b"\xff\xff\xff" + raw[start + 5 :],
+        "code": None,
+    }[damage]
+    if damaged is None:
+        torch.save({"iteration": NotTensors()}, path)
+    else:
+        path.write_bytes(damaged)
+    with pytest.raises(WcganError) as caught:
+        load_torch(path, "checkpoint")
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint '{path}' cannot be read: it is damaged")
+    assert message.endswith("move it away and rerun to make it again")
+    assert "weights_only" not in message and "\n" not in message
