@@ -1,3 +1,7 @@
+import struct
+import warnings
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +67,35 @@ def test_32_bit_integer_images_are_refused(tmp_path):
         Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(tmp_path / "deep" / f"{i}.tif")
     with pytest.raises(WcganError, match=r"0\.tif' is mode I with values outside 0\.\.65535"):
         load_label_images(DataSpec("imagefolder", str(tmp_path)), "deep")
+
+
+def png_header(path, width: int, height: int) -> None:
+    """A PNG that declares its size and holds no pixels: opening it reads only this header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\x00")))
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # over Pillow's warning, over its error limit
+def test_images_over_the_pixel_limit_are_refused_by_name_without_pillows_warning(tmp_path, side):
+    png_header(tmp_path / "huge" / "0.png", side, side)
+    png_header(tmp_path / "huge" / "1.png", side, side)
+    spec = DataSpec("imagefolder", str(tmp_path), resolution=32)
+    with warnings.catch_warnings(), pytest.raises(WcganError, match=r"0\.png' .*more than data\.max_pixels"):
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would fail the test
+        load_label_images(spec, "huge")
+
+
+def test_the_pixel_limit_is_the_configured_one(image_tree):
+    assert load_label_images(DataSpec("imagefolder", str(image_tree), max_pixels=64), "x+y").shape[0] == 4
+    with pytest.raises(WcganError, match=r"0\.png' is 8x8, 64 pixels, more than data\.max_pixels 63"):
+        load_label_images(DataSpec("imagefolder", str(image_tree), max_pixels=63), "x+y")
+    with pytest.raises(WcganError, match="data.max_pixels must be between 1 and 89478485"):
+        DataSpec("imagefolder", str(image_tree), max_pixels=89_478_486).check()
 
 
 def test_mixed_sizes_are_refused_unless_a_resolution_is_set(image_tree):

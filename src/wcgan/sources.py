@@ -23,6 +23,8 @@ from PIL import Image
 from wcgan.config import SUPPORTED_RESOLUTIONS, ConfigSection
 from wcgan.errors import WcganError
 
+# Pillow's default limit: it warns of a decompression bomb above it and refuses twice as much.
+PILLOW_MAX_PIXELS = 89_478_485
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 CIFAR10_CLASSES = (
@@ -54,6 +56,7 @@ class DataSpec(ConfigSection):
     channels: int | None = None  # None: the source's own (digits 1, the others 3)
     download: bool = False  # let torchvision download cifar10/cifar100 into root
     min_images: int = 2  # a label with fewer images is an error
+    max_pixels: int = 64_000_000  # a larger image is refused before it is decoded (wcgan.data)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "data") -> DataSpec:
@@ -69,6 +72,11 @@ class DataSpec(ConfigSection):
             raise WcganError(f"{key}.channels must be 1 or 3, got {self.channels}")
         if self.min_images < 2:
             raise WcganError(f"{key}.min_images must be 2 or more, got {self.min_images}")
+        if not 1 <= self.max_pixels <= PILLOW_MAX_PIXELS:
+            raise WcganError(
+                f"{key}.max_pixels must be between 1 and {PILLOW_MAX_PIXELS} (past that Pillow "
+                f"suspects a decompression bomb), got {self.max_pixels}"
+            )
 
     def root_path(self) -> Path:
         if not self.root:
