@@ -255,7 +255,9 @@ class ClassifierConfig(ConfigSection):
     def check(self, key: str = "metrics.classifier") -> None:
         if not 0 < self.holdout < 1:
             raise WcganError(f"{key}.holdout must be between 0 and 1, got {self.holdout}")
-        self._require_positive(key, ("epochs", "batch_size", "lr", "width"))
+        self._require_positive(key, ("epochs", "lr", "width"))
+        if self.batch_size < 2:
+            raise WcganError(f"{key}.batch_size must be 2 or more (batch norm), got {self.batch_size}")
         if self.max_images_per_label is not None and self.max_images_per_label < 2:
             raise WcganError(
                 f"{key}.max_images_per_label must be 2 or more (one to train on, one to hold out), "
