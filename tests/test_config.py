@@ -9,6 +9,7 @@ from wcgan.config import (
     RECIPES,
     TRAINING_SCHEMES,
     ClassifierConfig,
+    DistributedConfig,
     TrainConfig,
     coerce_strings,
     describe_schema_error,
@@ -16,7 +17,8 @@ from wcgan.config import (
     scheduler_minutes,
 )
 from wcgan.errors import WcganError
-from wcgan.sources import SOURCES
+from wcgan.scaling import scaling_points
+from wcgan.sources import SOURCES, DataSpec
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 
@@ -165,3 +167,106 @@ def test_the_report_dependency_is_declared():
     from importlib.metadata import requires
 
     assert any(r.startswith("pygments==") for r in requires("wcgan"))
+
+
+def numeric_bounds(schema: dict, path: tuple[str, ...] = ()):
+    """(path, keyword, bound) of every numeric bound in ``schema``; '[]' is an array's items and
+    '*' an open mapping's values."""
+    for keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        if keyword in schema:
+            yield path, keyword, schema[keyword]
+    for name, sub in schema.get("properties", {}).items():
+        yield from numeric_bounds(sub, (*path, name))
+    if isinstance(schema.get("items"), dict):
+        yield from numeric_bounds(schema["items"], (*path, "[]"))
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from numeric_bounds(schema["additionalProperties"], (*path, "*"))
+
+
+def build_train(config: dict) -> None:
+    """What a training job builds from the train section: the options, then both optimizers."""
+    import torch
+
+    from wcgan.losses import make_optimizer
+
+    effective = TrainConfig.from_mapping(config["train"]).effective()
+    make_optimizer(effective["optimizer"], [torch.zeros(1)], effective["lr"], effective.get("betas"))
+
+
+def build_classifier(config: dict) -> None:
+    import torch
+
+    classifier = ClassifierConfig.from_mapping(config["metrics"]["classifier"])
+    torch.optim.Adam([torch.zeros(1)], lr=classifier.lr)
+
+
+# Where the package itself checks a key's value; the schema must draw the same line.
+CODE_CHECKS = {
+    ("data",): lambda c: DataSpec.from_mapping(c["data"]),
+    ("train",): build_train,
+    ("distributed",): lambda c: DistributedConfig.from_mapping(c["distributed"]),
+    ("metrics", "classifier"): build_classifier,
+    ("scaling", "series", "*", "max_jobs"): lambda c: scaling_points(c["scaling"]["series"]["s"]["max_jobs"]),
+}
+# Keys the workflow passes on as command options or Snakemake resources, unchecked after the
+# schema: their bounds are the schema's alone.
+SCHEMA_ONLY = {
+    ("sampling",), ("metrics", "max_real_per_label"), ("figures",), ("resources",),
+    ("scaling", "iterations"), ("scaling", "projection_jobs"), ("compare",),
+}  # fmt: skip
+# A key whose boundary needs other keys to make sense (a loss option needs its loss).
+CONTEXT = {("train", "clip_value"): {"loss": "wgan-clip"}}
+
+
+def with_value(config: dict, path: tuple[str, ...], value: float) -> dict:
+    """``config`` with the key at ``path`` set to ``value`` (both entries of an array)."""
+    config = merged(config, {})
+    if path[:3] == ("scaling", "series", "*"):
+        config["scaling"]["series"] = {"s": {path[3]: value, "snakemake_args": []}}
+        return config
+    *parents, key = path[:-1] if path[-1] == "[]" else path
+    section = config
+    for name in parents:
+        section = section[name]
+    section[key] = [value, value] if path[-1] == "[]" else value
+    if path[:1] == ("train",):
+        config["train"].update(CONTEXT.get(path[:2], {}))
+    return config
+
+
+def find_schema(path: tuple[str, ...]) -> dict:
+    schema = SCHEMA
+    for name in path:
+        nested = {"[]": schema.get("items"), "*": schema.get("additionalProperties")}.get(name)
+        schema = nested or schema["properties"][name]
+    return schema
+
+
+def test_every_schema_bound_is_checked_by_the_code_or_by_the_schema_alone():
+    for path, _, _ in numeric_bounds(SCHEMA):
+        owners = [p for p in (*CODE_CHECKS, *SCHEMA_ONLY) if path[: len(p)] == p]
+        assert owners, f"bound of {'.'.join(path)} is neither in CODE_CHECKS nor in SCHEMA_ONLY"
+
+
+@pytest.mark.parametrize(
+    ("path", "keyword", "bound"),
+    [b for b in numeric_bounds(SCHEMA) if any(b[0][: len(p)] == p for p in CODE_CHECKS)],
+    ids=lambda v: ".".join(v) if isinstance(v, tuple) else str(v),
+)
+def test_schema_bounds_accept_and_refuse_what_the_code_does(path, keyword, bound):
+    integer = "integer" in str(find_schema(path).get("type"))
+    step = 1 if integer else 1e-6
+    beyond = {"minimum": -step, "exclusiveMinimum": 0, "maximum": step, "exclusiveMaximum": 0}[keyword]
+    within = {"minimum": 0, "exclusiveMinimum": step, "maximum": 0, "exclusiveMaximum": -step}[keyword]
+    check = next(c for p, c in CODE_CHECKS.items() if path[: len(p)] == p)
+    for value, expected in ((bound + within, True), (bound + beyond, False)):
+        config = with_value(default_config(), path, value)
+        schema_accepts = not list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(config))
+        try:
+            check(config)
+            code_accepts = True
+        except (WcganError, ValueError):
+            code_accepts = False
+        where = f"{'.'.join(path)} = {value}"
+        assert schema_accepts == expected, f"schema: {where}"
+        assert code_accepts == expected, f"code: {where}"

@@ -1,7 +1,14 @@
+import struct
+import warnings
+import zlib
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import save_png
+from wcgan.atomic import load_torch
 from wcgan.data import Shard, load_label_images, load_shard, save_shard
 from wcgan.errors import WcganError
 from wcgan.labels import Label
@@ -39,6 +46,56 @@ def test_modes_are_converted(image_tree):
     assert load_label_images(DataSpec("imagefolder", str(image_tree)), "red car").shape == (6, 3, 8, 8)
     grey = load_label_images(DataSpec("imagefolder", str(image_tree), channels=1), "red car")
     assert grey.shape == (6, 1, 8, 8)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".pgm"])  # Pillow modes I;16, I;16, I
+def test_16_bit_greyscale_is_scaled_to_8_bits_not_clipped(tmp_path, suffix):
+    values = np.linspace(0, 65535, 64).round().astype(np.uint16).reshape(8, 8)
+    (tmp_path / "deep").mkdir()
+    for i in range(2):
+        Image.fromarray(values).save(tmp_path / "deep" / f"{i}{suffix}")
+    expected = torch.from_numpy(np.rint(values * (255 / 65535)).astype(np.uint8))
+    grey = load_label_images(DataSpec("imagefolder", str(tmp_path), channels=1), "deep")
+    assert torch.equal(grey[0, 0], expected)  # a full 0..255 ramp, not 99.9% white
+    rgb = load_label_images(DataSpec("imagefolder", str(tmp_path)), "deep")
+    assert all(torch.equal(rgb[0, c], expected) for c in range(3))
+
+
+def test_32_bit_integer_images_are_refused(tmp_path):
+    (tmp_path / "deep").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(tmp_path / "deep" / f"{i}.tif")
+    with pytest.raises(WcganError, match=r"0\.tif' is mode I with values outside 0\.\.65535"):
+        load_label_images(DataSpec("imagefolder", str(tmp_path)), "deep")
+
+
+def png_header(path, width: int, height: int) -> None:
+    """A PNG that declares its size and holds no pixels: opening it reads only this header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\x00")))
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # over Pillow's warning, over its error limit
+def test_images_over_the_pixel_limit_are_refused_by_name_without_pillows_warning(tmp_path, side):
+    png_header(tmp_path / "huge" / "0.png", side, side)
+    png_header(tmp_path / "huge" / "1.png", side, side)
+    spec = DataSpec("imagefolder", str(tmp_path), resolution=32)
+    with warnings.catch_warnings(), pytest.raises(WcganError, match=r"0\.png' .*more than data\.max_pixels"):
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would fail the test
+        load_label_images(spec, "huge")
+
+
+def test_the_pixel_limit_is_the_configured_one(image_tree):
+    assert load_label_images(DataSpec("imagefolder", str(image_tree), max_pixels=64), "x+y").shape[0] == 4
+    with pytest.raises(WcganError, match=r"0\.png' is 8x8, 64 pixels, more than data\.max_pixels 63"):
+        load_label_images(DataSpec("imagefolder", str(image_tree), max_pixels=63), "x+y")
+    with pytest.raises(WcganError, match="data.max_pixels must be between 1 and 89478485"):
+        DataSpec("imagefolder", str(image_tree), max_pixels=89_478_486).check()
 
 
 def test_mixed_sizes_are_refused_unless_a_resolution_is_set(image_tree):
@@ -83,6 +140,56 @@ def test_missing_or_empty_root(tmp_path, setup, message):
     setup(root)
     with pytest.raises(WcganError, match=message):
         label_names(DataSpec("imagefolder", str(root)))
+
+
+def test_a_folder_named_with_dots_is_a_class_and_hidden_entries_are_named_on_stderr(image_tree, capsys):
+    save_png(image_tree / "..." / "0.png")
+    save_png(image_tree / ".git" / "0.png")
+    (image_tree / "red car" / ".DS_Store").write_bytes(b"Finder metadata")
+    save_png(image_tree / "red car" / ".ipynb_checkpoints" / "0-checkpoint.png")
+    (image_tree / "red car" / "notes.txt").write_text("not an image")
+    spec = DataSpec("imagefolder", str(image_tree))
+    assert label_names(spec) == ["...", "Café", "red car", "x+y"]
+    assert "skipped 1 hidden ('.git')" in capsys.readouterr().err
+    assert load_label_images(spec, "red car").shape == (4, 3, 8, 8)
+    said = capsys.readouterr().err
+    assert "class 'red car': skipped 2 hidden ('.DS_Store', '.ipynb_checkpoints')" in said
+    assert "1 without an image extension ('notes.txt')" in said
+
+
+def test_links_are_followed_once_and_dangling_ones_are_named(image_tree, capsys):
+    (image_tree / "alias").symlink_to("red car")  # a second name for a class
+    (image_tree / "gone").symlink_to("nowhere")
+    (image_tree / "x+y" / "copy.png").symlink_to("0.png")  # the same file twice
+    (image_tree / "x+y" / "theirs.png").symlink_to("../Café/0.png")  # another class's file
+    (image_tree / "x+y" / "broken.png").symlink_to("missing.png")
+    spec = DataSpec("imagefolder", str(image_tree))
+    assert label_names(spec) == ["Café", "red car", "x+y"]
+    said = capsys.readouterr().err
+    assert "1 dangling links ('gone')" in said
+    assert "1 links to files of class 'red car' (counted there) ('alias')" in said
+    assert load_label_images(spec, "x+y").shape == (4, 3, 8, 8)
+    said = capsys.readouterr().err
+    assert "1 files reached twice (counted once) ('copy.png')" in said
+    assert "1 files of class 'Café' (counted there) ('theirs.png')" in said
+    assert "1 dangling links ('broken.png')" in said
+
+
+@pytest.mark.parametrize(
+    ("link", "target", "message"),
+    [
+        ("alias", ".", r"link '.*alias' leads back to .*: it loops"),  # a class of copies of all
+        ("red car/up", "..", r"link '.*up' leads back to .*: it loops"),
+        ("red car/self", "self", r"link '.*self' cannot be followed: it loops"),
+        ("outside", "..", r"link '.*outside' leads to .*, outside the data folder"),
+    ],
+)
+def test_links_that_loop_or_leave_the_tree_are_refused_by_name(image_tree, link, target, message):
+    (image_tree / link).symlink_to(target)
+    spec = DataSpec("imagefolder", str(image_tree))
+    with pytest.raises(WcganError, match=message):
+        label_names(spec)
+        load_label_images(spec, "red car")
 
 
 def test_empty_class_folder_and_single_image_class(image_tree):
@@ -145,3 +252,31 @@ def test_shard_roundtrip_and_foreign_file(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 10)
     with pytest.raises(WcganError, match="junk.pt' cannot be read"):
         load_shard(tmp_path / "junk.pt")
+
+
+class NotTensors:
+    """Stands for pickled code in a file."""
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeros", "flipped", "code"])
+def test_a_damaged_file_is_named_with_what_to_do_and_never_weights_only_false(tmp_path, damage):
+    path = tmp_path / "ck.pt"
+    torch.save({"iteration": 3, "state": {"w": torch.randn(100)}}, path)
+    raw = path.read_bytes()
+    start = raw.find(b"\x80\x02")  # the pickle inside the zip
+    damaged = {
+        "truncated": raw[: len(raw) // 2],
+        "zeros": b"\x00" * 10,
+        "flipped": raw[: start + 2] + b"\xff\xff\xff" + raw[start + 5 :],
+        "code": None,
+    }[damage]
+    if damaged is None:
+        torch.save({"iteration": NotTensors()}, path)
+    else:
+        path.write_bytes(damaged)
+    with pytest.raises(WcganError) as caught:
+        load_torch(path, "checkpoint")
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint '{path}' cannot be read: it is damaged")
+    assert message.endswith("move it away and rerun to make it again")
+    assert "weights_only" not in message and "\n" not in message

@@ -38,7 +38,7 @@ def test_trains_the_budgeted_iterations(digit_shards, tmp_path):
 def test_wall_clock_budget_stops_training(digit_shards, tmp_path):
     result = train(TrainingSet.of_label(digit_shards[0]), tiny(seconds=0.5), tmp_path, log=lambda _: None)
     assert result.summary["stopped_by"] == "seconds"
-    assert 0.5 <= result.summary["seconds"] < 5
+    assert result.summary["seconds"] >= 0.5  # how soon after is the machine's load (bench/ times it)
 
 
 def test_same_seed_same_result_different_seed_different_result(digit_shards, tmp_path):

@@ -88,13 +88,32 @@ def test_tiny_run_makes_every_output(tiny_run):
     assert by_rule["total_s"].gt(0).all()
 
 
-def test_every_rule_has_a_log_and_a_benchmark():
-    for path in sorted((SNAKEFILE.parent / "rules").glob("*.smk")):
-        text = path.read_text()
-        for rule in re.split(r"^rule ", text, flags=re.MULTILINE)[1:]:
-            name = rule.split(":")[0]
-            if "output:" in rule:
-                assert "log:" in rule and "benchmark:" in rule, f"{path.name}: rule {name}"
+def parsed_rules(workdir: Path) -> dict[str, tuple[bool, bool, bool]]:
+    """Rule name -> (runs a command, has a log, has a benchmark), as Snakemake parses the
+    workflow with ``workdir``'s config: rules inside an ``if`` count only where it holds. The
+    API lists rules with their directives only through its workflow object (``--lint json``
+    reports missing logs, not missing benchmarks)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ResourceSettings
+
+    with SnakemakeApi() as api:
+        workflow = api.workflow(ResourceSettings(cores=1), snakefile=SNAKEFILE, workdir=workdir)
+        return {
+            rule.name: (not rule.norun, bool(rule.log), rule.benchmark is not None)
+            for rule in workflow._workflow.rules
+        }
+
+
+def test_every_rule_has_a_log_and_a_benchmark(tmp_path):
+    rules = {}
+    for generator in ("per_label", "conditional", "distributed"):  # each has its training rule
+        write_config(tmp_path / generator, merged(TINY, {"train": {"generator": generator}}))
+        rules.update(parsed_rules(tmp_path / generator))
+    sources = [SNAKEFILE, *sorted((SNAKEFILE.parent / "rules").glob("*.smk"))]
+    defined = {m for path in sources for m in re.findall(r"^\s*rule\s+(\w+)\s*:", path.read_text(), re.M)}
+    assert defined <= set(rules), f"rules no config parsed: {sorted(defined - set(rules))}"
+    for name, (runs, log, benchmark) in rules.items():
+        assert not runs or (log and benchmark), f"rule {name} runs a command without log: and benchmark:"
 
 
 def test_deleting_one_model_reruns_only_that_label(tiny_run, tmp_path):
@@ -146,7 +165,8 @@ def test_scaling_target_times_concurrent_label_jobs_and_replots_without_rerunnin
     scaling = tmp_path / RUN / "scaling"
     summary = pd.read_csv(scaling / "summary.tsv", sep="\t")
     assert summary[["series", "n", "jobs"]].values.tolist() == [["local", 1, 1], ["local", 2, 2]]
-    assert summary["concurrent"].all() and summary["efficiency"].iloc[0] == 1.0
+    # Whether two jobs overlapped is the machine's load (tests/test_scaling.py checks the rule).
+    assert summary["concurrent"].iloc[0] and summary["efficiency"].iloc[0] == 1.0
     assert (summary["efficiency"] > 0).all() and (summary["training_mean_s"] > 0).all()
     jobs = pd.read_csv(scaling / "jobs.tsv", sep="\t")
     assert (jobs["iterations"] == 8).all()

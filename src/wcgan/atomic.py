@@ -70,6 +70,8 @@ def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` with a one-line error naming the file when it is unusable.
 
     ``mmap=True`` maps tensors instead of reading them: slicing then reads only what is used.
+    torch's own message is left out of that line: it advises loading with ``weights_only=False``,
+    which runs whatever code the file holds; a file wcgan wrote never needs that.
     """
     import torch
 
@@ -79,5 +81,7 @@ def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WcganError(f"{what} '{path}' cannot be read: {first_line}") from exc
+        raise WcganError(
+            f"{what} '{path}' cannot be read: it is damaged, truncated, or holds more than tensors "
+            f"and plain values; move it away and rerun to make it again"
+        ) from exc

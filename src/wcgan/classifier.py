@@ -9,7 +9,6 @@ figures.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,15 @@ def _split(shards: Sequence[Shard], config: ClassifierConfig, rng: torch.Generat
     return torch.cat(train), torch.cat(train_y), torch.cat(held), torch.cat(held_y)
 
 
+def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` in batches of ``batch_size``; a last batch of one image joins the one before,
+    as batch norm cannot train on a single image."""
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
 @torch.no_grad()
 def predict(model: Classifier, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     device = next(model.parameters()).device
@@ -68,13 +76,13 @@ def train_classifier(
     x_train, y_train, x_held, y_held = _split(shards, config, rng)
     model = Classifier(resolution, channels, len(shards), config.width).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    steps_per_epoch = len(_batches(torch.arange(len(x_train)), config.batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(x_train), generator=rng)
         total = 0.0
-        for rows in order.split(config.batch_size):
+        for rows in _batches(order, config.batch_size):
             images = images_to_float(x_train[rows].to(device))
             loss = F.cross_entropy(model(images)[1], y_train[rows].to(device))
             optimizer.zero_grad(set_to_none=True)

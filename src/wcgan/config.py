@@ -138,6 +138,8 @@ class TrainConfig(ConfigSection):
             raise WcganError(f"{key}.optimizer '{self.optimizer}' is unknown ({', '.join(OPTIMIZERS)})")
         if self.betas is not None and self.effective_optimizer != "adam":
             raise WcganError(f"{key}.betas applies only to optimizer adam")
+        if self.betas is not None and not all(0 <= beta < 1 for beta in self.betas):
+            raise WcganError(f"{key}.betas must each be at least 0 and below 1 (Adam's), got {self.betas}")
         if self.iterations is None and self.seconds is None:
             raise WcganError(f"{key}.iterations and {key}.seconds are both unset: a label needs a budget")
         self._require_positive(
@@ -164,6 +166,8 @@ class TrainConfig(ConfigSection):
             raise WcganError(f"{key}.snapshots must be 0 or more, got {self.snapshots}")
         if self.checkpoint_seconds < 0:
             raise WcganError(f"{key}.checkpoint_seconds must be 0 or more")
+        if self.seed < 0:
+            raise WcganError(f"{key}.seed must be 0 or more, got {self.seed}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise WcganError(f"{key}.device '{self.device}' is not auto, cpu, cuda or cuda:N")
 
@@ -251,7 +255,16 @@ class ClassifierConfig(ConfigSection):
     def check(self, key: str = "metrics.classifier") -> None:
         if not 0 < self.holdout < 1:
             raise WcganError(f"{key}.holdout must be between 0 and 1, got {self.holdout}")
-        self._require_positive(key, ("epochs", "batch_size", "lr", "width", "max_images_per_label"))
+        self._require_positive(key, ("epochs", "lr", "width"))
+        if self.batch_size < 2:
+            raise WcganError(f"{key}.batch_size must be 2 or more (batch norm), got {self.batch_size}")
+        if self.max_images_per_label is not None and self.max_images_per_label < 2:
+            raise WcganError(
+                f"{key}.max_images_per_label must be 2 or more (one to train on, one to hold out), "
+                f"got {self.max_images_per_label}"
+            )
+        if self.seed < 0:
+            raise WcganError(f"{key}.seed must be 0 or more, got {self.seed}")
 
 
 def training_jobs(generator: str, slugs: list[str]) -> list[str]:

@@ -4,6 +4,13 @@ Size and mode policy (the same for every source):
 
 * Modes are converted: every image becomes ``channels`` channels (1: greyscale ``L``, 3: ``RGB``;
   alpha is dropped, palettes are expanded).
+* 16-bit greyscale (Pillow's modes ``I;16*`` from PNG and TIFF, and ``I`` from 16-bit PGM) is
+  scaled to 8 bits, value * 255 / 65535 rounded, before that conversion: Pillow's own conversion
+  clips at 255 and leaves such images almost white. An ``I`` image with values outside 0..65535
+  is not 16-bit and is refused.
+* Images of more than ``data.max_pixels`` pixels (default 64 million; at most Pillow's own
+  limit, 89,478,485) are refused by name before they are decoded: Pillow alone would decode up
+  to twice its limit with only a warning.
 * Sizes are refused unless asked for: with ``resolution: null`` every image of the data set must
   be square, of one size, and that size must be one the networks support. With ``resolution: N``
   every image is center-cropped to a square and resized to N x N (bicubic).
@@ -12,6 +19,7 @@ Size and mode policy (the same for every source):
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +41,30 @@ def _center_square(image: Image.Image) -> Image.Image:
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     return image.crop((left, top, left + side, top + side))
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _to_8_bits(where: str, image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image as 8-bit ``L`` (value * 255 / 65535, rounded); others as they are."""
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    values = np.asarray(image)
+    if values.min() < 0 or values.max() > 65535:
+        raise WcganError(
+            f"image '{where}' is mode {image.mode} with values outside 0..65535: not 16-bit greyscale"
+        )
+    return Image.fromarray(np.rint(values * (255.0 / 65535.0)).astype(np.uint8))
+
+
+def _check_pixels(where: str, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise WcganError(
+            f"image '{where}' is {width}x{height}, {width * height} pixels, more than "
+            f"data.max_pixels {max_pixels}; shrink it or raise data.max_pixels"
+        )
 
 
 def _check_native_size(where: str, size: tuple[int, int], first: tuple[str, tuple[int, int]] | None):
@@ -64,10 +96,19 @@ def load_label_images(spec: DataSpec, name: str) -> torch.Tensor:
     first: tuple[str, tuple[int, int]] | None = None
     for where, open_image in source.images(spec, name):
         try:
-            with open_image() as image:
+            with warnings.catch_warnings():
+                # Opening warns above Pillow's limit; the size check below refuses by name instead.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = open_image()
+            with image:
+                _check_pixels(where, image.size, spec.max_pixels)
                 image.load()  # decode now, so a truncated or corrupt file fails here
-                converted = image.convert(mode)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                converted = _to_8_bits(where, image).convert(mode)
+        except Image.DecompressionBombError as exc:  # over twice Pillow's limit, so over ours
+            raise WcganError(
+                f"image '{where}' has more than data.max_pixels {spec.max_pixels} pixels"
+            ) from exc
+        except (OSError, ValueError) as exc:
             raise WcganError(f"image '{where}' cannot be read: {exc}") from exc
         if spec.resolution is None:
             _check_native_size(where, converted.size, first)

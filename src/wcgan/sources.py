@@ -3,11 +3,15 @@
 A source knows its label names cheaply (metadata, folder names, or the config's list), never by
 reading images, so the workflow can build its DAG on a machine that has no data. It reads the
 images of one label on request; ``wcgan.data`` turns them into a tensor. No torch here.
+
+Class-per-folder trees (imagefolder, imagenet1k) follow one rule for hidden entries and
+symbolic links, under which each file counts once (see the comment above ``_class_folders``).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,8 @@ from PIL import Image
 from wcgan.config import SUPPORTED_RESOLUTIONS, ConfigSection
 from wcgan.errors import WcganError
 
+# Pillow's default limit: it warns of a decompression bomb above it and refuses twice as much.
+PILLOW_MAX_PIXELS = 89_478_485
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 CIFAR10_CLASSES = (
@@ -50,6 +56,7 @@ class DataSpec(ConfigSection):
     channels: int | None = None  # None: the source's own (digits 1, the others 3)
     download: bool = False  # let torchvision download cifar10/cifar100 into root
     min_images: int = 2  # a label with fewer images is an error
+    max_pixels: int = 64_000_000  # a larger image is refused before it is decoded (wcgan.data)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "data") -> DataSpec:
@@ -65,6 +72,11 @@ class DataSpec(ConfigSection):
             raise WcganError(f"{key}.channels must be 1 or 3, got {self.channels}")
         if self.min_images < 2:
             raise WcganError(f"{key}.min_images must be 2 or more, got {self.min_images}")
+        if not 1 <= self.max_pixels <= PILLOW_MAX_PIXELS:
+            raise WcganError(
+                f"{key}.max_pixels must be between 1 and {PILLOW_MAX_PIXELS} (past that Pillow "
+                f"suspects a decompression bomb), got {self.max_pixels}"
+            )
 
     def root_path(self) -> Path:
         if not self.root:
@@ -108,35 +120,144 @@ def _digits_images(spec: DataSpec, name: str) -> Iterator[ImageItem]:
 
 
 # --- class-per-folder trees: user data, the CIFAR-10 JPEG tree, ImageNet's train/ -------------
+#
+# The tree is the folder that holds one folder per class (data.root, or its train/ for
+# imagenet1k); a class's images are the files with an image extension anywhere under its folder.
+# One rule for what is read, and each file is counted once:
+#
+# * Hidden entries, whose name starts with '.' (.git, .DS_Store, ._x.png), are skipped at every
+#   level. A name made only of dots ('...') is not hidden: '.' and '..' never appear in a listing.
+# * Symbolic links are followed to their real paths. A link that leads outside the tree, or
+#   back to a folder that holds it (a loop, such as 'alias -> .'), is an error naming the link; a
+#   dangling link is skipped.
+# * A file reached twice (two links, or a link into another class's folder) counts once, in the
+#   class whose real folder holds it. A class folder whose real folder is, holds or lies in
+#   another class's is skipped; a real folder wins over a link, then the first name in order.
+#
+# Whatever is skipped is said in one line on stderr per tree or class.
 
 
-def _subfolders(folder: Path, key: str) -> list[str]:
-    if not folder.is_dir():
-        raise WcganError(f"{key} '{folder}' does not exist or is not a folder")
-    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not names:
-        raise WcganError(f"{key} '{folder}' has no class folders (expected one folder per label)")
-    return names
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") and name.strip(".") != ""
 
 
-def _folder_images(folder: Path) -> Iterator[ImageItem]:
-    if not folder.is_dir():
-        raise WcganError(f"class folder '{folder}' does not exist")
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-    )
-    for path in files:
+def _say_skipped(where: str, skipped: list[tuple[str, str]]) -> None:
+    """One stderr line: each reason with its count and the first few (reason, name) pairs."""
+    by_reason: dict[str, list[str]] = {}
+    for reason, name in skipped:
+        by_reason.setdefault(reason, []).append(repr(name))
+    parts = [
+        f"{len(names)} {reason} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for reason, names in by_reason.items()
+    ]
+    if parts:
+        _say_once(f"wcgan: {where}: skipped {'; '.join(parts)}")
+
+
+@functools.cache
+def _say_once(line: str) -> None:
+    # Once per process: a split lists the tree for its label names and again for the images.
+    print(line, file=sys.stderr, flush=True)
+
+
+def _follow(path: Path, tree: Path, holders: tuple[Path, ...]) -> Path | None:
+    """The real path of ``path`` (a link or not), None for a dangling link; an error for a link
+    that leaves ``tree`` or leads back to one of ``holders``, the real folders that hold it."""
+    if not path.is_symlink():
+        return path.resolve()
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        return None
+    except (RuntimeError, OSError) as exc:  # a loop of links: RuntimeError before Python 3.13
+        raise WcganError(f"link '{path}' cannot be followed: it loops ({exc})") from exc
+    if not real.is_relative_to(tree):
+        raise WcganError(f"link '{path}' leads to '{real}', outside the data folder '{tree}'")
+    if any(holder.is_relative_to(real) for holder in holders):
+        raise WcganError(f"link '{path}' leads back to '{real}', a folder that holds it: it loops")
+    return real
+
+
+def _class_folders(tree: Path, key: str) -> dict[str, Path]:
+    """Class name -> real folder, in name order, after the tree's rule (above)."""
+    if not tree.is_dir():
+        raise WcganError(f"{key} '{tree}' does not exist or is not a folder")
+    real_tree = tree.resolve()
+    candidates, skipped = [], []  # skipped: (reason, name)
+    for path in sorted(tree.iterdir()):
+        if _is_hidden(path.name):
+            skipped.append(("hidden", path.name))
+            continue
+        real = _follow(path, real_tree, (real_tree,))
+        if real is None:
+            skipped.append(("dangling links", path.name))
+        elif real.is_dir():
+            candidates.append((path.is_symlink(), path.name, real))
+    folders: dict[str, Path] = {}
+    for _, name, real in sorted(candidates):  # real folders first, then links, each in name order
+        overlap = next(
+            (
+                kept
+                for kept, folder in folders.items()
+                if real.is_relative_to(folder) or folder.is_relative_to(real)
+            ),
+            None,
+        )
+        if overlap is None:
+            folders[name] = real
+        else:
+            skipped.append((f"links to files of class '{overlap}' (counted there)", name))
+    _say_skipped(f"{key} '{tree}'", skipped)
+    if not folders:
+        raise WcganError(f"{key} '{tree}' has no class folders (expected one folder per label)")
+    return dict(sorted(folders.items()))
+
+
+def _folder_images(tree: Path, name: str, key: str) -> Iterator[ImageItem]:
+    folders = _class_folders(tree, key)
+    if name not in folders:
+        raise WcganError(f"class folder '{tree / name}' does not exist")
+    real_tree = tree.resolve()
+    own = folders[name]  # class folders never overlap: a file in it is no other class's
+    others = {other: folder for other, folder in folders.items() if other != name}
+    found: dict[Path, Path] = {}  # real path -> the path it was reached by
+    skipped: list[tuple[str, str]] = []  # (reason, path under the class folder)
+    top = tree / name
+
+    def visit(folder: Path, holders: tuple[Path, ...]) -> None:
+        for path in sorted(folder.iterdir()):
+            shown = str(path.relative_to(top))
+            if _is_hidden(path.name):
+                skipped.append(("hidden", shown))
+                continue
+            real = _follow(path, real_tree, holders)
+            if real is None:
+                skipped.append(("dangling links", shown))
+            elif real.is_dir():
+                visit(path, (*holders, real))
+            elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append(("without an image extension", shown))
+            elif not real.is_relative_to(own) and (
+                owner := next((o for o, f in others.items() if real.is_relative_to(f)), None)
+            ):
+                skipped.append((f"files of class '{owner}' (counted there)", shown))
+            elif real in found:
+                skipped.append(("files reached twice (counted once)", shown))
+            else:
+                found[real] = path
+
+    visit(top, (real_tree, own))
+    _say_skipped(f"class '{name}'", skipped)
+    for path in sorted(found.values()):
         yield str(path), lambda p=path: Image.open(p)
 
 
 def _imagefolder_labels(spec: DataSpec) -> list[str]:
-    return _subfolders(spec.root_path(), "data.root")
+    return list(_class_folders(spec.root_path(), "data.root"))
 
 
 def _imagefolder_images(spec: DataSpec, name: str) -> Iterator[ImageItem]:
-    return _folder_images(spec.root_path() / name)
+    return _folder_images(spec.root_path(), name, "data.root")
 
 
 def _imagenet_train_folder(spec: DataSpec) -> Path:
@@ -150,11 +271,11 @@ def _imagenet_train_folder(spec: DataSpec) -> Path:
 
 
 def _imagenet_labels(spec: DataSpec) -> list[str]:
-    return _subfolders(_imagenet_train_folder(spec), "ImageNet train folder")
+    return list(_class_folders(_imagenet_train_folder(spec), "ImageNet train folder"))
 
 
 def _imagenet_images(spec: DataSpec, name: str) -> Iterator[ImageItem]:
-    return _folder_images(_imagenet_train_folder(spec) / name)
+    return _folder_images(_imagenet_train_folder(spec), name, "ImageNet train folder")
 
 
 # --- torchvision's CIFAR readers ------------------------------------------------------------
