@@ -11,6 +11,7 @@ def test_tile_places_images_in_rows():
     assert mosaic.shape == (7, 7, 3)
     assert mosaic[1, 1, 0] == 10 and mosaic[1, 4, 0] == 20 and mosaic[4, 1, 0] == 30
     assert mosaic[4, 4, 0] == 255  # the empty cell stays white
+    assert tile(images, columns=8, padding=1).shape == (4, 10, 3)  # a short row is only as wide as it is
 
 
 def test_grids_enlarge_tiny_images(tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from torchvision.utils import make_grid
 
 from wcgan.atomic import atomic_path
 
@@ -23,17 +24,11 @@ MIN_CELL_PIXELS = 48  # small images (8x8 digits) are enlarged so a grid is read
 
 
 def tile(images: torch.Tensor, columns: int, padding: int = 1) -> np.ndarray:
-    """uint8 N x C x H x W -> one H' x W' x 3 uint8 mosaic, ``columns`` images per row."""
-    n, channels, height, width = images.shape
-    rows = math.ceil(n / columns)
-    canvas = np.full(
-        (rows * (height + padding) + padding, columns * (width + padding) + padding, 3), 255, np.uint8
-    )
-    pictures = images.expand(-1, 3, -1, -1) if channels == 1 else images
-    for i, picture in enumerate(pictures.permute(0, 2, 3, 1).numpy()):
-        top, left = padding + (i // columns) * (height + padding), padding + (i % columns) * (width + padding)
-        canvas[top : top + height, left : left + width] = picture
-    return canvas
+    """uint8 N x C x H x W -> one H' x W' x 3 uint8 mosaic, ``columns`` images per row (fewer
+    when N is smaller), white between them."""
+    grid = make_grid(images, nrow=columns, padding=padding, pad_value=255)
+    # make_grid returns a single image as it is: one channel stays one, so widen it here
+    return grid.expand(3, -1, -1).permute(1, 2, 0).numpy()
 
 
 def _enlarge(mosaic: np.ndarray, cell: int) -> Image.Image:
