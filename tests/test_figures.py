@@ -1,8 +1,26 @@
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
+from wcgan import figures
 from wcgan.figures import plot_label_scores, plot_losses, save_grid, save_merged_grid, tile
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list[plt.Figure]:
+    """The figures the functions under test save, to read back what they name."""
+    figures_saved = []
+    save = figures._save_figure
+
+    def keep(fig, path):
+        figures_saved.append(fig)
+        save(fig, path)
+
+    monkeypatch.setattr(figures, "_save_figure", keep)
+    return figures_saved
 
 
 def test_tile_places_images_in_rows():
@@ -19,9 +37,7 @@ def test_grids_enlarge_tiny_images(tmp_path):
     save_grid(images, tmp_path / "grid.png", columns=4)
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.width >= 4 * 48
-    save_merged_grid(
-        [("zero", images[:5]), ("a long label name", images[:3])], tmp_path / "merged.png", "title"
-    )
+    save_merged_grid([("zero", images[:5]), ("a long label name", images[:3])], tmp_path / "merged.png")
     assert (tmp_path / "merged.png").stat().st_size > 0
 
 
@@ -45,3 +61,18 @@ def test_loss_and_score_plots(tmp_path):
     )
     plot_label_scores(table, tmp_path / "fid.png")
     assert (tmp_path / "losses.png").stat().st_size > 0 and (tmp_path / "fid.png").stat().st_size > 0
+
+
+def test_merged_grid_shows_at_most_the_cap_spread_over_the_labels(tmp_path, drawn):
+    samples = torch.randint(0, 255, (300, 4, 1, 8, 8), dtype=torch.uint8)
+    rows = [(f"label {i:03d}", samples[i]) for i in range(300)]
+    save_merged_grid(rows, tmp_path / "capped.png", max_labels=50)
+    save_merged_grid(rows[:50], tmp_path / "fifty.png", max_labels=50)
+    with Image.open(tmp_path / "capped.png") as capped, Image.open(tmp_path / "fifty.png") as fifty:
+        assert capped.height == fifty.height  # all 300 rows would make it six times as tall
+    capped_figure = drawn[0]
+    shown = [int(tick.get_text().split()[1]) for tick in capped_figure.axes[0].get_yticklabels()]
+    assert len(shown) == 50 and shown[0] == 0 and shown[-1] == 299
+    assert max(np.diff(shown)) <= 7  # evenly spread, not the first 50
+    assert "50 of 300 labels" in capped_figure.get_suptitle()
+    assert "of" not in drawn[1].get_suptitle()  # every label shown: nothing to say

@@ -44,11 +44,30 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, columns: int = 8) -
 
 
 def save_merged_grid(
-    rows: Sequence[tuple[str, torch.Tensor]], path: str | os.PathLike, title: str = ""
+    rows: Sequence[tuple[str, torch.Tensor]], path: str | os.PathLike, max_labels: int | None = None
 ) -> None:
     """One row of samples per label, the label's name on the left: the per-label generators
-    read as one class-conditional generator."""
-    save_compare_grid([("", rows)], path, title)
+    read as one class-conditional generator. ``rows`` are (label, images) in label order; of
+    more than ``max_labels`` labels, ``max_labels`` spread evenly over that order (the first
+    and the last among them) are shown, and the title says how many of how many."""
+    shown = [rows[i] for i in evenly_spread(len(rows), max_labels)]
+    title = f"{max(len(images) for _, images in rows)} samples per label"
+    if len(shown) < len(rows):
+        step = (len(rows) - 1) / max(1, len(shown) - 1)
+        title += (
+            f"; {len(shown)} of {len(rows)} labels, evenly spaced in label order (one in about {step:.0f})"
+        )
+    save_compare_grid([("", shown)], path, title)
+
+
+def evenly_spread(count: int, limit: int | None) -> list[int]:
+    """Indices of at most ``limit`` of ``count`` items, evenly spaced, first and last included
+    (all of them when ``limit`` is None or not smaller)."""
+    if limit is None or count <= limit:
+        return list(range(count))
+    if limit == 1:
+        return [0]
+    return np.linspace(0, count - 1, limit).round().astype(int).tolist()
 
 
 def save_compare_grid(
