@@ -76,3 +76,56 @@ def test_merged_grid_shows_at_most_the_cap_spread_over_the_labels(tmp_path, draw
     assert max(np.diff(shown)) <= 7  # evenly spread, not the first 50
     assert "50 of 300 labels" in capped_figure.get_suptitle()
     assert "of" not in drawn[1].get_suptitle()  # every label shown: nothing to say
+
+
+def loss_history(iterations: int, offset: float = 0.0, diverging: bool = False) -> pd.DataFrame:
+    steps = np.arange(1, iterations + 1)
+    wasserstein = 2 * np.exp(-steps / 50) + 0.3 + offset + (steps / 50 if diverging else 0)
+    return pd.DataFrame(
+        {
+            "iteration": steps,
+            "seconds": steps * 0.01,
+            "critic_loss": -wasserstein,
+            "wasserstein": wasserstein,
+            "penalty": 0.01,
+            "generator_loss": wasserstein - 1,
+        }
+    )
+
+
+def test_loss_figure_names_and_draws_the_diverging_label(tmp_path, drawn):
+    # 300 labels, some runs shorter (interrupted, resumed later): label 123 diverges before its
+    # run ends at 150; label 299 merely stopped at iteration 60, where every label's estimate is
+    # still high, so it must not count as bad.
+    histories = [
+        (f"label {i:03d}", loss_history(150 if i % 4 == 0 else 200, offset=0.01 * (i % 7 - 3)))
+        for i in range(299)
+    ]
+    histories[123] = ("label 123", loss_history(150, diverging=True))
+    histories.append(("label 299", loss_history(60)))
+    plot_losses(histories, tmp_path / "losses.png")
+    wasserstein_panel = drawn[0].axes[0]
+    legend = [text.get_text() for text in wasserstein_panel.get_legend().get_texts()]
+    assert legend[:2] == ["10-90 % of labels", "median over labels"]
+    assert legend[2].startswith("worst 1: label 123 ") and len(legend) == 2 + figures.WORST_DRAWN
+    assert not any("label 299" in text for text in legend)
+    (worst_curve,) = [line for line in wasserstein_panel.get_lines() if line.get_label() == legend[2]]
+    assert np.nanmax(worst_curve.get_ydata()) > 3  # its own diverging curve, not the median's
+    assert "worst: Wasserstein estimate" in drawn[0].get_suptitle()
+
+
+def test_labels_line_up_by_iteration_not_by_row():
+    longer, shorter = loss_history(200), loss_history(100)
+    longer["wasserstein"], shorter["wasserstein"] = 0.0, 1.0
+    middles, means = figures.iteration_means([("long", longer), ("short", shorter)], "wasserstein", spans=10)
+    assert np.allclose(middles, np.arange(10) * 20 + 10.5)
+    assert np.array_equal(means[0], np.zeros(10))
+    assert np.array_equal(means[1, :5], np.ones(5)) and np.isnan(means[1, 5:]).all()
+
+
+def test_few_labels_keep_their_own_curves(tmp_path, drawn):
+    histories = [(f"label {i}", loss_history(100, offset=0.01 * i)) for i in range(4)]
+    histories[2] = ("label 2", loss_history(100, diverging=True))
+    plot_losses(histories, tmp_path / "losses.png")
+    legend = [text.get_text() for text in drawn[0].axes[0].get_legend().get_texts()]
+    assert legend == ["label 0", "label 1", "label 2 (worst)", "label 3"]

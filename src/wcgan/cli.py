@@ -760,7 +760,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--out", required=True)
 
-    sub = command("plot-losses", cmd_plot_losses, "loss curves of every label")
+    sub = command(
+        "plot-losses",
+        cmd_plot_losses,
+        "loss curves: each label's (up to 10 labels), else median and 10-90 percent band, worst labels named",
+    )
     sub.add_argument("--losses", nargs="+", required=True)
     sub.add_argument("--labels", required=True, help="labels.tsv, for label names")
     sub.add_argument("--out", required=True)
