@@ -129,3 +129,36 @@ def test_few_labels_keep_their_own_curves(tmp_path, drawn):
     plot_losses(histories, tmp_path / "losses.png")
     legend = [text.get_text() for text in drawn[0].axes[0].get_legend().get_texts()]
     assert legend == ["label 0", "label 1", "label 2 (worst)", "label 3"]
+
+
+def label_scores(fids: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "scope": ["overall"] + ["label"] * len(fids),
+            "label": [None] + [f"label {i:03d}" for i in range(len(fids))],
+            "fid": np.concatenate([[20.0], fids]),
+            "extractor": "wcgan-classifier",
+        }
+    )
+
+
+def test_fid_figure_names_the_highest_fids(tmp_path, drawn):
+    fids = np.random.default_rng(0).gamma(4, 5, 300)
+    fids[[17, 150, 298]] = [300.0, 90.0, 120.0]
+    fids[42] = np.nan  # a label without a score
+    plot_label_scores(label_scores(fids), tmp_path / "fid.png")
+    axis = drawn[0].axes[0]
+    named = [text.get_text().split(":")[0] for text in axis.texts]
+    highest = [f"label {i:03d}" for i in np.argsort(-np.nan_to_num(fids, nan=-1))[: figures.WORST_NAMED]]
+    assert named == highest and named[:3] == ["label 017", "label 298", "label 150"]
+    assert not any(tick.get_text().startswith("label") for tick in axis.get_xticklabels())
+    legend = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert legend == [f"median over labels: {np.nanmedian(fids):.3g}", "all labels merged: 20"]
+    assert "1 labels without a value" in axis.get_title()
+
+
+def test_fid_figure_names_few_labels_on_the_axis_worst_first(tmp_path, drawn):
+    fids = np.array([5.0, 30.0, 10.0, 20.0])
+    plot_label_scores(label_scores(fids), tmp_path / "fid.png")
+    ticks = [tick.get_text() for tick in drawn[0].axes[0].get_xticklabels()]
+    assert ticks == ["label 001", "label 003", "label 002", "label 000"]

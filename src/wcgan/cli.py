@@ -769,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--labels", required=True, help="labels.tsv, for label names")
     sub.add_argument("--out", required=True)
 
-    sub = command("plot-scores", cmd_plot_scores, "per-label FID bars")
+    sub = command("plot-scores", cmd_plot_scores, "per-label FID sorted worst first, the worst labels named")
     sub.add_argument("--metrics", required=True, help="metrics.tsv")
     sub.add_argument("--out", required=True)
 

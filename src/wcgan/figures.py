@@ -33,6 +33,8 @@ LOSS_PANELS = {
 FEW_LABELS = 10  # up to this many labels, the loss figure draws every label's own curve
 WORST_DRAWN = 3  # beyond that, the curves of this many worst labels are drawn over the band
 WORST_COLORS = ("tab:red", "tab:orange", "tab:purple")
+TICKED_LABELS = 40  # up to this many labels, the FID figure names every label on its axis
+WORST_NAMED = 5  # the FID figure names this many worst labels
 TAIL_SPANS = 5  # a run's end: its last 5 spans (points of the curves), each 1 % of the longest run
 
 
@@ -297,23 +299,54 @@ def iteration_means(
 
 
 def plot_label_scores(table: pd.DataFrame, path: str | os.PathLike, metric: str = "fid") -> None:
-    """Per-label bars of ``metric`` (FID by default) with the overall value as a line."""
+    """Per-label ``metric`` (FID by default; higher is worse) from the metrics table, labels
+    sorted worst first, the ``WORST_NAMED`` worst in red, with lines at the median over labels
+    and at the value of all labels merged (when the table has it). Up to ``TICKED_LABELS``
+    labels, a bar per label named on the axis; beyond that, the sorted values as one curve
+    against the rank (on a log scale when it spans more than a factor 20), only the worst named.
+    Labels without a value are counted in the title."""
     labels = table[table["scope"] == "label"]
-    overall = table[table["scope"] == "overall"]
-    fig, axis = plt.subplots(figsize=(max(5, 0.35 * len(labels) + 1.5), 3.6))
-    axis.bar(labels["label"].astype(str), labels[metric], color="tab:blue")
+    scored = labels[labels[metric].notna()].sort_values(metric, ascending=False, kind="stable")
+    values, names = scored[metric].to_numpy(float), scored["label"].astype(str).tolist()
+    ranks = np.arange(1, len(values) + 1)
+    worst = min(WORST_NAMED, len(values))
+    name = metric.upper()
+    if len(values) <= TICKED_LABELS:
+        fig, axis = plt.subplots(figsize=(max(5, 0.35 * len(values) + 1.5), 3.6))
+        axis.bar(ranks, values, color=["tab:red"] * worst + ["tab:blue"] * (len(values) - worst))
+        axis.set_xticks(ranks, names, rotation=0 if max(map(len, names)) <= 3 else 90, fontsize=7)
+        axis.set_xlabel("label, worst first")
+    else:
+        fig, axis = plt.subplots(figsize=(8, 4.2))
+        axis.fill_between(ranks, values, step="mid", color="tab:blue", alpha=0.3, lw=0)
+        axis.plot(ranks, values, drawstyle="steps-mid", color="tab:blue", lw=1)
+        axis.scatter(ranks[:worst], values[:worst], color="tab:red", s=12, zorder=3)
+        for i in range(worst):
+            # Stacked in a column beside the curve's high end: the worst lie too close to read apart.
+            axis.annotate(
+                f"{names[i]}: {values[i]:.3g}", xy=(ranks[i], values[i]), xytext=(0.25, 0.92 - 0.08 * i),
+                textcoords="axes fraction", fontsize=7, va="center",
+                arrowprops={"arrowstyle": "-", "color": "tab:red", "lw": 0.6},
+            )  # fmt: skip
+        axis.set_xlim(0, len(values) + 1)
+        axis.set_xlabel(f"{len(values)} labels ranked by {name}, worst first")
+        if values[-1] > 0 and values[0] > 20 * values[-1]:
+            axis.set_yscale("log")  # a few far-off labels would flatten all the others
+    median = float(np.median(values))
+    axis.axhline(median, color="black", ls=":", lw=1, label=f"median over labels: {median:.3g}")
+    overall = table.loc[table["scope"] == "overall", metric]
     if len(overall):
-        axis.axhline(
-            float(overall[metric].iloc[0]),
-            color="tab:red",
-            ls="--",
-            label=f"all labels merged: {float(overall[metric].iloc[0]):.3g}",
-        )
-        axis.legend(fontsize=8)
-    extractor = table["extractor"].iloc[0]
-    axis.set_ylabel(f"{metric.upper()} ({extractor})")
-    axis.set_xlabel("label")
-    axis.tick_params(axis="x", rotation=90 if len(labels) > 12 else 0, labelsize=7)
+        merged = float(overall.iloc[0])
+        axis.axhline(merged, color="tab:red", ls="--", lw=1, label=f"all labels merged: {merged:.3g}")
+    axis.legend(fontsize=8, loc="upper right")
+    axis.set_ylabel(f"{name} ({table['extractor'].iloc[0]})")
+    unscored = len(labels) - len(values)
+    axis.set_title(
+        f"per-label {name}, worst first; red: the {worst} worst"
+        + (f"; {unscored} labels without a value left out" if unscored else ""),
+        fontsize=9,
+    )
+    axis.tick_params(axis="x", labelsize=7)
     axis.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _save_figure(fig, path)
