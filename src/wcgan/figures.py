@@ -78,12 +78,10 @@ def save_merged_grid(
 
 
 def evenly_spread(count: int, limit: int | None) -> list[int]:
-    """Indices of at most ``limit`` of ``count`` items, evenly spaced, first and last included
-    (all of them when ``limit`` is None or not smaller)."""
+    """Indices of at most ``limit`` of ``count`` items, evenly spaced, the first and (for a
+    ``limit`` above 1) the last included; all of them when ``limit`` is None or not smaller."""
     if limit is None or count <= limit:
         return list(range(count))
-    if limit == 1:
-        return [0]
     return np.linspace(0, count - 1, limit).round().astype(int).tolist()
 
 
@@ -203,8 +201,8 @@ def plot_compare_curves(curves: pd.DataFrame, path: str | os.PathLike) -> None:
 def plot_losses(histories: Sequence[tuple[str, pd.DataFrame]], path: str | os.PathLike) -> None:
     """The loss columns against generator iterations, one panel each, from ``histories``
     (label name, loss CSV as a frame). Every value is a label's mean over a span of 1 % of the
-    iterations (``iteration_means``), so labels line up by iteration even when their runs have
-    different lengths.
+    iterations (single iterations in runs under 100; ``iteration_means``), so labels line up by
+    iteration even when their runs have different lengths.
 
     The worst label is the one whose Wasserstein estimate at the end of its run lies farthest
     from the other labels' at the same iterations (``distance_from_median``): a critic that
