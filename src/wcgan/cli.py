@@ -527,7 +527,7 @@ def cmd_plot_compare(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from wcgan.compare import parse_variant
-    from wcgan.figures import plot_compare_curves, plot_compare_fid, save_compare_grid
+    from wcgan.figures import evenly_spread, plot_compare_curves, plot_compare_fid, save_compare_grid
     from wcgan.sampling import load_samples
     from wcgan.tables import read_metrics
 
@@ -547,13 +547,14 @@ def cmd_plot_compare(args: argparse.Namespace) -> None:
     blocks = []
     for run_dir in args.variants:
         _, slugs = _run_config(Path(run_dir) / "config.yaml")
-        samples = [
-            load_samples(Path(run_dir) / "samples" / f"{slug}.pt") for slug in slugs[: args.max_labels]
-        ]
+        shown = [slugs[i] for i in evenly_spread(len(slugs), args.max_labels)]
+        samples = [load_samples(Path(run_dir) / "samples" / f"{slug}.pt") for slug in shown]
         rows = [(label.name, images[: args.per_label]) for images, label in samples]
         blocks.append((Path(run_dir).name, rows))
     title = f"{args.per_label} samples per label" + (
-        f", first {args.max_labels} labels" if len(slugs) > args.max_labels else ""
+        f"; {len(shown)} of {len(slugs)} labels, evenly spaced in label order"
+        if len(shown) < len(slugs)
+        else ""
     )
     save_compare_grid(blocks, args.samples_out, title)
 
@@ -574,12 +575,13 @@ def cmd_plot_merged(args: argparse.Namespace) -> None:
     from wcgan.figures import save_merged_grid
     from wcgan.sampling import load_samples
 
-    samples = sorted((load_samples(p) for p in args.samples), key=lambda s: s[1].index)
-    shown = samples[: args.max_labels]
-    title = f"{args.per_label} samples per label" + (
-        f", first {len(shown)} of {len(samples)} labels" if len(shown) < len(samples) else ""
-    )
-    save_merged_grid([(label.name, images[: args.per_label]) for images, label in shown], args.out, title)
+    rows = []
+    for path in args.samples:
+        images, label = load_samples(path)
+        # A copy of the few shown, not a view: a view would keep every label's samples in memory.
+        rows.append((label.index, label.name, images[: args.per_label].clone()))
+    rows.sort(key=lambda row: row[0])
+    save_merged_grid([(name, images) for _, name, images in rows], args.out, args.max_labels)
 
 
 def cmd_plot_losses(args: argparse.Namespace) -> None:
@@ -789,15 +791,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("plot-merged", cmd_plot_merged, "one row of samples per label")
     sub.add_argument("--samples", nargs="+", required=True)
     sub.add_argument("--per-label", type=int, default=10)
-    sub.add_argument("--max-labels", type=int, default=100)
+    sub.add_argument(
+        "--max-labels", type=int, default=50, help="at most this many rows, spread evenly over the labels"
+    )
     sub.add_argument("--out", required=True)
 
-    sub = command("plot-losses", cmd_plot_losses, "loss curves of every label")
+    sub = command(
+        "plot-losses",
+        cmd_plot_losses,
+        "loss curves: each label's (up to 10 labels), else median and 10-90 percent band, worst labels named",
+    )
     sub.add_argument("--losses", nargs="+", required=True)
     sub.add_argument("--labels", required=True, help="labels.tsv, for label names")
     sub.add_argument("--out", required=True)
 
-    sub = command("plot-scores", cmd_plot_scores, "per-label FID bars")
+    sub = command("plot-scores", cmd_plot_scores, "per-label FID sorted worst first, the worst labels named")
     sub.add_argument("--metrics", required=True, help="metrics.tsv")
     sub.add_argument("--out", required=True)
 
@@ -816,7 +824,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--variants", nargs="+", required=True, help="variant folders whose samples are shown")
     sub.add_argument("--per-label", type=int, default=6)
-    sub.add_argument("--max-labels", type=int, default=100)
+    sub.add_argument(
+        "--max-labels", type=int, default=50, help="at most this many rows, spread evenly over the labels"
+    )
     sub.add_argument("--curves", nargs="+", required=True, help="<scheme>-s<seed>/curve.tsv of each variant")
     sub.add_argument("--samples-out", required=True)
     sub.add_argument("--fid-out", required=True)

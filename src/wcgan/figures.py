@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 import matplotlib.ticker
@@ -14,26 +16,36 @@ matplotlib.use("Agg")  # files only; no display on cluster nodes
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from wcgan.atomic import atomic_path
 
+if TYPE_CHECKING:
+    # Imported where used: the loss and score figures need no torch, whose import takes seconds.
+    import torch
+
 MIN_CELL_PIXELS = 48  # small images (8x8 digits) are enlarged so a grid is readable
+LOSS_PANELS = {
+    "wasserstein": "Wasserstein estimate\nE[D(real)] - E[D(fake)]",
+    "critic_loss": "critic loss",
+    "generator_loss": "generator loss",
+}
+FEW_LABELS = 10  # up to this many labels, the loss figure draws every label's own curve
+WORST_DRAWN = 3  # beyond that, the curves of this many worst labels are drawn over the band
+WORST_COLORS = ("tab:red", "tab:orange", "tab:purple")
+TICKED_LABELS = 40  # up to this many labels, the FID figure names every label on its axis
+WORST_NAMED = 5  # the FID figure names this many worst labels
+TAIL_SPANS = 5  # a run's end: its last 5 spans (points of the curves), each 1 % of the longest run
 
 
 def tile(images: torch.Tensor, columns: int, padding: int = 1) -> np.ndarray:
-    """uint8 N x C x H x W -> one H' x W' x 3 uint8 mosaic, ``columns`` images per row."""
-    n, channels, height, width = images.shape
-    rows = math.ceil(n / columns)
-    canvas = np.full(
-        (rows * (height + padding) + padding, columns * (width + padding) + padding, 3), 255, np.uint8
-    )
-    pictures = images.expand(-1, 3, -1, -1) if channels == 1 else images
-    for i, picture in enumerate(pictures.permute(0, 2, 3, 1).numpy()):
-        top, left = padding + (i // columns) * (height + padding), padding + (i % columns) * (width + padding)
-        canvas[top : top + height, left : left + width] = picture
-    return canvas
+    """uint8 N x C x H x W -> one H' x W' x 3 uint8 mosaic, ``columns`` images per row (fewer
+    when N is smaller), white between them."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images, nrow=columns, padding=padding, pad_value=255)
+    # make_grid returns a single image as it is: one channel stays one, so widen it here
+    return grid.expand(3, -1, -1).permute(1, 2, 0).numpy()
 
 
 def _enlarge(mosaic: np.ndarray, cell: int) -> Image.Image:
@@ -49,11 +61,28 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, columns: int = 8) -
 
 
 def save_merged_grid(
-    rows: Sequence[tuple[str, torch.Tensor]], path: str | os.PathLike, title: str = ""
+    rows: Sequence[tuple[str, torch.Tensor]], path: str | os.PathLike, max_labels: int | None = None
 ) -> None:
     """One row of samples per label, the label's name on the left: the per-label generators
-    read as one class-conditional generator."""
-    save_compare_grid([("", rows)], path, title)
+    read as one class-conditional generator. ``rows`` are (label, images) in label order; of
+    more than ``max_labels`` labels, ``max_labels`` spread evenly over that order (the first
+    and the last among them) are shown, and the title says how many of how many."""
+    shown = [rows[i] for i in evenly_spread(len(rows), max_labels)]
+    title = f"{max(len(images) for _, images in rows)} samples per label"
+    if len(shown) < len(rows):
+        step = (len(rows) - 1) / max(1, len(shown) - 1)
+        title += (
+            f"; {len(shown)} of {len(rows)} labels, evenly spaced in label order (one in about {step:.0f})"
+        )
+    save_compare_grid([("", shown)], path, title)
+
+
+def evenly_spread(count: int, limit: int | None) -> list[int]:
+    """Indices of at most ``limit`` of ``count`` items, evenly spaced, the first and (for a
+    ``limit`` above 1) the last included; all of them when ``limit`` is None or not smaller."""
+    if limit is None or count <= limit:
+        return list(range(count))
+    return np.linspace(0, count - 1, limit).round().astype(int).tolist()
 
 
 def save_compare_grid(
@@ -64,6 +93,8 @@ def save_compare_grid(
     """Merged sample grids side by side, one column block per scheme (named on top unless the
     name is empty), the same labels in the rows (named on the left): ``blocks`` is (scheme,
     [(label, images), ...])."""
+    import torch
+
     names = [name for name, _ in blocks[0][1]]
     if any([name for name, _ in rows] != names for _, rows in blocks):
         raise ValueError("every block must show the same labels in the same order")
@@ -168,43 +199,152 @@ def plot_compare_curves(curves: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def plot_losses(histories: Sequence[tuple[str, pd.DataFrame]], path: str | os.PathLike) -> None:
-    """Wasserstein estimate and generator loss against generator iterations, one line per label."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    alpha = 1.0 if len(histories) <= 10 else 0.4
-    for name, frame in histories:
-        window = max(1, len(frame) // 50)  # light smoothing: about 50 points per curve
-        smooth = frame.rolling(window, min_periods=1).mean()
-        top.plot(frame["iteration"], smooth["wasserstein"], label=name, lw=1, alpha=alpha)
-        bottom.plot(frame["iteration"], smooth["generator_loss"], label=name, lw=1, alpha=alpha)
-    top.set_ylabel("Wasserstein estimate\nE[D(real)] - E[D(fake)]")
-    bottom.set_ylabel("generator loss")
-    bottom.set_xlabel("generator iteration")
-    if len(histories) <= 20:
-        top.legend(fontsize=7, ncol=2, title="label", title_fontsize=7)
-    for axis in (top, bottom):
+    """The loss columns against generator iterations, one panel each, from ``histories``
+    (label name, loss CSV as a frame). Every value is a label's mean over a span of 1 % of the
+    iterations (single iterations in runs under 100; ``iteration_means``), so labels line up by
+    iteration even when their runs have different lengths.
+
+    The worst label is the one whose Wasserstein estimate at the end of its run lies farthest
+    from the other labels' at the same iterations (``distance_from_median``): a critic that
+    diverges, or one that no longer tells real from fake, leaves the crowd there; a run that
+    merely ended earlier does not. Up to ``FEW_LABELS`` labels, every label's curve is drawn and
+    named, the worst one thick; beyond that, the median over labels and the band of their
+    10-90 % quantiles at each iteration, with the ``WORST_DRAWN`` worst labels' own curves."""
+    columns = [column for column in LOSS_PANELS if all(column in frame for _, frame in histories)]
+    few = len(histories) <= FEW_LABELS
+    middles, wasserstein = iteration_means(histories, "wasserstein")
+    distances = distance_from_median(wasserstein)
+    worst = np.argsort(-distances, kind="stable")[: 1 if few else WORST_DRAWN]
+    fig, axes = plt.subplots(len(columns), 1, figsize=(7, 2.4 * len(columns) + 1), sharex=True, squeeze=False)
+    for axis, column in zip(axes[:, 0], columns, strict=True):
+        means = wasserstein if column == "wasserstein" else iteration_means(histories, column)[1]
+        if few:
+            for i, (name, _) in enumerate(histories):
+                thick = i == worst[0]
+                axis.plot(middles, means[i], lw=2 if thick else 1, label=f"{name} (worst)" if thick else name)
+        else:
+            low, median, high = _label_quantiles(means)
+            axis.fill_between(
+                middles, low, high, color="tab:blue", alpha=0.25, lw=0, label="10-90 % of labels"
+            )
+            axis.plot(middles, median, color="tab:blue", lw=1.5, label="median over labels")
+            for rank, i in enumerate(worst):
+                axis.plot(
+                    middles,
+                    means[i],
+                    color=WORST_COLORS[rank],
+                    lw=1.2,
+                    label=f"worst {rank + 1}: {histories[i][0]} ({distances[i]:.2g} spreads from the median)",
+                )
+        axis.set_ylabel(LOSS_PANELS[column])
         axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, ncol=2 if few else 1, title="label" if few else None, title_fontsize=7)
+    axes[-1, 0].set_xlabel("generator iteration")
+    ends = [int(frame["iteration"].iloc[-1]) for _, frame in histories]
+    shown = "every label" if few else f"{len(histories)} labels: median and 10-90 % band at each iteration"
+    ended = f"; runs end at iteration {min(ends)}-{max(ends)}" if min(ends) < max(ends) else ""
+    fig.suptitle(
+        f"{shown}{ended}\nworst: Wasserstein estimate over its last {TAIL_SPANS} points farthest"
+        " from the labels' median at those points (in 10-90 % spreads)",
+        fontsize=8,
+    )
     fig.tight_layout()
     _save_figure(fig, path)
 
 
+def distance_from_median(means: np.ndarray) -> np.ndarray:
+    """How far each label's run ends from the others, from ``means`` (labels x spans of
+    iterations, NaN after a run's end, from ``iteration_means``): the distance of the label's
+    last ``TAIL_SPANS`` spans from the median over labels in the same spans, in units of the
+    labels' 10-90 % spread there, averaged over those spans."""
+    low, median, high = _label_quantiles(means)
+    distance = np.abs(means - median) / np.maximum(high - low, np.finfo(float).tiny)
+    drawn = ~np.isnan(means)
+    spans_to_end = np.cumsum(drawn[:, ::-1], axis=1)[:, ::-1]  # drawn spans from here to the run's end
+    tail = drawn & (spans_to_end <= TAIL_SPANS)
+    return np.where(tail, distance, 0.0).sum(axis=1) / tail.sum(axis=1)
+
+
+def _label_quantiles(means: np.ndarray) -> np.ndarray:
+    """The 10 %, 50 % and 90 % quantiles over labels of each span, NaN where no run has rows."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a span no run reached: NaN, as wanted
+        return np.nanquantile(means, [0.1, 0.5, 0.9], axis=0)
+
+
+def iteration_means(
+    histories: Sequence[tuple[str, pd.DataFrame]], column: str, spans: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each label's mean of ``column`` over each of (up to) ``spans`` equal spans of generator
+    iterations: the spans' middle iterations, and a labels x spans array, NaN where a label has
+    no rows (its run ended earlier). Spans of iterations, not of rows, line labels up when their
+    runs have different lengths; the means smooth the noisy single iterations."""
+    iterations = [frame["iteration"].to_numpy() for _, frame in histories]
+    first = min(int(steps.min()) for steps in iterations)
+    length = max(int(steps.max()) for steps in iterations) - first + 1
+    count = min(spans, length)
+    width = length / count
+    # One pass over all rows of all labels: thousands of labels stay fast.
+    label_of_row = np.repeat(np.arange(len(histories)), [len(steps) for steps in iterations])
+    span_of_row = ((np.concatenate(iterations) - first) // width).astype(int)
+    cell = label_of_row * count + span_of_row
+    values = np.concatenate([frame[column].to_numpy(float) for _, frame in histories])
+    sums = np.bincount(cell, weights=values, minlength=len(histories) * count)
+    rows = np.bincount(cell, minlength=len(histories) * count)
+    with np.errstate(invalid="ignore"):  # 0 / 0: no rows, NaN
+        means = (sums / rows).reshape(len(histories), count)
+    return first + (np.arange(count) + 0.5) * width - 0.5, means
+
+
 def plot_label_scores(table: pd.DataFrame, path: str | os.PathLike, metric: str = "fid") -> None:
-    """Per-label bars of ``metric`` (FID by default) with the overall value as a line."""
+    """Per-label ``metric`` (FID by default; higher is worse) from the metrics table, labels
+    sorted worst first, the ``WORST_NAMED`` worst in red, with lines at the median over labels
+    and at the value of all labels merged (when the table has it). Up to ``TICKED_LABELS``
+    labels, a bar per label named on the axis; beyond that, the sorted values as one curve
+    against the rank (on a log scale when it spans more than a factor 20), only the worst named.
+    Labels without a value are counted in the title."""
     labels = table[table["scope"] == "label"]
-    overall = table[table["scope"] == "overall"]
-    fig, axis = plt.subplots(figsize=(max(5, 0.35 * len(labels) + 1.5), 3.6))
-    axis.bar(labels["label"].astype(str), labels[metric], color="tab:blue")
+    scored = labels[labels[metric].notna()].sort_values(metric, ascending=False, kind="stable")
+    values, names = scored[metric].to_numpy(float), scored["label"].astype(str).tolist()
+    ranks = np.arange(1, len(values) + 1)
+    worst = min(WORST_NAMED, len(values))
+    name = metric.upper()
+    if len(values) <= TICKED_LABELS:
+        fig, axis = plt.subplots(figsize=(max(5, 0.35 * len(values) + 1.5), 3.6))
+        axis.bar(ranks, values, color=["tab:red"] * worst + ["tab:blue"] * (len(values) - worst))
+        axis.set_xticks(ranks, names, rotation=0 if max(map(len, names)) <= 3 else 90, fontsize=7)
+        axis.set_xlabel("label, worst first")
+    else:
+        fig, axis = plt.subplots(figsize=(8, 4.2))
+        axis.fill_between(ranks, values, step="mid", color="tab:blue", alpha=0.3, lw=0)
+        axis.plot(ranks, values, drawstyle="steps-mid", color="tab:blue", lw=1)
+        axis.scatter(ranks[:worst], values[:worst], color="tab:red", s=12, zorder=3)
+        for i in range(worst):
+            # Stacked in a column beside the curve's high end: the worst lie too close to read apart.
+            axis.annotate(
+                f"{names[i]}: {values[i]:.3g}", xy=(ranks[i], values[i]), xytext=(0.25, 0.92 - 0.08 * i),
+                textcoords="axes fraction", fontsize=7, va="center",
+                arrowprops={"arrowstyle": "-", "color": "tab:red", "lw": 0.6},
+            )  # fmt: skip
+        axis.set_xlim(0, len(values) + 1)
+        axis.set_xlabel(f"{len(values)} labels ranked by {name}, worst first")
+        if values[-1] > 0 and values[0] > 20 * values[-1]:
+            axis.set_yscale("log")  # a few far-off labels would flatten all the others
+    median = float(np.median(values))
+    axis.axhline(median, color="black", ls=":", lw=1, label=f"median over labels: {median:.3g}")
+    overall = table.loc[table["scope"] == "overall", metric]
     if len(overall):
-        axis.axhline(
-            float(overall[metric].iloc[0]),
-            color="tab:red",
-            ls="--",
-            label=f"all labels merged: {float(overall[metric].iloc[0]):.3g}",
-        )
-        axis.legend(fontsize=8)
-    extractor = table["extractor"].iloc[0]
-    axis.set_ylabel(f"{metric.upper()} ({extractor})")
-    axis.set_xlabel("label")
-    axis.tick_params(axis="x", rotation=90 if len(labels) > 12 else 0, labelsize=7)
+        merged = float(overall.iloc[0])
+        axis.axhline(merged, color="tab:red", ls="--", lw=1, label=f"all labels merged: {merged:.3g}")
+    axis.legend(fontsize=8, loc="upper right")
+    axis.set_ylabel(f"{name} ({table['extractor'].iloc[0]})")
+    unscored = len(labels) - len(values)
+    axis.set_title(
+        f"per-label {name}, worst first; red: the {worst} worst"
+        + (f"; {unscored} labels without a value left out" if unscored else ""),
+        fontsize=9,
+    )
+    axis.tick_params(axis="x", labelsize=7)
     axis.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _save_figure(fig, path)
