@@ -23,14 +23,19 @@ def one_error_line(result) -> str:
 def test_labels_and_split_of_an_image_tree(image_tree, tmp_path):
     result = run_wcgan("labels", "--source", "imagefolder", "--root", str(image_tree))
     assert result.stdout.splitlines() == ["0\tcafe\tCafé", "1\tred-car\tred car", "2\tx-y\tx+y"]
-    out = tmp_path / "shards" / "red-car.pt"
+    out = tmp_path / "shards" / "c001-002"
     result = run_wcgan(
-        "split", "--source", "imagefolder", "--root", str(image_tree), "--label", "red car", "--out", str(out)
-    )
+        "split", "--source", "imagefolder", "--root", str(image_tree), "--names", "red car", "x+y", "--out-dir", str(out)
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["red-car.pt", "x-y.pt"]
     table = tmp_path / "labels.tsv"
-    assert run_wcgan("label-table", "--shards", str(out), "--out", str(table)).returncode == 0
-    assert read_table(table) == [(Label(1, "red-car", "red car"), 4)]
+    result = run_wcgan("label-table", "--shards", str(out), "--labels-per-job", "2", "--out", str(table))
+    assert result.returncode == 0, result.stderr
+    assert read_table(table) == [
+        (Label(1, "red-car", "red car"), 4, "c001-002"),
+        (Label(2, "x-y", "x+y"), 4, "c001-002"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -51,12 +56,23 @@ def test_labels_and_split_of_an_image_tree(image_tree, tmp_path):
 )
 def test_split_bad_input(image_tree, tmp_path, make_bad, label, message):
     make_bad(image_tree)
-    out = tmp_path / "shard.pt"
+    out = tmp_path / "chunk"
     result = run_wcgan(
-        "split", "--source", "imagefolder", "--root", str(image_tree), "--label", label, "--out", str(out)
-    )
+        "split", "--source", "imagefolder", "--root", str(image_tree), "--names", "x+y", label, "--out-dir", str(out)
+    )  # fmt: skip
     assert message in one_error_line(result)
-    assert not out.exists() and list(tmp_path.glob(".shard.pt*")) == []
+    assert not out.exists()  # no shard of the chunk is written, not even the good label's
+
+
+def test_split_refuses_a_chunk_of_labels_with_different_shapes(image_tree, tmp_path):
+    save_png(image_tree / "big" / "0.png", size=(16, 16))
+    save_png(image_tree / "big" / "1.png", size=(16, 16))
+    out = tmp_path / "chunk"
+    result = run_wcgan(
+        "split", "--source", "imagefolder", "--root", str(image_tree), "--names", "x+y", "big", "--out-dir", str(out)
+    )  # fmt: skip
+    assert "label 'big' has images of shape (3, 16, 16) but 'x+y' has (3, 8, 8)" in one_error_line(result)
+    assert not out.exists()
 
 
 def test_unknown_source_is_one_line():

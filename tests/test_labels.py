@@ -1,7 +1,7 @@
 import pytest
 
 from wcgan.errors import WcganError
-from wcgan.labels import Label, find_label, make_labels, read_table, slugify, write_table
+from wcgan.labels import Label, find_label, make_chunks, make_labels, read_table, slugify, write_table
 
 
 @pytest.mark.parametrize(
@@ -43,8 +43,33 @@ def test_a_label_listed_twice_is_an_error():
 
 def test_table_roundtrip(tmp_path):
     labels = make_labels(["red car", "Café"])
-    write_table(labels, [5, 7], tmp_path / "labels.tsv")
-    assert read_table(tmp_path / "labels.tsv") == [(labels[0], 5), (labels[1], 7)]
+    write_table(labels, [5, 7], make_chunks(labels, 1), tmp_path / "labels.tsv")
+    assert read_table(tmp_path / "labels.tsv") == [(labels[0], 5, "c000-000"), (labels[1], 7, "c001-001")]
+
+
+def test_chunks_group_labels_in_index_order_the_last_shorter():
+    labels = make_labels([f"l{i}" for i in range(7)])
+    chunks = make_chunks(labels[::-1], 3)  # index order, whatever order they come in
+    assert [chunk.name for chunk in chunks] == ["c000-002", "c003-005", "c006-006"]
+    assert [[label.index for label in chunk.labels] for chunk in chunks] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [chunk.name for chunk in make_chunks(labels, 7)] == ["c000-006"]
+    wide = make_labels([f"l{i}" for i in range(12345)])
+    assert make_chunks(wide, 10000)[-1].name == "c10000-12344"  # padded to the widest index
+
+
+@pytest.mark.parametrize(
+    ("per_job", "message"),
+    [
+        (0, "labels_per_job must be between 1 and the number of labels \\(3\\), got 0"),
+        (-2, "between 1 and the number of labels"),
+        (4, "between 1 and the number of labels \\(3\\), got 4"),
+        (2.5, "labels_per_job must be a whole number, got 2.5"),
+        (True, "whole number"),
+    ],
+)
+def test_labels_per_job_outside_one_to_the_labels_is_refused(per_job, message):
+    with pytest.raises(WcganError, match=message):
+        make_chunks(make_labels(["a", "b", "c"]), per_job)
 
 
 def test_find_label_by_name_or_slug_and_unknown_label():

@@ -5,7 +5,7 @@ from conftest import run_wcgan
 from wcgan.config import TrainConfig
 from wcgan.data import TrainingSet
 from wcgan.errors import WcganError
-from wcgan.labels import make_labels, write_table
+from wcgan.labels import Chunk, make_labels, write_table
 from wcgan.sampling import ConditionalEnsemble, generate, latents, load_samples, save_samples
 from wcgan.training import save_generator, train
 
@@ -19,8 +19,11 @@ def run_dir(digit_shards, tmp_path_factory):
         result = train(
             TrainingSet.of_label(shard), config, root / "checkpoints" / shard.label.slug, log=lambda _: None
         )
-        save_generator(result, TrainingSet.of_label(shard), root / "models" / f"{shard.label.slug}.pt")
-    write_table(make_labels(["0", "1"]), [178, 182], root / "labels.tsv")
+        save_generator(
+            result, TrainingSet.of_label(shard), root / "models" / "c0-1" / f"{shard.label.slug}.pt"
+        )
+    labels = make_labels(["0", "1"])
+    write_table(labels, [178, 182], [Chunk("c0-1", tuple(labels))], root / "labels.tsv")
     return root
 
 
@@ -57,7 +60,13 @@ def test_sample_command_writes_a_grid_and_tensor_files(run_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "x.png").stat().st_size > 0
     result = run_wcgan(
-        "sample", "--model", str(run_dir / "models" / "0.pt"), "-n", "5", "--out", str(tmp_path / "s.pt")
+        "sample",
+        "--model",
+        str(run_dir / "models" / "c0-1" / "0.pt"),
+        "-n",
+        "5",
+        "--out",
+        str(tmp_path / "s.pt"),
     )
     assert result.returncode == 0, result.stderr
     images, label = load_samples(tmp_path / "s.pt")

@@ -15,7 +15,7 @@ from wcgan.cluster import _epoch
 from wcgan.config import coerce_strings
 from wcgan.errors import WcganError
 from wcgan.figures import plot_job_time_split, plot_scaling_projection, plot_weak_scaling
-from wcgan.scaling import PARTS, point_config, point_times, project, scaling_points, summarize
+from wcgan.scaling import PARTS, point_config, point_jobs, point_times, project, scaling_points, summarize
 
 
 @pytest.mark.parametrize("max_jobs, points", [(1, [1]), (2, [1, 2]), (6, [1, 2, 4, 6]), (8, [1, 2, 4, 8])])
@@ -37,12 +37,23 @@ def test_point_config_fixes_the_work_and_leaves_the_base_alone():
     assert base["train"] == {"iterations": 5, "seconds": 60} and base["data"]["labels"] is None
 
 
+JOBS = [("a", "training/a/first.json"), ("b", "training/b/first.json")]  # chunks a, b
+
+
+def test_a_point_trains_n_chunks_and_times_each_by_its_first_label():
+    config = {"labels_per_job": 2, "data": {"labels": ["x", "y", "z"]}}
+    assert point_jobs(config) == [
+        ("c000-001", "training/c000-001/x.json"),
+        ("c002-002", "training/c002-002/z.json"),
+    ]
+
+
 def write_job(
     run_dir: Path, slug: str, command_s: float, start: float, parts=(3.0, 0.5, 0.25), job=None, resumed=0
 ) -> None:
     """A training summary's job timing and a Snakemake benchmark file, as the pipeline writes them."""
     training, checkpoint, shutdown = parts
-    (run_dir / "training").mkdir(parents=True, exist_ok=True)
+    (run_dir / "training" / slug).mkdir(parents=True, exist_ok=True)
     (run_dir / "benchmarks" / "train").mkdir(parents=True, exist_ok=True)
     summary = {
         "iterations": 300,
@@ -57,7 +68,7 @@ def write_job(
             "shutdown_seconds": shutdown,
         },
     }
-    (run_dir / "training" / f"{slug}.json").write_text(json.dumps(summary))
+    (run_dir / "training" / slug / "first.json").write_text(json.dumps(summary))
     (run_dir / "benchmarks" / "train" / f"{slug}.tsv").write_text(
         "s\th:m:s\tmax_rss\n" + f"{command_s}\t0:00:05\t300\n"
     )
@@ -66,7 +77,7 @@ def write_job(
 def test_point_times_split_each_job_into_parts_that_sum_to_its_time(tmp_path):
     write_job(tmp_path, "a", command_s=5.0, start=1000.0)
     write_job(tmp_path, "b", command_s=6.0, start=1000.5)
-    table = point_times(tmp_path, ["a", "b"], "local", 300)
+    table = point_times(tmp_path, JOBS, "local", 300)
     assert list(table["slug"]) == ["a", "b"] and set(table["n"]) == {2}
     # Start-up is what the command's own clocks do not cover: interpreter start and exit too.
     assert table["startup"].tolist() == pytest.approx([1.25, 2.25])
@@ -77,15 +88,15 @@ def test_point_times_split_each_job_into_parts_that_sum_to_its_time(tmp_path):
 
 def test_point_times_name_the_label_whose_files_are_missing(tmp_path):
     write_job(tmp_path, "a", command_s=5.0, start=1000.0)
-    with pytest.raises(WcganError, match="did label 'b' train"):
-        point_times(tmp_path, ["a", "b"], "local", 300)
+    with pytest.raises(WcganError, match="did job 'b' train"):
+        point_times(tmp_path, JOBS, "local", 300)
 
 
 def test_point_times_add_the_schedulers_queue_and_launch(tmp_path):
     write_job(tmp_path, "a", command_s=5.0, start=1002.5, job="11")
     write_job(tmp_path, "b", command_s=6.0, start=1003.0, job="12")
     stamps = {"11": (1000.0, 1001.0, 1008.0), "12": (1000.0, 1002.0, 1010.0)}
-    table = point_times(tmp_path, ["a", "b"], "slurm", 300, scheduler_times=stamps)
+    table = point_times(tmp_path, JOBS, "slurm", 300, scheduler_times=stamps)
     assert table["queue"].tolist() == [1.0, 2.0]
     assert table["launch"].tolist() == pytest.approx([2.0, 2.0])  # Slurm's 7 and 8 s less the command's
     assert table["time_s"].tolist() == pytest.approx([7.0, 8.0])  # start to end, queue apart
@@ -105,7 +116,7 @@ def test_point_times_refuse_jobs_whose_time_would_be_wrong(tmp_path, jobs, resum
     for slug, job in zip("ab", jobs, strict=True):
         write_job(tmp_path, slug, command_s=5.0, start=1000.0, job=job, resumed=resumed)
     with pytest.raises(WcganError, match=message):
-        point_times(tmp_path, ["a", "b"], "slurm", 300, scheduler_times=times)
+        point_times(tmp_path, JOBS, "slurm", 300, scheduler_times=times)
 
 
 def jobs_table(times_by_n: dict[int, list[float]], starts=None, series="local") -> pd.DataFrame:

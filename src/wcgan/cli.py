@@ -138,11 +138,13 @@ def cmd_split(args: argparse.Namespace) -> None:
     spec = _spec(args)
     if args.indices is None:
         known = make_labels(label_names(spec))
-        labels = [find_label(known, name) for name in args.labels]
-    elif len(args.indices) != len(args.labels):
-        raise WcganError(f"--indices gives {len(args.indices)} indices for {len(args.labels)} labels")
+        labels = [find_label(known, name) for name in args.names]
+    elif len(args.indices) != len(args.names):
+        raise WcganError(f"--indices gives {len(args.indices)} indices for {len(args.names)} labels")
     else:
-        labels = [Label(index, slugify(name), name) for name, index in zip(args.labels, args.indices)]
+        labels = [
+            Label(index, slugify(name), name) for name, index in zip(args.names, args.indices, strict=True)
+        ]
     shards = []
     for label in labels:
         shard = Shard(load_label_images(spec, label.name), label, spec.source)
@@ -156,7 +158,9 @@ def cmd_split(args: argparse.Namespace) -> None:
         shards.append(shard)
     for shard in shards:
         save_shard(shard, Path(args.out_dir) / f"{shard.label.slug}.pt")
-        log(f"label '{shard.label.name}' ({shard.label.slug}): {len(shard.images)} images, {tuple(shard.images.shape[1:])}")
+        log(
+            f"label '{shard.label.name}' ({shard.label.slug}): {len(shard.images)} images, {tuple(shard.images.shape[1:])}"
+        )
 
 
 def cmd_label_table(args: argparse.Namespace) -> None:
@@ -576,7 +580,7 @@ def cmd_plot_merged(args: argparse.Namespace) -> None:
     from wcgan.sampling import load_samples
 
     rows = []
-    for path in args.samples:
+    for path in files_in(args.samples):
         images, label = load_samples(path)
         # A copy of the few shown, not a view: a view would keep every label's samples in memory.
         rows.append((label.index, label.name, images[: args.per_label].clone()))
@@ -591,7 +595,9 @@ def cmd_plot_losses(args: argparse.Namespace) -> None:
     from wcgan.labels import read_table
 
     names = {label.slug: label.name for label, _, _ in read_table(args.labels)}
-    histories = [(names.get(Path(p).stem, Path(p).stem), pd.read_csv(p)) for p in args.losses]
+    histories = [
+        (names.get(Path(p).stem, Path(p).stem), pd.read_csv(p)) for p in files_in(args.losses, ".csv")
+    ]
     plot_losses(histories, args.out)
 
 
@@ -635,9 +641,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("split", cmd_split, "write the images of one or more labels (a chunk) as shards")
     _add_data_options(sub)
-    sub.add_argument("--labels", nargs="+", required=True, help="the labels' names in the data set")
+    # Not --labels: that is the data section's own key (data.labels, the run's label list).
+    sub.add_argument("--names", nargs="+", required=True, help="the labels' names in the data set")
     sub.add_argument(
-        "--indices", type=int, nargs="+", help="their class indices (default: positions among the data set's labels)"
+        "--indices",
+        type=int,
+        nargs="+",
+        help="their class indices (default: positions among the data set's labels)",
     )
     sub.add_argument("--out-dir", required=True, help="folder of the shards, <slug>.pt per label")
 

@@ -20,7 +20,11 @@ from wcgan.errors import WcganError
 
 PLACEHOLDER = "EDIT_ME"
 # The training rule of each train.generator: the rule a profile gives the GPU partition.
-TRAIN_RULES = {"per_label": "train_chunk", "conditional": "train_conditional", "distributed": "train_distributed"}
+TRAIN_RULES = {
+    "per_label": "train_chunk",
+    "conditional": "train_conditional",
+    "distributed": "train_distributed",
+}
 
 
 def scheduler_job() -> dict[str, str | None]:

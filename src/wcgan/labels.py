@@ -109,9 +109,7 @@ def read_table(path: str | os.PathLike) -> list[tuple[Label, int, str]]:
         reader = csv.DictReader(fh, delimiter="\t")
         if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
             raise WcganError(f"label table '{path}' must have the columns {', '.join(TABLE_COLUMNS)}")
-        rows = [
-            (Label(int(r["index"]), r["slug"], r["name"]), int(r["count"]), r["chunk"]) for r in reader
-        ]
+        rows = [(Label(int(r["index"]), r["slug"], r["name"]), int(r["count"]), r["chunk"]) for r in reader]
     return sorted(rows, key=lambda row: row[0].index)
 
 

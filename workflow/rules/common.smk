@@ -258,7 +258,7 @@ def split_labels(wildcards):
     """The names and class indices of the job's chunk, for ``wcgan split``."""
     labels = CHUNKS[wildcards.chunk].labels
     names = shlex.join(label.name for label in labels)
-    return f"--labels {names} --indices {' '.join(str(label.index) for label in labels)}"
+    return f"--names {names} --indices {' '.join(str(label.index) for label in labels)}"
 
 
 def feature_files(wildcards):
