@@ -285,6 +285,20 @@ def test_a_map_job_builds_its_extractor_once_and_sees_each_image_once(
     assert (saved.label.name, len(saved.fake_features), len(saved.real_features)) == ("1", SAMPLES, MAX_REAL)
 
 
+def test_a_map_job_refuses_lists_that_do_not_pair_up(run_files, classifier_file, tmp_path, capsys):
+    command = features_command(run_files, classifier_file[0], [0, 1], tmp_path)
+    del command[command.index("--out") + 2]  # two labels, one features file
+    assert main(command) == 1
+    assert "got --samples 2, --shards 2, --out 1 files" in capsys.readouterr().err
+    swapped = features_command(run_files, classifier_file[0], [0, 1], tmp_path)
+    shards = swapped.index("--shards")
+    swapped[shards + 1], swapped[shards + 2] = swapped[shards + 2], swapped[shards + 1]
+    assert main(swapped) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.splitlines() == [error]
+    assert "the samples of label '0' come with the real images of label '1'" in error
+
+
 def test_precision_recall_uses_a_seeded_subset_above_the_limit(feature_files, tmp_path):
     full = merge_scores(feature_files, tmp_path / "full.tsv")
     assert list(full["prc_n_fake"]) == [3 * SAMPLES, SAMPLES, SAMPLES, SAMPLES]

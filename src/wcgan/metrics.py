@@ -377,6 +377,9 @@ def load_snapshot_features(path: str | os.PathLike) -> SnapshotFeatures:
     if not isinstance(points, list) or not all(isinstance(point, dict) for point in points):
         raise WcganError(f"{what} '{path}' hold no list of snapshot points")
     for point in points:
+        missing = {"iteration", "seconds", "device_seconds"} - point.keys()
+        if missing:
+            raise WcganError(f"{what} '{path}': a snapshot point has no {', '.join(sorted(missing))}")
         indices = point.get("indices")
         if not torch.is_tensor(indices) or indices.dim() != 1:
             raise WcganError(f"{what} '{path}': a snapshot point has no class indices")
@@ -386,13 +389,15 @@ def load_snapshot_features(path: str | os.PathLike) -> SnapshotFeatures:
 
 
 def check_one_extractor(extractors: Sequence[Extractor], paths: Sequence[str | os.PathLike]) -> None:
-    """Features of different extractors (or of one file changed in between) never mix."""
+    """Features of different extractors (or of one weights file changed in between) never mix;
+    the same weights named by another path are the same extractor."""
+    first = extractors[0]
     for extractor, path in zip(extractors[1:], paths[1:], strict=True):
-        if extractor != extractors[0]:
+        if (extractor.name, extractor.sha256) != (first.name, first.sha256):
             raise WcganError(
                 f"features '{path}' were made by {extractor.name} '{extractor.weights}' "
-                f"(SHA-256 {extractor.sha256[:12]}), but '{paths[0]}' by {extractors[0].name} "
-                f"'{extractors[0].weights}' ({extractors[0].sha256[:12]}): extract all with one extractor"
+                f"(SHA-256 {extractor.sha256[:12]}), but '{paths[0]}' by {first.name} "
+                f"'{first.weights}' ({first.sha256[:12]}): extract all with one extractor"
             )
 
 
