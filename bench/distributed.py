@@ -58,7 +58,7 @@ from wcgan.compare import curve_rows
 from wcgan.config import PARTITIONS, SCHEDULES, ClassifierConfig, TrainConfig
 from wcgan.data import Shard, TrainingSet, load_label_images, save_shard
 from wcgan.labels import make_labels
-from wcgan.metrics import choose_extractor, score_snapshots
+from wcgan.metrics import open_extractor, score_snapshots
 from wcgan.sampling import load_snapshot_samples, save_snapshot_samples
 from wcgan.sources import DataSpec
 from wcgan.training import train
@@ -142,14 +142,14 @@ with tempfile.TemporaryDirectory() as work:
         model, report = train_classifier(shards, config, torch.device("cpu"), log=lambda _: None)
         classifier = str(work / "classifier.pt")
         save_classifier(model, [label.name for label in labels], report, classifier)
-    extractor = choose_extractor(None, classifier)
+    network = open_extractor(None, classifier)
 
     rows, curves = [], []
 
     def record(name: str, schedule: str, partition: str, devices: int | None, summaries, units) -> None:
         """Score a configuration's snapshot points (``units``: each training job's) and add its
         curve and its table row (timings from a distributed run's summary, else NaN)."""
-        fids = [s["fid"] for s in score_snapshots(units, shards, extractor, log=lambda _: None)]
+        fids = [s["fid"] for s in score_snapshots(units, shards, network, log=lambda _: None)]
         for row, fid in zip(curve_rows(units), fids, strict=True):
             k = row["point"] - 1
             seconds = sum(float(points[k]["seconds"]) for points in units)

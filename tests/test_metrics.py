@@ -1,19 +1,40 @@
+import hashlib
+import io
+import os
+
+import pandas as pd
 import pytest
 import torch
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+import torch_fidelity
+from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from torch_fidelity.registry import register_feature_extractor
 
+import wcgan.metrics
+from wcgan.atomic import save_torch
 from wcgan.classifier import load_classifier, predict, save_classifier, train_classifier
+from wcgan.cli import main
 from wcgan.config import ClassifierConfig
+from wcgan.data import sample_rows, save_shard
 from wcgan.errors import WcganError
 from wcgan.metrics import (
-    CLASSIFIER_EXTRACTOR,
     INCEPTION_EXTRACTOR,
+    METRIC_KEYS,
     ClassifierFeatureExtractor,
-    LocalInceptionFeatureExtractor,
-    choose_extractor,
-    score,
+    load_label_feature_files,
+    load_label_features,
+    load_snapshot_features,
+    metric_values,
+    open_extractor,
+    score_curve,
+    score_labels,
     score_run,
 )
+from wcgan.sampling import SNAPSHOTS_FORMAT, save_samples
+from wcgan.tables import read_metrics, write_metrics, write_tsv
+
+MAX_REAL = 60  # real images per label in the scoring tests
+SAMPLES = 30  # generated images per label
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +54,353 @@ def test_classifier_learns_the_digits(classifier_file, digit_shards):
     assert (predictions == 2).float().mean() > 0.9
 
 
-def test_both_extractors_are_registered_with_torch_fidelity():
-    assert FEATURE_EXTRACTORS_REGISTRY[CLASSIFIER_EXTRACTOR] is ClassifierFeatureExtractor
-    assert FEATURE_EXTRACTORS_REGISTRY[INCEPTION_EXTRACTOR] is LocalInceptionFeatureExtractor
+def test_scores_separate_matching_from_mismatched_images(classifier_file, digit_shards):
+    network = open_extractor(None, classifier_file[0])
+    assert network.extractor.accuracy == classifier_file[1]["holdout_accuracy"]
+    zeros, _ = network.extract(digit_shards[0].images)
+    ones, ones_logits = network.extract(digit_shards[1].images)
+    same = metric_values(zeros[:80], zeros[80:160])
+    different = metric_values(ones[:80], zeros[80:160])
+    assert set(same) == {"fid", "kid_mean", "kid_std"}
+    assert different["fid"] > 10 * same["fid"]
+    both = metric_values(
+        torch.cat([zeros[:50], ones[:50]]),
+        torch.cat([zeros, ones]),
+        torch.cat([network.extract(digit_shards[0].images[:50])[1], ones_logits[:50]]),
+        precision_recall=True,
+    )
+    assert 1.8 < both["is_mean"] <= 2.0  # two confidently told-apart classes
+    assert both["precision"] > 0.9 and both["recall"] > 0.5
+
+
+# --- the reference: how scores were computed before, one torch_fidelity.calculate_metrics call each
+
+
+class ImageTensorDataset(Dataset):
+    """uint8 N x 1 x H x W images as the 3-channel uint8 tensors torch-fidelity reads."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images.expand(-1, 3, -1, -1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index].contiguous()
+
+
+class ReferenceClassifierExtractor(ClassifierFeatureExtractor):
+    """The classifier extractor as torch-fidelity's registry built it: from a weights path."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list, load_classifier(feature_extractor_weights_path))
+
+
+REFERENCE_EXTRACTOR = "test-reference-classifier"
+register_feature_extractor(REFERENCE_EXTRACTOR, ReferenceClassifierExtractor)
+
+
+def reference_scores(fake, real, classifier, inception_score=False, precision_recall=False) -> dict:
+    """The former ``wcgan.metrics.score``, its torch-fidelity call unchanged (less the cache)."""
+    results = torch_fidelity.calculate_metrics(
+        input1=ImageTensorDataset(fake),
+        input2=ImageTensorDataset(real),
+        feature_extractor=REFERENCE_EXTRACTOR,
+        feature_extractor_weights_path=str(classifier),
+        isc=inception_score,
+        fid=True,
+        kid=True,
+        prc=precision_recall,
+        cuda=False,
+        kid_subset_size=min(1000, len(fake), len(real)),
+        isc_splits=min(10, len(fake)),
+        rng_seed=2020,
+        verbose=False,
+        cache=False,
+        save_cpu_ram=True,
+    )
+    return {ours: float(results[theirs]) for ours, theirs in METRIC_KEYS.items() if theirs in results}
+
+
+def assert_same_scores(ours: dict, reference: dict) -> None:
+    assert set(reference) <= set(ours)
+    for name, value in reference.items():
+        assert ours[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+
+# --- a run's files: samples, shards, snapshot samples of two training jobs
+
+
+@pytest.fixture(scope="module")
+def run_files(digit_shards, tmp_path_factory):
+    """Samples (other images of the label than the real ones scored), shards, and the snapshot
+    samples of two training jobs: labels 0 and 1 together, label 2 alone, two points each."""
+    folder = tmp_path_factory.mktemp("run")
+    samples, shards = [], []
+    for shard in digit_shards:
+        samples.append(folder / f"samples-{shard.label.slug}.pt")
+        save_samples(shard.images[-SAMPLES:], shard.label, samples[-1])
+        shards.append(folder / f"shard-{shard.label.slug}.pt")
+        save_shard(shard, shards[-1])
+    snapshots = []
+    for unit, labels in enumerate([digit_shards[:2], digit_shards[2:]]):
+        points = []
+        for k in range(2):
+            images = [shard.images[k * 40 : k * 40 + 20] for shard in labels]
+            points.append(
+                {
+                    "iteration": 10 * (k + 1),
+                    "seconds": 1.0 + k,
+                    "device_seconds": 2.0 + k + unit,
+                    "images": torch.cat(images),
+                    "indices": torch.cat([torch.full((20,), s.label.index) for s in labels]),
+                }
+            )
+        snapshots.append(folder / f"snapshots-{unit}.pt")
+        save_torch({"format": SNAPSHOTS_FORMAT, "points": points}, snapshots[-1])
+    return {"samples": samples, "shards": shards, "snapshots": snapshots, "folder": folder}
+
+
+def features_command(run_files, classifier, labels, out, snapshots=()) -> list[str]:
+    """``wcgan features`` of some labels (positions in the run's label list) and snapshot files."""
+    command = [
+        "features",
+        "--samples",
+        *[str(run_files["samples"][i]) for i in labels],
+        "--shards",
+        *[str(run_files["shards"][i]) for i in labels],
+        "--out",
+        *[str(out / f"{i}.pt") for i in labels],
+        "--classifier",
+        str(classifier),
+        "--max-real-per-label",
+        str(MAX_REAL),
+        "--device",
+        "cpu",
+    ]
+    if snapshots:
+        command += ["--snapshots", *[str(run_files["snapshots"][u]) for u in snapshots]]
+        command += ["--snapshot-features", *[str(out / f"snapshot-{u}.pt") for u in snapshots]]
+    return command
+
+
+@pytest.fixture(scope="module")
+def feature_files(run_files, classifier_file, tmp_path_factory):
+    """Two map jobs: labels 0 and 1 with the first job's snapshots, label 2 with the second's."""
+    out = tmp_path_factory.mktemp("features")
+    assert main(features_command(run_files, classifier_file[0], [0, 1], out, snapshots=[0])) == 0
+    assert main(features_command(run_files, classifier_file[0], [2], out, snapshots=[1])) == 0
+    return {
+        "labels": [out / f"{i}.pt" for i in range(3)],
+        "snapshots": [out / f"snapshot-{u}.pt" for u in range(2)],
+    }
+
+
+def merge_scores(feature_files, out, *options: str) -> pd.DataFrame:
+    paths = [str(p) for p in feature_files["labels"]]
+    assert main(["merge-scores", "--features", *paths, "--out", str(out), *options]) == 0
+    return read_metrics(out)
+
+
+def test_map_and_reduce_give_the_scores_of_one_torch_fidelity_call(
+    feature_files, run_files, digit_shards, classifier_file, tmp_path
+):
+    records = score_labels(load_label_feature_files(feature_files["labels"]), log=lambda _: None)
+    classifier = classifier_file[0]
+    fake = [shard.images[-SAMPLES:] for shard in digit_shards]
+    real = [sample_rows(shard.images, MAX_REAL, seed=shard.label.index) for shard in digit_shards]
+    assert_same_scores(records[0], reference_scores(torch.cat(fake), torch.cat(real), classifier, True, True))
+    for record, label_fake, label_real in zip(records[1:], fake, real, strict=True):
+        assert_same_scores(
+            record, reference_scores(label_fake, label_real, classifier, precision_recall=True)
+        )
+    # The reduce command writes those records; the one-process command is the same map and reduce.
+    table = merge_scores(feature_files, tmp_path / "metrics.tsv")
+    write_metrics(records, tmp_path / "records.tsv")
+    pd.testing.assert_frame_equal(table, read_metrics(tmp_path / "records.tsv"))
+    assert list(table["n_fake"]) == [3 * SAMPLES, SAMPLES, SAMPLES, SAMPLES]
+    assert list(table["n_real"]) == [3 * MAX_REAL, MAX_REAL, MAX_REAL, MAX_REAL]
+    command = [
+        "score",
+        "--samples",
+        *map(str, run_files["samples"]),
+        "--shards",
+        *map(str, run_files["shards"]),
+    ]
+    options = ["--classifier", str(classifier), "--max-real-per-label", str(MAX_REAL), "--device", "cpu"]
+    assert main([*command, *options, "--out", str(tmp_path / "score.tsv")]) == 0
+    pd.testing.assert_frame_equal(read_metrics(tmp_path / "score.tsv"), table)
+
+
+def test_the_curve_from_snapshot_features_is_the_one_of_torch_fidelity(
+    feature_files, run_files, digit_shards, classifier_file, tmp_path
+):
+    labels = load_label_feature_files(feature_files["labels"])
+    units = [load_snapshot_features(path) for path in feature_files["snapshots"]]
+    rows = score_curve(units, [(f.label, f.real_features) for f in labels], log=lambda _: None)
+    assert [row["point"] for row in rows] == [1, 2] and [row["iterations"] for row in rows] == [20, 40]
+    assert [row["device_seconds"] for row in rows] == [5.0, 7.0]  # summed over the two training jobs
+    real = torch.cat([sample_rows(s.images, MAX_REAL, seed=s.label.index) for s in digit_shards])
+    for k, row in enumerate(rows):
+        fake = torch.cat([shard.images[k * 40 : k * 40 + 20] for shard in digit_shards])
+        assert_same_scores(row, reference_scores(fake, real, classifier_file[0], inception_score=True))
+    # The reduce command writes those rows; the one-process command is the same map and reduce.
+    labels, snapshots = [list(map(str, feature_files[key])) for key in ("labels", "snapshots")]
+    out = tmp_path / "curve.tsv"
+    assert (
+        main(["merge-curve", "--snapshot-features", *snapshots, "--features", *labels, "--out", str(out)])
+        == 0
+    )
+    curve = pd.read_csv(out, sep="\t")
+    write_tsv(pd.DataFrame(rows), tmp_path / "rows.tsv")
+    pd.testing.assert_frame_equal(curve, pd.read_csv(tmp_path / "rows.tsv", sep="\t"))
+    command = ["score-curve", "--snapshots", *map(str, run_files["snapshots"])]
+    options = ["--shards", *map(str, run_files["shards"]), "--classifier", str(classifier_file[0])]
+    options += ["--max-real-per-label", str(MAX_REAL), "--device", "cpu", "--cache-root", str(tmp_path)]
+    assert main([*command, *options, "--out", str(tmp_path / "score-curve.tsv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "score-curve.tsv", sep="\t"), curve)
+
+
+def test_a_map_job_builds_its_extractor_once_and_sees_each_image_once(
+    run_files, classifier_file, tmp_path, monkeypatch
+):
+    built, seen = [], []
+    original_init, original_forward = ClassifierFeatureExtractor.__init__, ClassifierFeatureExtractor.forward
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        original_init(self, *args, **kwargs)
+
+    def counting_forward(self, images):
+        seen.append(len(images))
+        return original_forward(self, images)
+
+    monkeypatch.setattr(ClassifierFeatureExtractor, "__init__", counting_init)
+    monkeypatch.setattr(ClassifierFeatureExtractor, "forward", counting_forward)
+    assert main(features_command(run_files, classifier_file[0], [0, 1, 2], tmp_path, snapshots=[0, 1])) == 0
+    snapshot_images = 2 * 20 * 3  # two points of 20 samples of each of three labels
+    assert built == [1]
+    assert sum(seen) == 3 * SAMPLES + 3 * MAX_REAL + snapshot_images
+    saved = load_label_features(tmp_path / "1.pt")
+    assert (saved.label.name, len(saved.fake_features), len(saved.real_features)) == ("1", SAMPLES, MAX_REAL)
+
+
+def test_a_map_job_refuses_lists_that_do_not_pair_up(run_files, classifier_file, tmp_path, capsys):
+    command = features_command(run_files, classifier_file[0], [0, 1], tmp_path)
+    del command[command.index("--out") + 2]  # two labels, one features file
+    assert main(command) == 1
+    assert "got --samples 2, --shards 2, --out 1 files" in capsys.readouterr().err
+    swapped = features_command(run_files, classifier_file[0], [0, 1], tmp_path)
+    shards = swapped.index("--shards")
+    swapped[shards + 1], swapped[shards + 2] = swapped[shards + 2], swapped[shards + 1]
+    assert main(swapped) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.splitlines() == [error]
+    assert "the samples of label '0' come with the real images of label '1'" in error
+
+
+def test_precision_recall_uses_a_seeded_subset_above_the_limit(feature_files, tmp_path):
+    full = merge_scores(feature_files, tmp_path / "full.tsv")
+    assert list(full["prc_n_fake"]) == [3 * SAMPLES, SAMPLES, SAMPLES, SAMPLES]
+    assert list(full["prc_n_real"]) == [3 * MAX_REAL, MAX_REAL, MAX_REAL, MAX_REAL]
+    limited = merge_scores(feature_files, tmp_path / "limited.tsv", "--prc-max-images", "50")
+    assert list(limited["prc_n_fake"]) == [50, SAMPLES, SAMPLES, SAMPLES]
+    assert list(limited["prc_n_real"]) == [50, 50, 50, 50]
+    again = merge_scores(feature_files, tmp_path / "again.tsv", "--prc-max-images", "50")
+    pd.testing.assert_frame_equal(again, limited)  # seeded: the same subset every time
+    # The limit touches precision/recall only.
+    for name in ("is_mean", "fid", "kid_mean"):
+        assert list(limited[name].fillna(-1)) == list(full[name].fillna(-1))
+
+
+class WritesAFile:
+    """Unpickling this runs code: it creates the folder ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_malicious_features_file_is_refused_before_it_runs(feature_files, tmp_path):
+    marker = tmp_path / "code-ran"
+    planted = tmp_path / "features.pt"
+    torch.save({"format": "wcgan-features-1", "payload": WritesAFile(marker)}, planted)
+    torch.load(planted, weights_only=False)  # what an unsafe load does
+    assert marker.is_dir()
+    marker.rmdir()
+    with pytest.raises(WcganError, match=f"features '{planted}' cannot be read"):
+        load_label_features(planted)
+    paths = [str(feature_files["labels"][0]), str(planted)]
+    assert main(["merge-scores", "--features", *paths, "--out", str(tmp_path / "m.tsv")]) == 1
+    snapshot_paths = ["--snapshot-features", str(planted), "--features", *paths[:1]]
+    assert main(["merge-curve", *snapshot_paths, "--out", str(tmp_path / "c.tsv")]) == 1
+    assert not marker.exists() and not (tmp_path / "m.tsv").exists()
+
+
+def test_features_of_another_extractor_are_refused(feature_files, classifier_file, run_files, tmp_path):
+    state = torch.load(classifier_file[0], weights_only=True)
+    state["state"]["head.bias"] += 1.0  # a retrained classifier
+    torch.save(state, tmp_path / "retrained.pt")
+    assert main(features_command(run_files, tmp_path / "retrained.pt", [2], tmp_path)) == 0
+    paths = [str(p) for p in feature_files["labels"][:2]] + [str(tmp_path / "2.pt")]
+    with pytest.raises(WcganError, match=f"features '{tmp_path / '2.pt'}' were made by wcgan-classifier"):
+        load_label_feature_files(paths)
+
+
+def test_a_run_is_scored_merged_and_per_label(classifier_file, digit_shards, tmp_path):
+    network = open_extractor(None, classifier_file[0])
+    samples = [(shard.images[:SAMPLES], shard.label) for shard in digit_shards]
+    records = score_run(samples, digit_shards, network, max_real_per_label=MAX_REAL, log=lambda _: None)
+    write_metrics(records, tmp_path / "metrics.tsv")
+    table = read_metrics(tmp_path / "metrics.tsv")
+    assert list(table["scope"]) == ["overall", "label", "label", "label"]
+    assert list(table["label"].fillna("")) == ["", "0", "1", "2"]
+    assert table["is_mean"].notna().tolist() == [True, False, False, False]
+    assert (table["extractor"] == "wcgan-classifier").all()
+    with pytest.raises(WcganError, match="the samples of label '1' come with the real images of label '2'"):
+        score_run(samples[:2], digit_shards[::2], network, log=lambda _: None)
+
+
+# --- Inception-v3 -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    """A randomly initialised Inception-v3 state dict: the real weights cannot be downloaded
+    here, and the code path is the same."""
+    folder = tmp_path_factory.mktemp("inception")
+    torch.save({}, folder / "empty.pth")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Module, "load_state_dict", lambda self, state, *a, **k: None)
+        network = FeatureExtractorInceptionV3(
+            "x", ["2048"], feature_extractor_weights_path=str(folder / "empty.pth")
+        )
+    torch.save(network.state_dict(), folder / "inception.pth")
+    return folder / "inception.pth"
+
+
+def test_inception_weights_are_read_once_and_only_as_tensors(inception_file, digit_shards, monkeypatch):
+    """torch-fidelity's Inception-v3 gets the state dict loaded with weights_only=True, never
+    the file: a file swapped after that check cannot reach torch-fidelity's unsafe load."""
+    loads, original_load = [], torch.load
+
+    def recording_load(source, *args, **kwargs):
+        loads.append((source, kwargs.get("weights_only")))
+        return original_load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    network = open_extractor(str(inception_file), None)
+    monkeypatch.undo()
+    assert loads and all(isinstance(source, io.BytesIO) for source, _ in loads)  # no file reopened
+    assert loads[0][1] is True  # the file's bytes, loaded as tensors only
+    assert network.extractor.name == INCEPTION_EXTRACTOR
+    assert network.extractor.sha256 == hashlib.sha256(inception_file.read_bytes()).hexdigest()
+    state = torch.load(inception_file, weights_only=True)
+    assert torch.equal(network.network.state_dict()["fc.weight"], state["fc.weight"])
+    features, logits = network.extract(digit_shards[0].images[:4])
+    assert features.shape == (4, 2048) and logits.shape == (4, 1008)
 
 
 class NotTensors:
@@ -43,97 +408,35 @@ class NotTensors:
 
 
 def test_inception_weights_must_be_a_plain_state_dict(tmp_path):
+    with pytest.raises(WcganError, match="metrics.inception_weights '.*absent.pth' does not exist"):
+        open_extractor(str(tmp_path / "absent.pth"), None)
     torch.save({"fc.weight": NotTensors()}, tmp_path / "pickled.pth")
     with pytest.raises(WcganError, match="pickled.pth' cannot be read"):
-        LocalInceptionFeatureExtractor(
-            "x", ["2048"], feature_extractor_weights_path=str(tmp_path / "pickled.pth")
-        )
+        open_extractor(str(tmp_path / "pickled.pth"), None)
     torch.save({"a": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(WcganError, match="are not torch-fidelity's state dict"):
-        LocalInceptionFeatureExtractor(
-            "x", ["2048"], feature_extractor_weights_path=str(tmp_path / "other.pth")
-        )
+    with pytest.raises(WcganError, match="other.pth' do not fit torch-fidelity's Inception-v3"):
+        open_extractor(str(tmp_path / "other.pth"), None)
 
 
-def test_scores_separate_matching_from_mismatched_images(classifier_file, digit_shards):
-    extractor = choose_extractor(None, classifier_file[0])
-    assert extractor.accuracy == classifier_file[1]["holdout_accuracy"]
-    zeros, ones = digit_shards[0].images, digit_shards[1].images
-    same = score(zeros[:80], zeros[80:160], extractor)
-    different = score(ones[:80], zeros[80:160], extractor)
-    assert set(same) == {"fid", "kid_mean", "kid_std"}
-    assert different["fid"] > 10 * same["fid"]
-    both = score(
-        torch.cat([zeros[:50], ones[:50]]),
-        torch.cat([zeros, ones]),
-        extractor,
-        inception_score=True,
-        precision_recall=True,
+def test_downloaded_inception_weights_must_have_the_published_sha256(inception_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    downloads = []
+
+    def offline_download(url, dst, hash_prefix=None, progress=True):
+        downloads.append((url, hash_prefix))
+        with open(dst, "wb") as fh:
+            fh.write(inception_file.read_bytes())  # stands for a file that is not the published one
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline_download)
+    with pytest.raises(WcganError, match="have SHA-256 [0-9a-f]{64}, not the published 6726825d"):
+        open_extractor("download", None)
+    assert downloads == [(wcgan.metrics.URL_INCEPTION_V3, wcgan.metrics.INCEPTION_SHA256)]
+    digest = hashlib.sha256(inception_file.read_bytes()).hexdigest()
+    monkeypatch.setattr(wcgan.metrics, "INCEPTION_SHA256", digest)  # as if it were the published file
+    network = open_extractor("download", None)
+    assert len(downloads) == 1  # the file kept from before, checked again
+    assert (network.extractor.name, network.extractor.weights, network.extractor.sha256) == (
+        "inception-v3-compat",
+        "download",
+        digest,
     )
-    assert 1.8 < both["is_mean"] <= 2.0  # two confidently told-apart classes
-    assert both["precision"] > 0.9 and both["recall"] > 0.5
-
-
-def test_real_features_are_cached_per_images_and_extractor(classifier_file, digit_shards, tmp_path, capsys):
-    extractor = choose_extractor(None, classifier_file[0])
-    zeros, ones = digit_shards[0].images, digit_shards[1].images
-
-    def run(real, extractor=extractor):
-        values = score(ones[:40], real, extractor, cache_root=tmp_path, real_cache_name="all", verbose=True)
-        return values, capsys.readouterr().err
-
-    first, log = run(zeros)
-    assert "Caching" in log and "Loading cached" not in log
-    files = set(tmp_path.iterdir())
-    assert files and all(p.name.startswith("all-") for p in files)
-    again, log = run(zeros)
-    assert again == first and "Loading cached" in log and set(tmp_path.iterdir()) == files
-    _, log = run(zeros[:100])  # other real images: a new cache entry, not the stale one
-    assert "Loading cached" not in log and len(set(tmp_path.iterdir())) == 2 * len(files)
-    state = torch.load(classifier_file[0], weights_only=True)
-    state["state"]["head.bias"] += 1.0  # a retrained classifier: other weights, other cache entry
-    torch.save(state, tmp_path.parent / "retrained.pt")
-    _, log = run(zeros, choose_extractor(None, tmp_path.parent / "retrained.pt"))
-    assert "Loading cached" not in log and len(set(tmp_path.iterdir())) == 3 * len(files)
-
-
-def test_inception_needs_an_existing_weights_file(tmp_path):
-    with pytest.raises(WcganError, match="metrics.inception_weights '.*absent.pth' does not exist"):
-        choose_extractor(str(tmp_path / "absent.pth"), None)
-    downloaded = choose_extractor("download", None)
-    assert (downloaded.name, downloaded.weights) == ("inception-v3-compat", "download")
-
-
-def test_inception_from_a_local_weights_file(tmp_path, digit_shards, monkeypatch):
-    """torch-fidelity's own Inception-v3, loaded from a local file (random weights here: the
-    real file cannot be downloaded on this machine, and the code path is the same)."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    torch.save({}, tmp_path / "empty.pth")
-    monkeypatch.setattr(torch.nn.Module, "load_state_dict", lambda self, state, *a, **k: None)
-    state = FeatureExtractorInceptionV3(
-        "x", ["2048"], feature_extractor_weights_path=str(tmp_path / "empty.pth")
-    ).state_dict()
-    monkeypatch.undo()
-    torch.save(state, tmp_path / "inception.pth")
-    extractor = choose_extractor(str(tmp_path / "inception.pth"), None)
-    assert extractor.name == "wcgan-inception-v3"
-    values = score(digit_shards[0].images[:12], digit_shards[1].images[:12], extractor, inception_score=True)
-    assert values["is_mean"] > 0 and values["fid"] >= 0
-
-
-def test_a_run_is_scored_merged_and_per_label(classifier_file, digit_shards, tmp_path):
-    from wcgan.tables import read_metrics, write_metrics
-
-    extractor = choose_extractor(None, classifier_file[0])
-    samples = [(shard.images[:30], shard.label) for shard in digit_shards]
-    records = score_run(samples, digit_shards, extractor, max_real_per_label=60, log=lambda _: None)
-    write_metrics(records, tmp_path / "metrics.tsv")
-    table = read_metrics(tmp_path / "metrics.tsv")
-    assert list(table["scope"]) == ["overall", "label", "label", "label"]
-    assert list(table["label"].fillna("")) == ["", "0", "1", "2"]
-    assert list(table["n_fake"]) == [90, 30, 30, 30] and list(table["n_real"]) == [180, 60, 60, 60]
-    assert table["is_mean"].notna().tolist() == [True, False, False, False]
-    assert (table["extractor"] == "wcgan-classifier").all()
-    with pytest.raises(WcganError, match="samples and shards cover different labels"):
-        score_run(samples[:2], digit_shards, extractor, log=lambda _: None)

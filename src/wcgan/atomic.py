@@ -6,6 +6,8 @@ No torch at import time: the workflow imports the package when it builds the DAG
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -73,13 +75,30 @@ def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
     torch's own message is left out of that line: it advises loading with ``weights_only=False``,
     which runs whatever code the file holds; a file wcgan wrote never needs that.
     """
-    import torch
+    path = _existing(path, what)
+    return _load(path, path, what, mmap=mmap)
 
+
+def load_torch_hashed(path: str | os.PathLike, what: str) -> tuple[Any, str]:
+    """``load_torch`` of a file read once, with the SHA-256 of the very bytes it loaded: a file
+    replaced while it is read cannot make the digest and the contents disagree."""
+    path = _existing(path, what)
+    data = path.read_bytes()
+    return _load(io.BytesIO(data), path, what), hashlib.sha256(data).hexdigest()
+
+
+def _existing(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise WcganError(f"{what} '{path}' does not exist")
+    return path
+
+
+def _load(source: Path | IO[bytes], path: Path, what: str, mmap: bool = False) -> Any:
+    import torch
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise WcganError(
             f"{what} '{path}' cannot be read: it is damaged, truncated, or holds more than tensors "

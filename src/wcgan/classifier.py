@@ -123,7 +123,11 @@ def save_classifier(model: Classifier, labels: Sequence[str], report: dict, path
 
 
 def load_classifier(path: str | Path) -> Classifier:
-    data = load_torch(path, "classifier")
+    return classifier_from_file_data(load_torch(path, "classifier"), path)
+
+
+def classifier_from_file_data(data: Any, path: str | Path) -> Classifier:
+    """The classifier that ``save_classifier`` wrote to ``path``, from the file's loaded contents."""
     if not isinstance(data, dict) or data.get("format") != CLASSIFIER_FORMAT:
         raise WcganError(f"classifier '{path}' is not a wcgan classifier (made by 'wcgan train-classifier')")
     model = Classifier(**data["hparams"])

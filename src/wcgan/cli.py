@@ -372,47 +372,98 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
         json.dump(report, fh, indent=2)
 
 
+def _open_extractor(args: argparse.Namespace):
+    """The feature extractor of ``--inception-weights`` or ``--classifier``, on ``--device``."""
+    from wcgan.metrics import open_extractor
+
+    device = _torch_setup(args)
+    return open_extractor(args.inception_weights, args.classifier, device)
+
+
+def _same_length(args: argparse.Namespace, *names: str) -> None:
+    lengths = {name: len(getattr(args, name) or ()) for name in names}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"--{name.replace('_', '-')} {count}" for name, count in lengths.items())
+        raise WcganError(f"these options name one file per label (or job) each, but got {shown} files")
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from wcgan.data import load_shard
+    from wcgan.metrics import (
+        extract_label_features,
+        extract_snapshot_features,
+        save_label_features,
+        save_snapshot_features,
+    )
+    from wcgan.sampling import load_samples, load_snapshot_samples
+
+    _same_length(args, "samples", "shards", "out")
+    _same_length(args, "snapshots", "snapshot_features")
+    network = _open_extractor(args)
+    samples = [load_samples(path) for path in args.samples]
+    shards = [load_shard(path, mmap=True) for path in args.shards]
+    labels = extract_label_features(network, samples, shards, args.max_real_per_label, log=log)
+    for features, path in zip(labels, args.out, strict=True):
+        save_label_features(features, path)
+    for source, path in zip(args.snapshots or (), args.snapshot_features or (), strict=True):
+        save_snapshot_features(extract_snapshot_features(network, load_snapshot_samples(source)), path)
+
+
+def cmd_merge_scores(args: argparse.Namespace) -> None:
+    from wcgan.metrics import load_label_feature_files, score_labels
+    from wcgan.tables import write_metrics
+
+    _torch_setup(args)
+    labels = load_label_feature_files(args.features)
+    records = score_labels(labels, prc_max_images=args.prc_max_images, seed=args.seed, log=log)
+    write_metrics(records, args.out)
+
+
+def cmd_merge_curve(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from wcgan.metrics import (
+        check_one_extractor,
+        load_label_feature_files,
+        load_snapshot_features,
+        score_curve,
+    )
+    from wcgan.tables import write_tsv
+
+    _torch_setup(args)
+    labels = load_label_feature_files(args.features)
+    units = [load_snapshot_features(path) for path in args.snapshot_features]
+    extractors = [labels[0].extractor] + [unit.extractor for unit in units]
+    check_one_extractor(extractors, [args.features[0], *args.snapshot_features])
+    real = [(features.label, features.real_features) for features in labels]
+    write_tsv(pd.DataFrame(score_curve(units, real, seed=args.seed, log=log)), args.out)
+
+
 def cmd_score(args: argparse.Namespace) -> None:
     from wcgan.data import load_shard
-    from wcgan.metrics import choose_extractor, score_run
+    from wcgan.metrics import score_run
     from wcgan.sampling import load_samples
     from wcgan.tables import write_metrics
 
-    device = _torch_setup(args)
+    network = _open_extractor(args)
     samples = sorted((load_samples(p) for p in args.samples), key=lambda s: s[1].index)
     shards = sorted((load_shard(p, mmap=True) for p in args.shards), key=lambda s: s.label.index)
-    extractor = choose_extractor(args.inception_weights, args.classifier)
-    records = score_run(
-        samples,
-        shards,
-        extractor,
-        args.max_real_per_label,
-        cache_root=args.cache_root,
-        device=device,
-        log=log,
-    )
-    write_metrics(records, args.out)
+    write_metrics(score_run(samples, shards, network, args.max_real_per_label, log=log), args.out)
 
 
 def cmd_score_curve(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from wcgan.compare import curve_rows
     from wcgan.data import load_shard
-    from wcgan.metrics import choose_extractor, score_snapshots
+    from wcgan.metrics import score_snapshots
     from wcgan.sampling import load_snapshot_samples
     from wcgan.tables import write_tsv
 
-    device = _torch_setup(args)
+    network = _open_extractor(args)
     points = [load_snapshot_samples(path) for path in args.snapshots]
     shards = sorted((load_shard(p, mmap=True) for p in args.shards), key=lambda s: s.label.index)
-    rows = curve_rows(points)
-    extractor = choose_extractor(args.inception_weights, args.classifier)
-    scores = score_snapshots(
-        points, shards, extractor, args.max_real_per_label, cache_root=args.cache_root, device=device, log=log
-    )
-    table = [{**row, **values, "extractor": extractor.name} for row, values in zip(rows, scores, strict=True)]
-    write_tsv(pd.DataFrame(table), args.out)
+    rows = score_snapshots(points, shards, network, args.max_real_per_label, log=log)
+    write_tsv(pd.DataFrame(rows), args.out)
 
 
 # --- weak scaling -------------------------------------------------------------------------
@@ -625,7 +676,7 @@ def cmd_plot_scaling(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wcgan.config import ClassifierConfig, DistributedConfig, TrainConfig
+    from wcgan.config import PRC_MAX_IMAGES, SCORE_SEED, ClassifierConfig, DistributedConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="wcgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"wcgan {__version__}")
@@ -722,29 +773,89 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--threads", type=int)
     add_config_options(sub, ClassifierConfig, "classifier (the config's metrics.classifier section)")
 
-    def scoring(sub: argparse.ArgumentParser) -> None:
-        """Real images, extractor and device: what every scoring command reads and runs on."""
-        sub.add_argument("--shards", nargs="+", required=True, help="every label's real images (.pt)")
+    def extraction(sub: argparse.ArgumentParser, shards: str = "every label's real images (.pt)") -> None:
+        """Real images, extractor and device: what every command that extracts features reads."""
+        sub.add_argument("--shards", nargs="+", required=True, help=shards)
         sub.add_argument("--classifier", help="wcgan classifier file (the default extractor)")
         sub.add_argument("--inception-weights", help="Inception-v3 weights file, or 'download'")
-        sub.add_argument("--cache-root", help="folder for cached real-image features")
         sub.add_argument("--max-real-per-label", type=int, help="use at most this many real images per label")
         sub.add_argument("--device", default="auto")
         sub.add_argument("--threads", type=int)
 
-    sub = command("score", cmd_score, "score all labels' samples, merged and per label, with torch-fidelity")
-    sub.add_argument("--samples", nargs="+", required=True, help="every label's samples (.pt)")
-    sub.add_argument("--out", required=True, help="metrics table (.tsv)")
-    scoring(sub)
+    def merging(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--seed",
+            type=int,
+            default=SCORE_SEED,
+            help="of KID's subsets, IS's shuffle and the precision/recall subset",
+        )
+        sub.add_argument("--threads", type=int)
+
+    def in_process(sub: argparse.ArgumentParser) -> None:
+        extraction(sub)
+        # The pickle feature cache is gone (issue 13): nothing under results/ is unpickled.
+        sub.add_argument("--cache-root", help="ignored; accepted while workflows still pass it")
 
     sub = command(
-        "score-curve", cmd_score_curve, "FID against budget: score every snapshot point, all labels merged"
+        "features",
+        cmd_features,
+        "map step of scoring: features of a chunk of labels' samples and real images (and of "
+        "snapshot samples), the extractor built once, each image through it once",
+    )
+    sub.add_argument("--samples", nargs="+", required=True, help="the labels' samples (.pt), in label order")
+    sub.add_argument("--out", nargs="+", required=True, help="one features file per label (.pt), same order")
+    sub.add_argument("--snapshots", nargs="+", help="training jobs' snapshot samples (.pt)")
+    sub.add_argument("--snapshot-features", nargs="+", help="one features file per --snapshots file (.pt)")
+    extraction(sub, shards="the same labels' real images (.pt), same order")
+
+    sub = command(
+        "merge-scores",
+        cmd_merge_scores,
+        "reduce step of scoring: metrics.tsv (all labels merged, and per label) from every label's features",
+    )
+    sub.add_argument("--features", nargs="+", required=True, help="every label's features (.pt)")
+    sub.add_argument("--out", required=True, help="metrics table (.tsv)")
+    sub.add_argument(
+        "--prc-max-images",
+        type=int,
+        default=PRC_MAX_IMAGES,
+        help="precision/recall from a seeded subset of at most this many images per side",
+    )
+    merging(sub)
+
+    sub = command(
+        "merge-curve",
+        cmd_merge_curve,
+        "reduce step of the curve: FID against budget from the snapshot features, all labels merged",
+    )
+    sub.add_argument(
+        "--snapshot-features", nargs="+", required=True, help="every training job's snapshot features (.pt)"
+    )
+    sub.add_argument(
+        "--features", nargs="+", required=True, help="every label's features, for its real images"
+    )
+    sub.add_argument("--out", required=True, help="curve table (.tsv)")
+    merging(sub)
+
+    sub = command(
+        "score",
+        cmd_score,
+        "score all labels' samples, merged and per label: features and merge-scores in one process",
+    )
+    sub.add_argument("--samples", nargs="+", required=True, help="every label's samples (.pt)")
+    sub.add_argument("--out", required=True, help="metrics table (.tsv)")
+    in_process(sub)
+
+    sub = command(
+        "score-curve",
+        cmd_score_curve,
+        "FID against budget of every snapshot point, all labels merged: features and merge-curve in one process",
     )
     sub.add_argument(
         "--snapshots", nargs="+", required=True, help="every training job's snapshot samples (.pt)"
     )
     sub.add_argument("--out", required=True, help="curve table (.tsv)")
-    scoring(sub)
+    in_process(sub)
 
     sub = command("scaling-config", cmd_scaling_config, "the config of one weak-scaling point")
     sub.add_argument("--base", required=True, help="the run's config, as JSON")

@@ -16,7 +16,9 @@ from wcgan.errors import WcganError
 SUPPORTED_RESOLUTIONS = (8, 16, 32, 64, 128, 256)  # what the generator and critic can be built for
 OPTIMIZERS = ("adam", "rmsprop")
 ADAM_DEFAULT_BETAS = (0.9, 0.999)  # for Adam chosen on a loss whose recipe has no betas
-INCEPTION_DOWNLOAD = "download"  # metrics.inception_weights value: torch-fidelity fetches the weights
+INCEPTION_DOWNLOAD = "download"  # metrics.inception_weights value: torch-fidelity's published file
+SCORE_SEED = 2020  # of KID's subsets, IS's shuffle and precision/recall's subset: torch-fidelity's default
+PRC_MAX_IMAGES = 10_000  # precision/recall is quadratic in the images: a seeded subset above this
 
 
 @dataclass(frozen=True)
