@@ -414,7 +414,7 @@ def cmd_merge_scores(args: argparse.Namespace) -> None:
     from wcgan.tables import write_metrics
 
     _torch_setup(args)
-    labels = load_label_feature_files(args.features)
+    labels = load_label_feature_files(files_in(args.features))
     records = score_labels(labels, prc_max_images=args.prc_max_images, seed=args.seed, log=log)
     write_metrics(records, args.out)
 
@@ -431,10 +431,11 @@ def cmd_merge_curve(args: argparse.Namespace) -> None:
     from wcgan.tables import write_tsv
 
     _torch_setup(args)
-    labels = load_label_feature_files(args.features)
-    units = [load_snapshot_features(path) for path in args.snapshot_features]
+    labels = load_label_feature_files(files_in(args.features))
+    snapshot_files = files_in(args.snapshot_features)
+    units = [load_snapshot_features(path) for path in snapshot_files]
     extractors = [labels[0].extractor] + [unit.extractor for unit in units]
-    check_one_extractor(extractors, [args.features[0], *args.snapshot_features])
+    check_one_extractor(extractors, [args.features[0], *snapshot_files])
     real = [(features.label, features.real_features) for features in labels]
     write_tsv(pd.DataFrame(score_curve(units, real, seed=args.seed, log=log)), args.out)
 
@@ -446,9 +447,12 @@ def cmd_score(args: argparse.Namespace) -> None:
     from wcgan.tables import write_metrics
 
     network = _open_extractor(args)
-    samples = sorted((load_samples(p) for p in args.samples), key=lambda s: s[1].index)
-    shards = sorted((load_shard(p, mmap=True) for p in args.shards), key=lambda s: s.label.index)
-    write_metrics(score_run(samples, shards, network, args.max_real_per_label, log=log), args.out)
+    samples = sorted((load_samples(p) for p in files_in(args.samples)), key=lambda s: s[1].index)
+    shards = sorted((load_shard(p, mmap=True) for p in files_in(args.shards)), key=lambda s: s.label.index)
+    records = score_run(
+        samples, shards, network, args.max_real_per_label, prc_max_images=args.prc_max_images, log=log
+    )
+    write_metrics(records, args.out)
 
 
 def cmd_score_curve(args: argparse.Namespace) -> None:
@@ -460,8 +464,8 @@ def cmd_score_curve(args: argparse.Namespace) -> None:
     from wcgan.tables import write_tsv
 
     network = _open_extractor(args)
-    points = [load_snapshot_samples(path) for path in args.snapshots]
-    shards = sorted((load_shard(p, mmap=True) for p in args.shards), key=lambda s: s.label.index)
+    points = [load_snapshot_samples(path) for path in files_in(args.snapshots)]
+    shards = sorted((load_shard(p, mmap=True) for p in files_in(args.shards)), key=lambda s: s.label.index)
     rows = score_snapshots(points, shards, network, args.max_real_per_label, log=log)
     write_tsv(pd.DataFrame(rows), args.out)
 
@@ -791,10 +795,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--threads", type=int)
 
-    def in_process(sub: argparse.ArgumentParser) -> None:
-        extraction(sub)
-        # The pickle feature cache is gone (issue 13): nothing under results/ is unpickled.
-        sub.add_argument("--cache-root", help="ignored; accepted while workflows still pass it")
+    def precision_recall(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--prc-max-images",
+            type=int,
+            default=PRC_MAX_IMAGES,
+            help="precision/recall from a seeded subset of at most this many images per side",
+        )
 
     sub = command(
         "features",
@@ -815,12 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--features", nargs="+", required=True, help="every label's features (.pt)")
     sub.add_argument("--out", required=True, help="metrics table (.tsv)")
-    sub.add_argument(
-        "--prc-max-images",
-        type=int,
-        default=PRC_MAX_IMAGES,
-        help="precision/recall from a seeded subset of at most this many images per side",
-    )
+    precision_recall(sub)
     merging(sub)
 
     sub = command(
@@ -844,7 +846,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--samples", nargs="+", required=True, help="every label's samples (.pt)")
     sub.add_argument("--out", required=True, help="metrics table (.tsv)")
-    in_process(sub)
+    extraction(sub)
+    precision_recall(sub)
 
     sub = command(
         "score-curve",
@@ -855,7 +858,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--snapshots", nargs="+", required=True, help="every training job's snapshot samples (.pt)"
     )
     sub.add_argument("--out", required=True, help="curve table (.tsv)")
-    in_process(sub)
+    extraction(sub)
 
     sub = command("scaling-config", cmd_scaling_config, "the config of one weak-scaling point")
     sub.add_argument("--base", required=True, help="the run's config, as JSON")

@@ -542,10 +542,12 @@ def score_run(
     network: FeatureNetwork,
     max_real_per_label: int | None = None,
     *,
+    prc_max_images: int = PRC_MAX_IMAGES,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """``score_labels`` of ``extract_label_features``: the metrics table without feature files."""
-    return score_labels(extract_label_features(network, samples, shards, max_real_per_label, log), log=log)
+    features = extract_label_features(network, samples, shards, max_real_per_label, log)
+    return score_labels(features, prc_max_images=prc_max_images, log=log)
 
 
 def score_snapshots(

@@ -107,12 +107,12 @@ def per_chunk(pattern):
 
 
 @functools.cache  # Snakemake evaluates a job's params more than once
-def chunk_files(folder, chunk, suffix=".pt"):
-    """The files of ``chunk``'s labels in ``folder``/<chunk>/, in label order, shell-quoted
-    and space-separated for a command line."""
+def chunk_files(folder, chunk, suffix=".pt", within=""):
+    """The files of ``chunk``'s labels in ``folder``/<chunk>/ (or its subfolder ``within``),
+    in label order, shell-quoted and space-separated for a command line."""
+    where = f"{folder}/{chunk}/{within}" if within else f"{folder}/{chunk}"
     return " ".join(
-        shlex.quote(f"{folder}/{chunk}/{label.slug}{suffix}")
-        for label in CHUNKS[chunk].labels
+        shlex.quote(f"{where}/{label.slug}{suffix}") for label in CHUNKS[chunk].labels
     )
 
 
@@ -170,8 +170,14 @@ _or_workflow_error(check_resources, DEFAULT_RESOURCES, RULE_RESOURCES, TRAIN_JOB
 
 def trained_files(kind, name_or_pattern="{chunk}"):
     """A training job's output of ``kind`` (models, losses, training, snapshots): a chunk's
-    folder of per-label files, or the one file of a conditional or distributed generator."""
-    suffix = {"models": ".pt", "losses": ".csv", "training": ".json", "snapshots": ".pt"}
+    folder of per-label files, or the one file of a conditional or distributed generator.
+    """
+    suffix = {
+        "models": ".pt",
+        "losses": ".csv",
+        "training": ".json",
+        "snapshots": ".pt",
+    }
     if GENERATOR == "per_label":
         return directory(f"{RESULTS}/{kind}/{name_or_pattern}")
     return f"{RESULTS}/{kind}/{GENERATOR}{suffix[kind]}"
@@ -187,13 +193,13 @@ def all_trained(kind):
 def training_outputs():
     """What a training job writes: per label of a chunk (per_label), or one generator and every
     label's samples; with train.snapshots also the samples of every snapshot point."""
-    outputs = {
-        kind: trained_files(kind) for kind in ("models", "losses", "training")
-    }
+    outputs = {kind: trained_files(kind) for kind in ("models", "losses", "training")}
     if GENERATOR == "per_label":
         outputs["samples"] = directory(f"{RESULTS}/samples/{{chunk}}")
     else:
-        outputs["samples"] = [directory(d) for d in per_chunk(f"{RESULTS}/samples/{{chunk}}")]
+        outputs["samples"] = [
+            directory(d) for d in per_chunk(f"{RESULTS}/samples/{{chunk}}")
+        ]
     if TRAIN.snapshots:
         outputs["snapshots"] = trained_files("snapshots")
     return outputs
@@ -202,7 +208,8 @@ def training_outputs():
 def _per_label_outputs(wildcards):
     """The file options of ``wcgan train`` for the job's chunk, one file per label (or, for
     one generator, its files and every label's samples), and its checkpoint folder. One
-    function, not one per option: Snakemake inspects every input function of every job."""
+    function, not one per option: Snakemake inspects every input function of every job.
+    """
     if GENERATOR == "per_label":
         chunk = wildcards.chunk
         files = {
@@ -262,15 +269,29 @@ def split_labels(wildcards):
 
 
 def feature_files(wildcards):
-    """The per-label files of ``wcgan features`` for the job's chunk."""
+    """The per-label files of ``wcgan features`` for the job's chunk: samples, real images and
+    (with train.snapshots) snapshot samples, and their feature files."""
+    options = [
+        ("--samples", "samples", ""),
+        ("--shards", "shards", ""),
+        ("--out", "features", ""),
+    ]
+    if TRAIN.snapshots and GENERATOR == "per_label":
+        options += [
+            ("--snapshots", "snapshots", ""),
+            ("--snapshot-features", "features", "snapshots"),
+        ]
     return " ".join(
-        f"{option} {chunk_files(f'{RESULTS}/{kind}', wildcards.chunk)}"
-        for option, kind in (
-            ("--samples", "samples"),
-            ("--shards", "shards"),
-            ("--out", "features"),
-        )
+        f"{option} {chunk_files(f'{RESULTS}/{kind}', wildcards.chunk, '.pt', within)}"
+        for option, kind, within in options
     )
+
+
+def chunk_snapshots():
+    """A chunk's snapshot samples, which its feature job reads (per-label generators only)."""
+    if TRAIN.snapshots and GENERATOR == "per_label":
+        return f"{RESULTS}/snapshots/{{chunk}}"
+    return []
 
 
 def extractor_input():
@@ -444,7 +465,10 @@ onstart:
             "slurm_partition", DEFAULT_RESOURCES.get("slurm_partition")
         )
         _or_workflow_error(
-            check_slurm_gpu_request, TRAIN_RULES[GENERATOR], partition, train.get("gpu")
+            check_slurm_gpu_request,
+            TRAIN_RULES[GENERATOR],
+            partition,
+            train.get("gpu"),
         )
 
 

@@ -32,6 +32,7 @@ rule features_chunk:
     input:
         samples=f"{RESULTS}/samples/{{chunk}}",
         shards=f"{RESULTS}/shards/{{chunk}}",
+        snapshots=chunk_snapshots(),
         extractor=extractor_input(),
     output:
         features=directory(f"{RESULTS}/features/{{chunk}}"),
@@ -73,25 +74,49 @@ rule score:
         " --out {output.table} 2> {log}"
 
 
-rule score_curve:
-    # FID against compute: every train.snapshots point, all labels merged.
-    input:
-        snapshots=all_trained("snapshots"),
-        shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
-        extractor=extractor_input(),
-    output:
-        table=f"{RESULTS}/scores/curve.tsv",
-    log:
-        f"{RESULTS}/logs/score_curve.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/score_curve.tsv"
-    conda:
-        "../../envs/wcgan.yaml"
-    threads: config["resources"]["score_threads"]
-    params:
-        extractor=extractor_option,
-        options=feature_options(),
-    shell:
-        "wcgan score-curve --snapshots {input.snapshots} --shards {input.shards}"
-        " {params.extractor} {params.options} --threads {threads} --out {output.table}"
-        " 2> {log}"
+if TRAIN.snapshots and GENERATOR == "per_label":
+
+    rule score_curve:
+        # FID against compute: every train.snapshots point, all labels merged, from the
+        # snapshot features of the feature jobs.
+        input:
+            features=per_chunk(f"{RESULTS}/features/{{chunk}}"),
+        output:
+            table=f"{RESULTS}/scores/curve.tsv",
+        log:
+            f"{RESULTS}/logs/score_curve.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/score_curve.tsv"
+        conda:
+            "../../envs/wcgan.yaml"
+        params:
+            snapshot_features=per_chunk(f"{RESULTS}/features/{{chunk}}/snapshots"),
+        shell:
+            "wcgan merge-curve --snapshot-features {params.snapshot_features}"
+            " --features {input.features} --out {output.table} 2> {log}"
+
+else:
+
+    rule score_curve:
+        # The one snapshot file of a conditional or distributed generator: its features and
+        # the curve in one job.
+        input:
+            snapshots=all_trained("snapshots"),
+            shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
+            extractor=extractor_input(),
+        output:
+            table=f"{RESULTS}/scores/curve.tsv",
+        log:
+            f"{RESULTS}/logs/score_curve.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/score_curve.tsv"
+        conda:
+            "../../envs/wcgan.yaml"
+        threads: config["resources"]["score_threads"]
+        params:
+            extractor=extractor_option,
+            options=feature_options(),
+        shell:
+            "wcgan score-curve --snapshots {input.snapshots} --shards {input.shards}"
+            " {params.extractor} {params.options} --threads {threads} --out {output.table}"
+            " 2> {log}"
