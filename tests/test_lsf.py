@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, run_snakemake, write_config
+from conftest import REPO, TINY, merged, run_snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 RUN = Path("results") / "tiny"
@@ -32,21 +32,21 @@ def site_profile(folder: Path) -> Path:
 
 def test_each_training_job_asks_lsf_for_its_queue_project_time_memory_and_gpu(tmp_path):
     workdir = tmp_path / "work"
-    write_config(workdir, TINY)
+    write_config(workdir, merged(TINY, {"labels_per_job": 2}))
     lsf = {"PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "LSF_STANDIN_DIR": str(tmp_path / "lsf")}
-    targets = [str(RUN / "training" / f"{slug}.json") for slug in ("0", "1", "2")]
+    targets = [str(RUN / "training" / chunk) for chunk in ("c000-001", "c002-002")]
     result = run_snakemake(
         workdir, *targets, "--profile", str(site_profile(tmp_path / "profile")), timeout=600, extra_env=lsf
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     submissions = [json.loads(line) for line in (tmp_path / "lsf" / "bsub.jsonl").read_text().splitlines()]
-    train = {s["job"]: s for s in submissions if "rule_train_label" in s["options"]["-J"][0]}
-    split = [s for s in submissions if "rule_split_label" in s["options"]["-J"][0]]
-    assert len(train) == 3 and len(split) == 3
+    train = {s["job"]: s for s in submissions if "rule_train_chunk" in s["options"]["-J"][0]}
+    split = [s for s in submissions if "rule_split_chunk" in s["options"]["-J"][0]]
+    assert len(train) == 2 and len(split) == 2  # a job per chunk of two labels
     for job in train.values():
         options, argv = job["options"], job["argv"]
         assert options["-q"] == ["gpu"] and options["-P"] == ["ci-project"]
-        assert options["-W"] == ["6"]  # train.seconds 60 -> 1 minute + 5 minutes margin
+        assert options["-W"] == ["7"]  # 2 labels x train.seconds 60 -> 2 minutes + 5 minutes margin
         assert (
             options["-n"] == ["1"] and "rusage[mem=16000.0]" in options["-R"]
         )  # the plugin divides by -n: a float
@@ -54,8 +54,8 @@ def test_each_training_job_asks_lsf_for_its_queue_project_time_memory_and_gpu(tm
     for job in split:
         assert job["options"]["-q"] == ["cpu"] and job["options"]["-W"] == ["30"]
         assert "-gpu" not in job["argv"]
-    for slug in ("0", "1", "2"):
-        log = (workdir / RUN / "logs/train" / f"{slug}.log").read_text()
+    for chunk in ("c000-001", "c002-002"):
+        log = (workdir / RUN / "logs/train" / f"{chunk}.log").read_text()
         assert re.search(r"scheduler job (\d+)", log).group(1) in train
 
 

@@ -23,7 +23,8 @@ RUN = Path("results") / "tiny"
 CI_OVERRIDE = [
     "--profile", str(REPO / "profiles" / "slurm"),
     "--default-resources", "slurm_partition=main", "runtime=10", "mem_mb=500",
-    "--set-resources", "train_label:slurm_partition=main", "train_label:mem_mb=1000",
+    "--set-resources", "train_chunk:slurm_partition=main", "train_chunk:mem_mb=1000",
+    "features_chunk:slurm_partition=main",
     "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
 ]  # fmt: skip
 
@@ -51,62 +52,49 @@ def slurm_job(job_id: str) -> tuple[str, str]:
     return state, comment
 
 
-def scheduler_job(workdir: Path, slug: str) -> str:
-    log = (workdir / RUN / "logs/train" / f"{slug}.log").read_text()
+def scheduler_job(workdir: Path, chunk: str) -> str:
+    log = (workdir / RUN / "logs/train" / f"{chunk}.log").read_text()
     match = re.search(r"scheduler job (\d+)", log)
     assert match, log
     return match.group(1)
 
 
-def generator_weights(workdir: Path, slug: str) -> list[torch.Tensor]:
-    return list(torch.load(workdir / RUN / "models" / f"{slug}.pt", weights_only=True)["state"].values())
+# Two labels per job: the three labels train in two Slurm jobs, the second chunk shorter.
+CHUNKS = {"c000-001": ["0", "1"], "c002-002": ["2"]}
 
 
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("slurm")
-    write_config(workdir, TINY)
+    write_config(workdir, merged(TINY, {"labels_per_job": 2}))
     result = run_snakemake(workdir, *CI_OVERRIDE, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workdir
 
 
-def test_the_tiny_pipeline_runs_as_slurm_jobs(slurm_run):
+def test_the_tiny_pipeline_runs_a_slurm_job_per_chunk(slurm_run):
     assert (slurm_run / RUN / "scores/metrics.tsv").exists()
-    for slug in ("0", "1", "2"):
-        job = scheduler_job(slurm_run, slug)
-        assert slurm_job(job) == ("COMPLETED", f"rule_train_label_wildcards_{slug}")
-        assert (slurm_run / ".snakemake/slurm_logs/rule_train_label" / slug / f"{job}.log").exists()
-        summary = json.loads((slurm_run / RUN / f"training/{slug}.json").read_text())
-        assert summary["scheduler_job"] == job
-
-
-def test_label_packing_trains_several_labels_per_job_with_identical_results(slurm_run, tmp_path):
-    write_config(tmp_path, TINY)
-    target = [str(RUN / "training" / f"{slug}.json") for slug in ("0", "1", "2")]
-    packing = ["--groups", "train_label=train", "--group-components", "train=2"]  # two labels per job
-    result = run_snakemake(tmp_path, *target, *CI_OVERRIDE, *packing, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    jobs = {scheduler_job(tmp_path, slug) for slug in ("0", "1", "2")}
-    assert len(jobs) == 2  # three labels, two per job
-    assert {slurm_job(job)[1] for job in jobs} == {"rule_train_train_label"}
-    for slug in ("0", "1", "2"):
-        packed, alone = generator_weights(tmp_path, slug), generator_weights(slurm_run, slug)
-        assert all(torch.equal(a, b) for a, b in zip(packed, alone, strict=True))
+    for chunk, slugs in CHUNKS.items():
+        job = scheduler_job(slurm_run, chunk)
+        assert slurm_job(job) == ("COMPLETED", f"rule_train_chunk_wildcards_{chunk}")
+        assert (slurm_run / ".snakemake/slurm_logs/rule_train_chunk" / chunk / f"{job}.log").exists()
+        for slug in slugs:
+            summary = json.loads((slurm_run / RUN / f"training/{chunk}/{slug}.json").read_text())
+            assert summary["scheduler_job"] == job
 
 
 def test_a_gpu_request_on_a_cpu_partition_stops_before_submission(tmp_path):
     write_config(tmp_path, TINY)
     before = subprocess.run(["squeue", "-h", "-t", "all"], capture_output=True, text=True).stdout
-    result = run_snakemake(tmp_path, *CI_OVERRIDE, "--set-resources", "train_label:slurm_partition=main",
-                           "train_label:gpu=1", timeout=120)  # fmt: skip
+    result = run_snakemake(tmp_path, *CI_OVERRIDE, "--set-resources", "train_chunk:slurm_partition=main",
+                           "train_chunk:gpu=1", timeout=120)  # fmt: skip
     assert result.returncode != 0
     assert "gpu=1 on partition 'main', which has no GPUs" in result.stderr
     assert subprocess.run(["squeue", "-h", "-t", "all"], capture_output=True, text=True).stdout == before
 
 
-def checkpoint_iteration(workdir: Path, slug: str) -> int:
-    (checkpoint,) = (workdir / RUN / "checkpoints" / slug).glob("*.pt")
+def checkpoint_iteration(workdir: Path, chunk: str) -> int:
+    (checkpoint,) = (workdir / RUN / "checkpoints" / chunk).glob("*.pt")
     return torch.load(checkpoint, weights_only=True)["iteration"]
 
 
@@ -115,25 +103,25 @@ def test_a_job_stopped_at_its_time_limit_resumes_to_completion(tmp_path):
     write_config(
         tmp_path, merged(TINY, {"train": {"iterations": 4000, "seconds": None, "checkpoint_seconds": 3}})
     )
-    target = str(RUN / "training/0.json")
+    target = str(RUN / "training/c000-000")
     limit = [
         "--set-resources",
-        "train_label:slurm_partition=main",
-        "train_label:mem_mb=1000",
-        "train_label:runtime=1",
+        "train_chunk:slurm_partition=main",
+        "train_chunk:mem_mb=1000",
+        "train_chunk:runtime=1",
     ]
     first = run_snakemake(tmp_path, target, *CI_OVERRIDE, *limit, timeout=600)
     assert first.returncode != 0
-    assert slurm_job(scheduler_job(tmp_path, "0"))[0] == "TIMEOUT"
-    reached = checkpoint_iteration(tmp_path, "0")
-    assert 0 < reached < 4000 and not (tmp_path / RUN / "models/0.pt").exists()
+    assert slurm_job(scheduler_job(tmp_path, "c000-000"))[0] == "TIMEOUT"
+    reached = checkpoint_iteration(tmp_path, "c000-000")
+    assert 0 < reached < 4000 and not (tmp_path / RUN / "models/c000-000/0.pt").exists()
 
     second = run_snakemake(tmp_path, target, *CI_OVERRIDE, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    summary = json.loads((tmp_path / RUN / "training/0.json").read_text())
+    summary = json.loads((tmp_path / RUN / "training/c000-000/0.json").read_text())
     assert summary["iterations"] == 4000 and summary["resumed_from_iteration"] >= reached
     assert slurm_job(summary["scheduler_job"])[0] == "COMPLETED"
-    rows = (tmp_path / RUN / "losses/0.csv").read_text().splitlines()[1:]
+    rows = (tmp_path / RUN / "losses/c000-000/0.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, 4001))
 
 
@@ -141,16 +129,17 @@ def test_one_failing_label_does_not_stop_the_others_and_is_named(tmp_path):
     write_config(tmp_path, TINY)
     split = run_snakemake(tmp_path, str(RUN / "labels.tsv"), *CI_OVERRIDE, timeout=600)
     assert split.returncode == 0, split.stderr[-3000:]
-    shard = tmp_path / RUN / "shards/1.pt"
+    shard = tmp_path / RUN / "shards/c001-001/1.pt"
     times = shard.stat()
     shard.write_bytes(b"a shard damaged on disk")
     os.utime(shard, ns=(times.st_atime_ns, times.st_mtime_ns))  # damaged, not rewritten
     result = run_snakemake(tmp_path, *CI_OVERRIDE, timeout=900)
     assert result.returncode != 0
-    assert (tmp_path / RUN / "models/0.pt").exists() and (tmp_path / RUN / "models/2.pt").exists()
-    assert (tmp_path / RUN / "samples/2.pt").exists()  # the others went on (--keep-going)
-    assert not (tmp_path / RUN / "models/1.pt").exists()
-    assert "cannot be read" in (tmp_path / RUN / "logs/train/1.log").read_text()
+    run = tmp_path / RUN
+    assert (run / "models/c000-000/0.pt").exists() and (run / "models/c002-002/2.pt").exists()
+    assert (run / "samples/c002-002/2.pt").exists()  # the others went on (--keep-going)
+    assert not (run / "models/c001-001/1.pt").exists()
+    assert "cannot be read" in (run / "logs/train/c001-001.log").read_text()
     assert (
         "1 of 3 labels have no trained model, so the merged scores and figures were not made: 1;"
         in result.stderr
@@ -167,7 +156,7 @@ def test_weak_scaling_through_slurm_splits_each_job_with_the_schedulers_times(tm
     jobs = pd.read_csv(tmp_path / RUN / "scaling/jobs.tsv", sep="\t", dtype={"scheduler_job": str})
     assert jobs[["series", "n"]].values.tolist() == [["slurm", 1], ["slurm", 2], ["slurm", 2]]
     for job, slug, n in zip(jobs["scheduler_job"], jobs["slug"], jobs["n"], strict=True):
-        assert slurm_job(job) == ("COMPLETED", f"rule_train_label_wildcards_{slug}")
+        assert slurm_job(job) == ("COMPLETED", f"rule_train_chunk_wildcards_{slug}")
         log = (tmp_path / RUN / f"scaling/slurm/n{n}/logs/train/{slug}.log").read_text()
         assert f"scheduler job {job}" in log
     # Slurm's own time stamps: the job ran at least as long as the training command inside it.

@@ -22,6 +22,9 @@ from wcgan.labels import read_table
 
 pytestmark = pytest.mark.e2e
 RUN = Path("results") / "tiny"
+# The shared tiny run: 7 labels in chunks of 3, the last chunk shorter.
+CHUNKED = {"labels_per_job": 3, "data": {"labels": [str(digit) for digit in range(7)]}}
+CHUNKS = {"c000-002": ["0", "1", "2"], "c003-005": ["3", "4", "5"], "c006-006": ["6"]}
 
 
 def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
@@ -35,7 +38,7 @@ def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     workdir = tmp_path_factory.mktemp("tiny")
-    write_config(workdir, TINY)
+    write_config(workdir, merged(TINY, CHUNKED))
     result = run_snakemake(workdir, "--report", str(RUN / "report.html"), "--report-after-run")
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir, result
@@ -51,22 +54,25 @@ def copy_run(tiny_run, tmp_path: Path) -> Path:
 def test_tiny_run_makes_every_output(tiny_run):
     workdir, result = tiny_run
     run = workdir / RUN
-    slugs = ["0", "1", "2"]
-    assert [(label.slug, count) for label, count in read_table(run / "labels.tsv")] == [
-        ("0", 178),
-        ("1", 182),
-        ("2", 177),
+    table = read_table(run / "labels.tsv")
+    assert [(label.slug, chunk) for label, _, chunk in table] == [
+        (slug, chunk) for chunk, slugs in CHUNKS.items() for slug in slugs
     ]
-    for slug in slugs:
-        for path in (f"shards/{slug}.pt", f"models/{slug}.pt", f"samples/{slug}.pt",
-                     f"figures/samples/{slug}.png", f"logs/train/{slug}.log", f"benchmarks/train/{slug}.tsv"):  # fmt: skip
+    assert [count for _, count, _ in table][:3] == [178, 182, 177]
+    for chunk, slugs in CHUNKS.items():
+        for path in (f"logs/train/{chunk}.log", f"benchmarks/train/{chunk}.tsv", f"logs/split/{chunk}.log"):
             assert (run / path).stat().st_size > 0, path
-        rows = (run / f"losses/{slug}.csv").read_text().splitlines()
-        assert rows[0].startswith("iteration,seconds,critic_loss,wasserstein,penalty") and len(rows) == 13
-        summary = json.loads((run / f"training/{slug}.json").read_text())
-        assert summary["iterations"] == 12 and summary["threads"] == 1
-        assert "iter 12/12 (100%)" in (run / f"logs/train/{slug}.log").read_text()
-        assert len(load_torch(run / f"samples/{slug}.pt", "samples")["images"]) == 40
+        log = (run / f"logs/train/{chunk}.log").read_text()
+        for slug in slugs:
+            for path in (f"shards/{chunk}/{slug}.pt", f"models/{chunk}/{slug}.pt", f"samples/{chunk}/{slug}.pt",
+                         f"features/{chunk}/{slug}.pt", f"figures/samples/{slug}.png"):  # fmt: skip
+                assert (run / path).stat().st_size > 0, path
+            rows = (run / f"losses/{chunk}/{slug}.csv").read_text().splitlines()
+            assert rows[0].startswith("iteration,seconds,critic_loss,wasserstein,penalty") and len(rows) == 13
+            summary = json.loads((run / f"training/{chunk}/{slug}.json").read_text())
+            assert summary["iterations"] == 12 and summary["threads"] == 1
+            assert len(load_torch(run / f"samples/{chunk}/{slug}.pt", "samples")["images"]) == 40
+        assert log.count("iter 12/12 (100%)") >= 1
     for path in ("classifier/classifier.pt", "figures/samples_merged.png", "figures/losses.png",
                  "figures/fid_per_label.png", "report.html", "benchmarks/score.tsv"):  # fmt: skip
         assert (run / path).stat().st_size > 0, path
@@ -74,17 +80,16 @@ def test_tiny_run_makes_every_output(tiny_run):
     table = (run / "scores/metrics.tsv").read_text().splitlines()
     header = table[0].split("\t")
     rows = [dict(zip(header, line.split("\t"), strict=True)) for line in table[1:]]
-    assert [(r["scope"], r["label"]) for r in rows] == [
-        ("overall", ""),
-        ("label", "0"),
-        ("label", "1"),
-        ("label", "2"),
+    assert [(r["scope"], r["label"]) for r in rows] == [("overall", "")] + [
+        ("label", str(d)) for d in range(7)
     ]
     assert {r["extractor"] for r in rows} == {"wcgan-classifier"}
-    assert rows[0]["n_fake"] == "120" and float(rows[0]["fid"]) > 0 and float(rows[0]["is_mean"]) >= 1
+    assert rows[0]["n_fake"] == "280" and float(rows[0]["fid"]) > 0 and float(rows[0]["is_mean"]) >= 1
     assert "metrics (wcgan-classifier features)" in result.stdout
     by_rule = time_by_rule(read_benchmarks(run))
+    # A job per chunk, not per label.
     assert by_rule.loc["train", "jobs"] == 3 and by_rule.loc["split", "jobs"] == 3
+    assert by_rule.loc["features", "jobs"] == 3
     assert by_rule["total_s"].gt(0).all()
 
 
@@ -116,21 +121,21 @@ def test_every_rule_has_a_log_and_a_benchmark(tmp_path):
         assert not runs or (log and benchmark), f"rule {name} runs a command without log: and benchmark:"
 
 
-def test_deleting_one_model_reruns_only_that_label(tiny_run, tmp_path):
+def test_deleting_one_chunks_models_reruns_only_that_chunk(tiny_run, tmp_path):
     workdir = copy_run(tiny_run, tmp_path)
     run = workdir / RUN
-    (run / "models/1.pt").unlink()
-    before = {p: p.stat().st_mtime_ns for p in (run / "models").glob("*.pt")}
+    shutil.rmtree(run / "models/c003-005")
+    before = {p: p.stat().st_mtime_ns for p in (run / "models").glob("*/*.pt")}
     assert planned_jobs(workdir) == {
-        "train_label": 1, "score": 1, "plot_sample_grids": 1, "plot_merged_grid": 1, "plot_losses": 1,
-        "plot_label_scores": 1, "all": 1,
+        "train_chunk": 1, "features_chunk": 1, "score": 1, "plot_sample_grids": 1, "plot_merged_grid": 1,
+        "plot_losses": 1, "plot_label_scores": 1, "all": 1,
     }  # fmt: skip
     result = run_snakemake(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert (run / "models/1.pt").exists()
-    # The label's finished checkpoint is reused, not retrained.
-    assert "resumed from" in (run / "logs/train/1.log").read_text()
+    assert (run / "models/c003-005/4.pt").exists()
+    # The chunk's finished checkpoint is reused, not retrained.
+    assert "resumed from" in (run / "logs/train/c003-005.log").read_text()
 
 
 def test_figures_target_regenerates_figures_without_retraining(tiny_run, tmp_path):
@@ -176,7 +181,7 @@ def test_scaling_target_times_concurrent_label_jobs_and_replots_without_rerunnin
     # Each point is a run of its own on the first N labels, with iterations fixed and no time budget.
     point = yaml.safe_load((scaling / "local/n2/config.yaml").read_text())
     assert point["data"]["labels"] == ["0", "1"] and point["train"]["seconds"] is None
-    assert sorted(p.name for p in (scaling / "local/n2/models").iterdir()) == ["0.pt", "1.pt"]
+    assert sorted(p.name for p in (scaling / "local/n2/models").iterdir()) == ["c000-000", "c001-001"]
     projection = pd.read_csv(scaling / "projection.tsv", sep="\t")
     assert projection["n"].tolist() == [10, 100]
     figures = tmp_path / RUN / "figures/scaling"
@@ -201,18 +206,18 @@ def test_more_scaling_jobs_than_labels_is_one_clear_line(tmp_path):
     )
     result = run_snakemake(tmp_path, "scaling", timeout=120)
     assert result.returncode != 0
-    assert "scaling.series.local.max_jobs is 5, but the data set has only 3 labels" in result.stderr
+    assert "scaling.series.local.max_jobs is 5, but the data set has only 3 chunks" in result.stderr
     assert not (tmp_path / "results").exists()
 
 
 def test_one_stage_training_in_the_pipeline(tmp_path):
     write_config(tmp_path, merged(TINY, {"train": {"training": "one_stage", "loss": "hinge"}}))
-    result = run_snakemake(tmp_path, str(RUN / "training/0.json"))
+    result = run_snakemake(tmp_path, str(RUN / "training/c000-000"))
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / RUN / "training/0.json").read_text())
+    summary = json.loads((tmp_path / RUN / "training/c000-000/0.json").read_text())
     assert summary["config"]["training"] == "one_stage" and summary["config"]["loss"] == "hinge"
     assert summary["iterations"] == 12
-    assert len((tmp_path / RUN / "losses/0.csv").read_text().splitlines()) == 13
+    assert len((tmp_path / RUN / "losses/c000-000/0.csv").read_text().splitlines()) == 13
 
 
 def test_one_conditional_gan_for_all_labels_in_the_pipeline(tmp_path):
@@ -223,9 +228,7 @@ def test_one_conditional_gan_for_all_labels_in_the_pipeline(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / RUN / "training/conditional.json").read_text())
     assert summary["iterations"] == 3 * 4 and len(summary["labels"]) == 3  # the labels' budget together
-    assert (
-        not (tmp_path / RUN / "models/0.pt").exists() and (tmp_path / RUN / "models/conditional.pt").exists()
-    )
+    assert sorted(p.name for p in (tmp_path / RUN / "models").iterdir()) == ["conditional.pt"]
     metrics = pd.read_csv(tmp_path / RUN / "scores/metrics.tsv", sep="\t")
     assert metrics["scope"].tolist() == ["overall", "label", "label", "label"]
     curve = pd.read_csv(tmp_path / RUN / "scores/curve.tsv", sep="\t")
@@ -256,14 +259,19 @@ def test_distributed_training_in_the_pipeline(tmp_path):
 
 def test_dry_run_of_the_default_config(tmp_path):
     write_config(tmp_path, {})
-    assert planned_jobs(tmp_path)["train_label"] == 10
+    assert planned_jobs(tmp_path)["train_chunk"] == 10
 
 
-def test_imagenet_dry_run_plans_a_job_per_label_without_the_data(tmp_path):
+def test_imagenet_dry_run_plans_a_job_per_chunk_without_the_data(tmp_path):
     write_config(tmp_path, {})
     shutil.copy(SNAKEFILE.parents[1] / "config/imagenet1k.yaml", tmp_path / "imagenet1k.yaml")
     jobs = planned_jobs(tmp_path, "--configfile", "imagenet1k.yaml")
-    assert jobs["split_label"] == 1000 and jobs["train_label"] == 1000 and jobs["score"] == 1
+    assert jobs["split_chunk"] == 1000 and jobs["train_chunk"] == 1000 and jobs["features_chunk"] == 1000
+    assert jobs["score"] == 1
+    # About 3 x labels / K jobs plus a constant.
+    jobs = planned_jobs(tmp_path, "--configfile", "imagenet1k.yaml", "--config", "labels_per_job=10")
+    assert jobs["split_chunk"] == jobs["train_chunk"] == jobs["features_chunk"] == 100
+    assert sum(jobs.values()) == 3 * 100 + 8
 
 
 def test_the_committed_rule_graph_is_the_workflows(tmp_path):
@@ -279,7 +287,7 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
     data = {"source": "imagefolder", "root": str(tmp_path / "not-here"), "labels": ["cat", "dog", "red car"]}
     write_config(tmp_path, {"data": data})
     jobs = planned_jobs(tmp_path)
-    assert jobs["split_label"] == 3 and jobs["train_label"] == 3
+    assert jobs["split_chunk"] == 3 and jobs["train_chunk"] == 3
 
 
 @pytest.mark.parametrize(
@@ -312,6 +320,9 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
             "config key 'scaling.series'",
         ),
         ({"data": {"labels": []}}, "config key 'data.labels': [] should be non-empty"),
+        ({"labels_per_job": 0}, "config key 'labels_per_job': 0 is less than the minimum of 1"),
+        ({"labels_per_job": 1.5}, "config key 'labels_per_job': 1.5 is not of type 'integer'"),
+        ({"labels_per_job": 4}, "labels_per_job must be between 1 and the number of labels (3), got 4"),
         ({"train": {"generator": "biggan"}}, "config key 'train.generator': 'biggan' is not one of"),
         (
             {"compare": {"options": {"cgan": {"clip_value": 0.01}}}},
@@ -333,8 +344,8 @@ def test_bad_config_is_one_clear_line_before_anything_runs(tmp_path, overrides, 
     assert not (tmp_path / "results").exists()
 
 
-def _training_pid(workdir: Path, slug: str) -> int | None:
-    marker = f"checkpoints/{slug}"
+def _training_pid(workdir: Path, chunk: str) -> int | None:
+    marker = f"checkpoints/{chunk}"
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -355,17 +366,17 @@ def _training_pid(workdir: Path, slug: str) -> int | None:
 
 def test_training_killed_mid_run_resumes_on_rerun(tmp_path):
     write_config(tmp_path, merged(TINY, {"train": {"iterations": 600, "checkpoint_seconds": 0.1}}))
-    target = str(RUN / "training/0.json")  # only label 0's training: what this test is about
+    target = str(RUN / "training/c000-000")  # only label 0's chunk's training: what this test is about
     command = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--cores", "2", target]
     first = subprocess.Popen(
         command, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    checkpoints = tmp_path / RUN / "checkpoints" / "0"
+    checkpoints = tmp_path / RUN / "checkpoints" / "c000-000"
     deadline = time.monotonic() + 240
     killed = None
     while time.monotonic() < deadline and killed is None:
         found = list(checkpoints.glob("*.pt")) if checkpoints.exists() else []
-        pid = _training_pid(tmp_path, "0")
+        pid = _training_pid(tmp_path, "c000-000")
         if found and pid and load_torch(found[0], "checkpoint")["iteration"] > 0:
             os.kill(pid, signal.SIGKILL)
             killed = pid
@@ -373,18 +384,18 @@ def test_training_killed_mid_run_resumes_on_rerun(tmp_path):
     output, _ = first.communicate(timeout=300)
     assert killed is not None, output[-3000:]
     assert first.returncode != 0
-    assert not (tmp_path / RUN / "models/0.pt").exists()
+    assert not (tmp_path / RUN / "models/c000-000/0.pt").exists()
     reached = load_torch(next(checkpoints.glob("*.pt")), "checkpoint")["iteration"]
     assert 0 < reached < 600
 
     second = run_snakemake(tmp_path, target)
     assert second.returncode == 0, second.stderr[-3000:]
-    summary = json.loads((tmp_path / RUN / "training/0.json").read_text())
+    summary = json.loads((tmp_path / RUN / "training/c000-000/0.json").read_text())
     assert summary["iterations"] == 600
     assert summary["resumed_from_iteration"] >= reached > 0
     assert (
         f"at iteration {summary['resumed_from_iteration']} "
-        in (tmp_path / RUN / "logs/train/0.log").read_text()
+        in (tmp_path / RUN / "logs/train/c000-000.log").read_text()
     )
 
 
