@@ -11,12 +11,14 @@ from wcgan.config import (
     ClassifierConfig,
     DistributedConfig,
     TrainConfig,
+    check_run_name,
     coerce_strings,
     describe_schema_error,
     label_seed,
     scheduler_minutes,
 )
 from wcgan.errors import WcganError
+from wcgan.labels import make_chunks, make_labels
 from wcgan.scaling import scaling_points
 from wcgan.sources import SOURCES, DataSpec
 
@@ -207,11 +209,12 @@ CODE_CHECKS = {
     ("distributed",): lambda c: DistributedConfig.from_mapping(c["distributed"]),
     ("metrics", "classifier"): build_classifier,
     ("scaling", "series", "*", "max_jobs"): lambda c: scaling_points(c["scaling"]["series"]["s"]["max_jobs"]),
+    ("labels_per_job",): lambda c: make_chunks(make_labels(["a", "b", "c"]), c["labels_per_job"]),
 }
 # Keys the workflow passes on as command options or Snakemake resources, unchecked after the
 # schema: their bounds are the schema's alone.
 SCHEMA_ONLY = {
-    ("sampling",), ("metrics", "max_real_per_label"), ("figures",), ("resources",),
+    ("sampling",), ("metrics", "max_real_per_label"), ("metrics", "prc_max_images"), ("figures",), ("resources",),
     ("scaling", "iterations"), ("scaling", "projection_jobs"), ("compare",),
 }  # fmt: skip
 # A key whose boundary needs other keys to make sense (a loss option needs its loss).
@@ -270,3 +273,27 @@ def test_schema_bounds_accept_and_refuse_what_the_code_does(path, keyword, bound
         where = f"{'.'.join(path)} = {value}"
         assert schema_accepts == expected, f"schema: {where}"
         assert code_accepts == expected, f"code: {where}"
+
+
+@pytest.mark.parametrize(
+    ("run", "parent", "message"),
+    [
+        ("digits", None, None),
+        ("digits/compare/wgan-gp-s0", "digits", None),
+        ("digits/scaling/local/n4", "digits", None),
+        ("digits/compare/wgan-gp-s0", None, "a run name has no '/'"),
+        ("digits/scaling/local/n1", None, "a run name has no '/'"),
+        (
+            "other/compare/wgan-gp-s0",
+            "digits",
+            "not a compare variant or scaling point of parent_run 'digits'",
+        ),
+        ("digits/models", "digits", "not a compare variant or scaling point"),
+    ],
+)
+def test_only_compare_variants_and_scaling_points_live_inside_another_run(run, parent, message):
+    if message is None:
+        check_run_name(run, parent)
+    else:
+        with pytest.raises(WcganError, match=message):
+            check_run_name(run, parent)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -283,6 +284,20 @@ def test_the_committed_rule_graph_is_the_workflows(tmp_path):
     assert rules and rules == set(re.findall(r">(\w+)</text>", svg)), "regenerate it (README)"
 
 
+def test_a_weights_path_with_shell_characters_reaches_the_command_as_one_word(tmp_path):
+    weights = tmp_path / "my weights $(touch pwned); x.pth"
+    weights.write_bytes(b"not read by a dry run")
+    write_config(tmp_path, merged(TINY, {"metrics": {"inception_weights": str(weights)}}))
+    result = run_snakemake(tmp_path, "-n", "-p", "--forceall")
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if "wcgan features" in line]
+    assert commands
+    for command in commands:
+        words = shlex.split(command.split("Shell command: ", 1)[-1])
+        assert words[words.index("--inception-weights") + 1] == str(weights)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
     data = {"source": "imagefolder", "root": str(tmp_path / "not-here"), "labels": ["cat", "dog", "red car"]}
     write_config(tmp_path, {"data": data})
@@ -320,6 +335,8 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
             "config key 'scaling.series'",
         ),
         ({"data": {"labels": []}}, "config key 'data.labels': [] should be non-empty"),
+        ({"run": "tiny/compare/wgan-gp-s0"}, "run 'tiny/compare/wgan-gp-s0': a run name has no '/'"),
+        ({"run": "tiny/scaling/local/n1"}, "a run name has no '/'"),
         ({"labels_per_job": 0}, "config key 'labels_per_job': 0 is less than the minimum of 1"),
         ({"labels_per_job": 1.5}, "config key 'labels_per_job': 1.5 is not of type 'integer'"),
         ({"labels_per_job": 4}, "labels_per_job must be between 1 and the number of labels (3), got 4"),

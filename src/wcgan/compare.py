@@ -113,6 +113,7 @@ def variant_config(
     (``variant_train``)."""
     config = copy.deepcopy(dict(base))
     config["run"] = run
+    config["parent_run"] = run.split("/")[0]
     config["data"]["labels"] = list(labels)
     config["train"] = variant_train(config["train"], scheme, seed, options or {}, snapshots)
     return config

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -281,6 +282,25 @@ def scheduler_minutes(config: TrainConfig, margin_minutes: float, fallback_minut
     if config.seconds is None:
         return math.ceil(fallback_minutes)
     return math.ceil(config.seconds / 60 + margin_minutes)
+
+
+NESTED_RUN = re.compile(r"(?P<parent>[^/]+)/(compare/[^/]+|scaling/[^/]+/n[0-9]+)")
+
+
+def check_run_name(run: str, parent_run: str | None) -> None:
+    """A run's folder is results/<run>; only a compare variant or a scaling point (made by
+    compare-config or scaling-config, which set ``parent_run``) lives inside another run's
+    folder, where the parent's targets may delete it. Any other name with '/' is refused."""
+    nested = NESTED_RUN.fullmatch(run)
+    if parent_run is None and "/" in run:
+        raise WcganError(
+            f"run '{run}': a run name has no '/' (results/{run} would sit inside another run's "
+            f"folder, whose compare and scaling targets may replace it); name it without '/'"
+        )
+    if parent_run is not None and (nested is None or nested["parent"] != parent_run):
+        raise WcganError(
+            f"run '{run}' is not a compare variant or scaling point of parent_run '{parent_run}'"
+        )
 
 
 def label_seed(base_seed: int, slug: str) -> int:

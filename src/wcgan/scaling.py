@@ -57,6 +57,7 @@ def point_config(base: Mapping[str, Any], run: str, labels: Sequence[str], itera
     iterations and no time budget, so every job does the same work whatever its speed."""
     config = copy.deepcopy(dict(base))
     config["run"] = run
+    config["parent_run"] = run.split("/")[0]
     config["data"]["labels"] = list(labels)
     config["train"]["iterations"] = iterations
     config["train"]["seconds"] = None

@@ -22,6 +22,7 @@ from wcgan.cluster import (
 from wcgan.compare import SCHEMES, variant_name, variant_train
 from wcgan.config import (
     INCEPTION_DOWNLOAD,
+    check_run_name,
     DistributedConfig,
     TrainConfig,
     coerce_strings,
@@ -56,6 +57,7 @@ def _or_workflow_error(make, *args):
         raise WorkflowError(str(error)) from None
 
 
+_or_workflow_error(check_run_name, config["run"], config.get("parent_run"))
 RESULTS = f"results/{config['run']}"
 DATA = config["data"]
 SPEC = _or_workflow_error(DataSpec.from_mapping, DATA)
@@ -302,9 +304,10 @@ def extractor_input():
 
 
 def extractor_option(wildcards, input):
+    # Quoted: a weights path is the user's, and may hold spaces or shell characters.
     if INCEPTION_WEIGHTS is None:
-        return f"--classifier {input.extractor}"
-    return f"--inception-weights {INCEPTION_WEIGHTS}"
+        return f"--classifier {shlex.quote(str(input.extractor))}"
+    return f"--inception-weights {shlex.quote(INCEPTION_WEIGHTS)}"
 
 
 def feature_options():
