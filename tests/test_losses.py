@@ -68,7 +68,9 @@ def test_hinge_loss_counts_only_scores_inside_the_margin():
 def test_weight_clipping_clamps_the_critic():
     critic = LinearCritic(3.0)
     loss = WassersteinClip(clip_value=0.01)
-    assert loss.critic_penalty(alone(critic), torch.zeros(1, 2, 1, 2, 2), torch.zeros(1, 2, 1, 2, 2), []) is None
+    assert (
+        loss.critic_penalty(alone(critic), torch.zeros(1, 2, 1, 2, 2), torch.zeros(1, 2, 1, 2, 2), []) is None
+    )
     loss.after_critic_step(alone(critic))
     assert torch.allclose(critic.weight, torch.full((4,), 0.01))
 
@@ -120,7 +122,9 @@ def test_projection_critic_separates_real_from_fake_class_by_class():
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_every_loss_with_its_recipe_teaches_the_critic_to_rank_real_above_fake(name):
     torch.manual_seed(0)
-    network = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Flatten(0))
+    network = nn.Sequential(
+        nn.Flatten(), nn.Linear(4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Flatten(0)
+    )
     critic = alone(network)
     real, fake = torch.randn(1, 64, 1, 2, 2) + 1, torch.randn(1, 64, 1, 2, 2) - 1
     config = TrainConfig(loss=name, iterations=1)

@@ -33,7 +33,9 @@ def test_trains_the_budgeted_iterations(digit_shards, tmp_path):
     assert result.summary["phase_seconds"]["penalty"] > 0
     assert torch.all(result.history[:, 4] > 0)  # wgan-gp reports a penalty
     # The checkpoint and the folder's lock file, no temporaries.
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LOCK_NAME, *(p.name for p in tmp_path.glob("*.pt"))])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [LOCK_NAME, *(p.name for p in tmp_path.glob("*.pt"))]
+    )
 
 
 def test_wall_clock_budget_stops_training(digit_shards, tmp_path):

@@ -152,7 +152,9 @@ class GANLoss:
             labels_of = torch.arange(len(fake), device=fake.device)[:, None]
             critic.requires_grad_(False)  # the critic's own gradient comes from its loss alone
             try:
-                rescored = score(critic, fake[labels_of, rows], None if labels is None else labels[labels_of, rows])
+                rescored = score(
+                    critic, fake[labels_of, rows], None if labels is None else labels[labels_of, rows]
+                )
                 objective = objective + (self.generator_term(rescored) * weight).sum() / fake.shape[1]
             finally:
                 critic.requires_grad_(True)

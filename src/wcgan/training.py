@@ -175,12 +175,17 @@ def critic_steps_on(
     generator_loss = None
     for step in range(steps):
         with clock("data"):
-            rows = [torch.randint(len(x), (batch,), generator=rng, device=device) for x, rng in zip(images, rngs)]
+            rows = [
+                torch.randint(len(x), (batch,), generator=rng, device=device)
+                for x, rng in zip(images, rngs, strict=True)
+            ]
             real = torch.stack([x[r] for x, r in zip(images, rows, strict=True)])
             # A conditional GAN's fakes take the real batch's classes: the critic and its
             # penalty compare the two class by class.
             labels = None if classes is None else classes[rows[0]][None]
-            z = torch.stack([torch.randn(batch, z_dim, generator=rng, device=device, dtype=dtype) for rng in rngs])
+            z = torch.stack(
+                [torch.randn(batch, z_dim, generator=rng, device=device, dtype=dtype) for rng in rngs]
+            )
         with clock("critic"):
             optimizer.zero_grad(set_to_none=True)
             if one_stage_optimizer is not None and step == steps - 1:  # the generator's rides on it
@@ -325,7 +330,9 @@ def _split_optimizer_state(state: dict[str, Any], count: int) -> list[dict[str, 
     per = len(group["params"]) // count
     return [
         {
-            "state": {i - k * per: value for i, value in state["state"].items() if k * per <= i < (k + 1) * per},
+            "state": {
+                i - k * per: value for i, value in state["state"].items() if k * per <= i < (k + 1) * per
+            },
             "param_groups": [{**group, "params": list(range(per))}],
         }
         for k in range(count)
@@ -336,7 +343,9 @@ def _merge_optimizer_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The inverse of ``_split_optimizer_state``."""
     per = len(states[0]["param_groups"][0]["params"])
     return {
-        "state": {k * per + i: value for k, state in enumerate(states) for i, value in state["state"].items()},
+        "state": {
+            k * per + i: value for k, state in enumerate(states) for i, value in state["state"].items()
+        },
         "param_groups": [{**states[0]["param_groups"][0], "params": list(range(per * len(states)))}],
     }
 
@@ -374,7 +383,9 @@ def train_chunk(
         critic_rng, generator_rng = random_streams(seed, device)
         history = LossHistory(subject_of(data), "iteration")
         labels.append(
-            _Label(data, seed, generator.to(device), critic.to(device), critic_rng, generator_rng, history, [])
+            _Label(
+                data, seed, generator.to(device), critic.to(device), critic_rng, generator_rng, history, []
+            )
         )
     generators = NetworkStack([member.generator for member in labels])
     critics = NetworkStack([member.critic for member in labels])
@@ -409,7 +420,9 @@ def train_chunk(
             opt_g.load_state_dict(_merge_optimizer_states([ls["opt_g"] for ls in state["labels"]]))
             opt_d.load_state_dict(_merge_optimizer_states([ls["opt_d"] for ls in state["labels"]]))
             iteration, seconds = state["iteration"], state["seconds"]
-            log(f"[{chunk_name}] resumed from {checkpoint_path} at iteration {iteration} ({seconds:.1f} s trained)")
+            log(
+                f"[{chunk_name}] resumed from {checkpoint_path} at iteration {iteration} ({seconds:.1f} s trained)"
+            )
         else:
             sizes = ", ".join(str(len(x)) for x in real_images)
             seeds = ", ".join(str(member.seed) for member in labels)
@@ -536,7 +549,9 @@ def train_chunk(
         "session_seconds": session_seconds,
         "generator_iterations_per_second": done / session_seconds if done else None,
         "label_iterations_per_second": done * count / session_seconds if done else None,
-        "critic_real_images_per_second": done * count * batch * critic_steps / session_seconds if done else None,
+        "critic_real_images_per_second": done * count * batch * critic_steps / session_seconds
+        if done
+        else None,
         "phase_seconds": dict(clock.seconds),
         "phase_timing_synchronized": clock.synchronize,
         "device": str(device),
@@ -557,7 +572,9 @@ def train_chunk(
             "snapshots": [[point["iteration"], point["seconds"]] for point in member.snapshots]
             + [[iteration, seconds]],
         }
-        points = [*member.snapshots, snapshot(member.generator, iteration, seconds)] if config.snapshots else []
+        points = (
+            [*member.snapshots, snapshot(member.generator, iteration, seconds)] if config.snapshots else []
+        )
         results.append(TrainResult(member.generator.eval(), member.history.rows, summary, points))
     return results
 
@@ -565,7 +582,11 @@ def train_chunk(
 def check_finite(member: _Label, iteration: int) -> None:
     """Fail, naming the label, when its networks hold NaN/inf: such a state is never saved."""
     for kind, network in (("generator", member.generator), ("critic", member.critic)):
-        if not all(torch.isfinite(value).all() for value in network.state_dict().values() if value.is_floating_point()):
+        if not all(
+            torch.isfinite(value).all()
+            for value in network.state_dict().values()
+            if value.is_floating_point()
+        ):
             raise WcganError(
                 f"{member.subject}: the {kind}'s weights hold NaN/inf at iteration {iteration}; "
                 f"training stopped (lower train.lr or check the images)"
