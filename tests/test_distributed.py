@@ -27,7 +27,7 @@ from wcgan.distributed import (
 )
 from wcgan.errors import WcganError
 from wcgan.losses import LOSSES, make_optimizer
-from wcgan.networks import Critic, images_to_float
+from wcgan.networks import Critic, NetworkStack, images_to_float
 from wcgan.sampling import load_samples, load_snapshot_samples
 from wcgan.training import critic_steps_on, initial_networks, load_generator, train
 
@@ -374,7 +374,10 @@ def test_parallel_schedule_averages_the_local_critics_and_resumes(
         )
         rng = torch.Generator().manual_seed(critic_seed(seed, device))
         images, classes = images_to_float(data.images[rows]), data.classes[rows]
-        critic_steps_on(generator, local, optimizer, loss, images, classes, rng, settings["critic_steps"], 8)
+        critic_steps_on(
+            NetworkStack([generator]), NetworkStack([local]), optimizer, loss, [images], classes, [rng],
+            settings["critic_steps"], 8,
+        )  # fmt: skip
         states.append(local.state_dict())
     average = weighted_average(states, [len(rows) for rows in shares])
     for name, value in average.items():
