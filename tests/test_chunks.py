@@ -54,20 +54,21 @@ class TinyLabel:
         self.generator_rng = torch.Generator().manual_seed(200 + k)
 
 
-def step(labels: list[TinyLabel], loss_name: str, training: str, critic_steps: int = 2) -> dict:
-    """One generator iteration of ``labels`` together, through the loop's own step functions;
-    returns every label's gradients, parameters, batch norm statistics and losses."""
+def step(labels: list[TinyLabel], loss_name: str, training: str, vectorized: bool = False) -> dict:
+    """One generator iteration (two critic steps) of ``labels`` together, through the loop's own
+    step functions; returns every label's gradients, parameters, batch norm statistics and
+    losses."""
     loss = LOSSES[loss_name](**OPTIONS.get(loss_name, {}))
     optimizer = "rmsprop" if loss_name == "wgan-clip" else "adam"
     betas = (0.0, 0.9) if optimizer == "adam" else None
-    generators = NetworkStack([label.generator for label in labels])
-    critics = NetworkStack([label.critic for label in labels])
+    generators = NetworkStack([label.generator for label in labels], vectorized)
+    critics = NetworkStack([label.critic for label in labels], vectorized)
     opt_g = make_optimizer(optimizer, generators.parameters(), 1e-3, betas)
     opt_d = make_optimizer(optimizer, critics.parameters(), 1e-3, betas)
     one_stage = training == "one_stage"
     means, generator_loss = critic_steps_on(
         generators, critics, opt_d, loss, [label.images for label in labels], None,
-        [label.critic_rng for label in labels], critic_steps, 8,
+        [label.critic_rng for label in labels], 2, 8,
         one_stage_optimizer=opt_g if one_stage else None,
     )  # fmt: skip
     if one_stage:
@@ -88,10 +89,11 @@ def step(labels: list[TinyLabel], loss_name: str, training: str, critic_steps: i
     ]
 
 
+@pytest.mark.parametrize("vectorized", [False, True], ids=["looped", "vectorized"])
 @pytest.mark.parametrize("training", ["two_stage", "one_stage"])
 @pytest.mark.parametrize("loss", ["wgan-gp", "wgan-clip", "dcgan", "hinge"])
-def test_a_batched_step_gives_each_label_what_it_gets_alone(loss, training):
-    together = step([TinyLabel(k, loss) for k in range(3)], loss, training)
+def test_a_batched_step_gives_each_label_what_it_gets_alone(loss, training, vectorized):
+    together = step([TinyLabel(k, loss) for k in range(3)], loss, training, vectorized)
     for k in range(3):
         (alone,) = step([TinyLabel(k, loss)], loss, training)
         for key, expected in alone.items():
@@ -122,7 +124,7 @@ def test_generator_batch_norm_statistics_stay_per_label():
     labels = [TinyLabel(k, "wgan-gp") for k in range(3)]
     before = [copy.deepcopy(label.generator) for label in labels]
     z = torch.randn(3, 8, 8, dtype=torch.float64)
-    NetworkStack([label.generator for label in labels])(z)
+    NetworkStack([label.generator for label in labels], vectorized=True)(z)
     for k, (label, alone) in enumerate(zip(labels, before, strict=True)):
         alone(z[k])
         for (name, actual), expected in zip(label.generator.named_buffers(), alone.buffers(), strict=True):

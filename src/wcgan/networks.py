@@ -211,27 +211,38 @@ class NetworkStack:
     outputs at ``[k]``, so scores come out ``(K, B)`` and images ``(K, B, C, H, W)``.
 
     The networks stay ordinary modules, each with its own parameters, buffers and state dict:
-    saving, snapshots and per-label files are those of one network. A call stacks their
-    parameters with ``torch.stack`` (differentiable: each network's parameters get their own
-    gradient back) and their buffers, and evaluates one structural copy of the first network
-    (on the meta device, no storage) under ``torch.func.vmap`` of ``functional_call``: vmap turns
-    the per-network convolutions into grouped ones and the linear layers into batched matrix
-    products, one kernel for all K. Batch norm keeps per-network statistics: its running
-    statistics are updated in the stacked buffers and copied back into each network. One network
-    is called directly, without stacking or vmap, so a stack of one costs what the network does.
-    Parametrized networks (spectral norm) only stack as one: their parameters live in the
-    parametrizations, which ``functional_call`` over a copy does not follow.
+    saving, snapshots and per-label files are those of one network. Two ways to evaluate them,
+    the same numbers either way:
+
+    * ``vectorized``: one call stacks their parameters with ``torch.stack`` (differentiable:
+      each network's parameters get their own gradient back) and their buffers, and evaluates
+      one structural copy of the first network (on the meta device, no storage) under
+      ``torch.func.vmap`` of ``functional_call``. vmap turns the per-network convolutions into
+      grouped ones and the linear layers into batched matrix products: one kernel for all K,
+      which fills a GPU that one small network leaves mostly idle. Batch norm keeps
+      per-network statistics: its running statistics are updated in the stacked buffers and
+      copied back into each network.
+    * not vectorized: each network on its own slice, outputs stacked. On a CPU the convolutions
+      already keep the cores busy, and oneDNN's grouped convolutions (and vmap's reshuffling
+      around them) are slower than K plain ones (``bench/labels_per_job.py``).
+
+    By default a stack vectorizes on a GPU and not on a CPU. One network is called directly,
+    so a stack of one costs what the network does. Parametrized networks (spectral norm) do not
+    vectorize: their parameters live in the parametrizations, which ``functional_call`` over a
+    copy does not follow.
     """
 
-    def __init__(self, networks: Sequence[nn.Module]):
+    def __init__(self, networks: Sequence[nn.Module], vectorized: bool | None = None):
         self.networks = list(networks)
         if not self.networks:
             raise ValueError("a NetworkStack needs at least one network")
         first = self.networks[0]
+        if vectorized is None:
+            vectorized = next(first.parameters()).device.type == "cuda"
         self._structure: nn.Module | None = None
-        if len(self.networks) > 1:
+        if vectorized and len(self.networks) > 1:
             if any(parametrize.is_parametrized(module) for module in first.modules()):
-                raise ValueError("parametrized networks (spectral norm) cannot be stacked")
+                raise ValueError("parametrized networks (spectral norm) cannot be vectorized")
             self._structure = copy.deepcopy(first).to("meta")
             self._parameter_names = [name for name, _ in first.named_parameters()]
             self._buffer_names = [name for name, _ in first.named_buffers()]
@@ -253,7 +264,9 @@ class NetworkStack:
         """Network k on ``inputs[k]`` (and ``labels[k]``, a conditional network's classes)."""
         arguments = (inputs,) if labels is None else (inputs, labels)
         if self._structure is None:
-            return self.networks[0](*(argument[0] for argument in arguments)).unsqueeze(0)
+            return torch.stack(
+                [network(*(argument[k] for argument in arguments)) for k, network in enumerate(self.networks)]
+            )
         params = {
             name: torch.stack([network.get_parameter(name) for network in self.networks])
             for name in self._parameter_names

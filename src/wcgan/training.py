@@ -362,12 +362,14 @@ def train_chunk(
     *,
     threads: int | None = None,
     profile: bool = False,
+    vectorized: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> list[TrainResult]:
     """Train (or resume training) the GANs of ``sets``, one per label, together as one batched
     network until each has its budget: ``iterations`` each, or K x ``seconds`` of wall clock for
     the chunk (K = len(sets)), so each label gets the device-seconds of a job of its own. Returns
-    one result per set, in order."""
+    one result per set, in order. ``vectorized`` picks how the K networks are evaluated
+    (``wcgan.networks.NetworkStack``; None: vectorized on a GPU only); the numbers are the same."""
     config.check()
     check_chunk(sets)
     settings = config.effective()
@@ -387,8 +389,8 @@ def train_chunk(
                 data, seed, generator.to(device), critic.to(device), critic_rng, generator_rng, history, []
             )
         )
-    generators = NetworkStack([member.generator for member in labels])
-    critics = NetworkStack([member.critic for member in labels])
+    generators = NetworkStack([member.generator for member in labels], vectorized)
+    critics = NetworkStack([member.critic for member in labels], vectorized)
     loss = LOSSES[config.loss](**config.loss_options())
     # One optimizer per network kind over every label's parameters: Adam and RMSprop act
     # elementwise, so this is K optimizers' update in fewer, larger kernels.
