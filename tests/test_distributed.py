@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from conftest import REPO, env
-from wcgan.atomic import load_torch
+from wcgan.atomic import LOCK_NAME, load_torch
 from wcgan.cli import main
 from wcgan.config import DistributedConfig, TrainConfig, label_seed
 from wcgan.data import TrainingSet, save_shard
@@ -27,7 +27,7 @@ from wcgan.distributed import (
 )
 from wcgan.errors import WcganError
 from wcgan.losses import LOSSES, make_optimizer
-from wcgan.networks import Critic, images_to_float
+from wcgan.networks import Critic, NetworkStack, images_to_float
 from wcgan.sampling import load_samples, load_snapshot_samples
 from wcgan.training import critic_steps_on, initial_networks, load_generator, train
 
@@ -72,7 +72,8 @@ def launch(processes: int, shards: list[str], out: Path, *options: str) -> subpr
 
 
 def checkpoint(out: Path) -> dict:
-    (path,) = (out / "checkpoints").iterdir()  # one file: no temporaries left behind
+    # One checkpoint beside the folder's lock file: no temporaries left behind.
+    (path,) = (p for p in (out / "checkpoints").iterdir() if p.name != LOCK_NAME)
     return load_torch(path, "checkpoint")
 
 
@@ -273,8 +274,8 @@ def test_one_device_on_the_serial_schedule_reproduces_train_and_resumes(
     assert torch.equal(state["history"][:, columns], reference.history[:, columns])
     for name, parameter in reference.generator.named_parameters():
         assert torch.equal(state["generator"][name], parameter), name
-    (train_checkpoint,) = (tmp_path / "train").iterdir()
-    reference_critic = load_torch(train_checkpoint, "checkpoint")["critic"]
+    (train_checkpoint,) = (tmp_path / "train").glob("*.pt")
+    reference_critic = load_torch(train_checkpoint, "checkpoint")["labels"][0]["critic"]
     assert state["critic"].keys() == reference_critic.keys()
     for name, value in reference_critic.items():  # spectral norm's u and v included
         assert torch.equal(state["critic"][name], value), name
@@ -327,7 +328,7 @@ def test_serial_schedule_writes_its_outputs_and_counts_its_traffic(serial_run, d
 def test_a_checkpoint_of_another_layout_is_refused_in_one_line(serial_run, shard_files, tmp_path):
     _, previous = serial_run
     shutil.copytree(previous / "checkpoints", tmp_path / "checkpoints")
-    (path,) = (tmp_path / "checkpoints").iterdir()
+    (path,) = (tmp_path / "checkpoints").glob("*.pt")
     before = path.read_bytes()
     same = [
         "--partition=by_label",
@@ -373,7 +374,10 @@ def test_parallel_schedule_averages_the_local_critics_and_resumes(
         )
         rng = torch.Generator().manual_seed(critic_seed(seed, device))
         images, classes = images_to_float(data.images[rows]), data.classes[rows]
-        critic_steps_on(generator, local, optimizer, loss, images, classes, rng, settings["critic_steps"], 8)
+        critic_steps_on(
+            NetworkStack([generator]), NetworkStack([local]), optimizer, loss, [images], classes, [rng],
+            settings["critic_steps"], 8,
+        )  # fmt: skip
         states.append(local.state_dict())
     average = weighted_average(states, [len(rows) for rows in shares])
     for name, value in average.items():

@@ -4,7 +4,7 @@ from torch import nn
 
 from wcgan.config import RECIPES, TrainConfig
 from wcgan.losses import LOSSES, Hinge, NonSaturating, WassersteinClip, WassersteinGP, make_optimizer
-from wcgan.networks import Critic
+from wcgan.networks import Critic, NetworkStack
 
 
 class LinearCritic(nn.Module):
@@ -18,22 +18,27 @@ class LinearCritic(nn.Module):
         return x.flatten(1) @ self.weight
 
 
+def alone(critic: nn.Module) -> NetworkStack:
+    """One label's critic as the losses take it: inputs and scores with a label axis of 1."""
+    return NetworkStack([critic])
+
+
 def test_every_loss_has_a_recipe():
     assert set(LOSSES) == set(RECIPES)
 
 
 def test_gradient_penalty_of_a_linear_critic():
-    real, fake = torch.randn(8, 1, 2, 2), torch.randn(8, 1, 2, 2)
-    rng = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(1, 8, 1, 2, 2), torch.randn(1, 8, 1, 2, 2)
+    rngs = [torch.Generator().manual_seed(0)]
     loss = WassersteinGP(gp_weight=10.0)
-    assert loss.critic_penalty(LinearCritic(1.0), real, fake, rng).item() < 1e-10
-    assert abs(loss.critic_penalty(LinearCritic(3.0), real, fake, rng).item() - 4.0) < 1e-5
+    assert loss.critic_penalty(alone(LinearCritic(1.0)), real, fake, rngs).item() < 1e-10
+    assert abs(loss.critic_penalty(alone(LinearCritic(3.0)), real, fake, rngs).item() - 4.0) < 1e-5
     assert loss.penalty_weight == 10.0
 
 
 def test_critic_loss_is_minus_the_wasserstein_estimate():
-    critic = LinearCritic(2.0)
-    real, fake = torch.ones(4, 1, 2, 2), torch.zeros(4, 1, 2, 2)
+    critic = alone(LinearCritic(2.0))
+    real, fake = torch.ones(1, 4, 1, 2, 2), torch.zeros(1, 4, 1, 2, 2)
     loss, wasserstein = WassersteinGP(10.0).critic_loss(critic, real, fake)
     assert torch.isclose(wasserstein, torch.tensor(4.0))  # <w, 1> = 4 * 1.0
     assert torch.isclose(loss, -wasserstein)
@@ -41,8 +46,8 @@ def test_critic_loss_is_minus_the_wasserstein_estimate():
 
 
 def test_dcgan_is_cross_entropy_on_the_critics_logits():
-    critic = LinearCritic(2.0)  # scores <w, 1> = 4 and 0
-    real, fake = torch.ones(4, 1, 2, 2), torch.zeros(4, 1, 2, 2)
+    critic = alone(LinearCritic(2.0))  # scores <w, 1> = 4 and 0
+    real, fake = torch.ones(1, 4, 1, 2, 2), torch.zeros(1, 4, 1, 2, 2)
     loss, gap = NonSaturating().critic_loss(critic, real, fake)
     expected = -torch.log(torch.sigmoid(torch.tensor(4.0))) - torch.log(1 - torch.sigmoid(torch.tensor(0.0)))
     assert torch.isclose(loss, expected) and torch.isclose(gap, torch.tensor(4.0))
@@ -63,22 +68,26 @@ def test_hinge_loss_counts_only_scores_inside_the_margin():
 def test_weight_clipping_clamps_the_critic():
     critic = LinearCritic(3.0)
     loss = WassersteinClip(clip_value=0.01)
-    assert loss.critic_penalty(critic, torch.zeros(2, 1, 2, 2), torch.zeros(2, 1, 2, 2), None) is None
-    loss.after_critic_step(critic)
+    assert (
+        loss.critic_penalty(alone(critic), torch.zeros(1, 2, 1, 2, 2), torch.zeros(1, 2, 1, 2, 2), []) is None
+    )
+    loss.after_critic_step(alone(critic))
     assert torch.allclose(critic.weight, torch.full((4,), 0.01))
 
 
 def test_critic_learns_to_separate_real_from_fake():
     torch.manual_seed(0)
-    critic = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Flatten(0))
-    real, fake = torch.randn(64, 1, 2, 2) + 2, torch.randn(64, 1, 2, 2) - 2
+    critic = alone(
+        nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Flatten(0))
+    )
+    real, fake = torch.randn(1, 64, 1, 2, 2) + 2, torch.randn(1, 64, 1, 2, 2) - 2
     loss = WassersteinGP(gp_weight=10.0)
     optimizer = make_optimizer("adam", critic.parameters(), 1e-2, (0.0, 0.9))
-    rng = torch.Generator().manual_seed(0)
+    rngs = [torch.Generator().manual_seed(0)]
     estimates = []
     for _ in range(100):
         critic_loss, wasserstein = loss.critic_loss(critic, real, fake)
-        total = critic_loss + loss.penalty_weight * loss.critic_penalty(critic, real, fake, rng)
+        total = (critic_loss + loss.penalty_weight * loss.critic_penalty(critic, real, fake, rngs)).sum()
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
@@ -90,7 +99,8 @@ def test_projection_critic_separates_real_from_fake_class_by_class():
     # Real class 0 sits at +2 and class 1 at -2; the fakes have the classes swapped, so real and
     # fake images have the same marginal and only a class-aware critic can tell them apart.
     torch.manual_seed(0)
-    critic = Critic(resolution=8, channels=1, width=4, num_classes=2, spectral_norm=True)
+    network = Critic(resolution=8, channels=1, width=4, num_classes=2, spectral_norm=True)
+    critic = alone(network)
     classes = torch.arange(64) % 2
     sign = (1 - 2 * classes).float().view(-1, 1, 1, 1)
     real = (2 * sign + 0.3 * torch.randn(64, 1, 8, 8)).clamp(-3, 3)
@@ -99,21 +109,24 @@ def test_projection_critic_separates_real_from_fake_class_by_class():
     optimizer = make_optimizer("adam", critic.parameters(), 2e-3, (0.0, 0.9))
     gaps = []
     for _ in range(60):
-        critic_loss, gap = loss.critic_loss(critic, real, fake, classes)
+        critic_loss, gap = loss.critic_loss(critic, real[None], fake[None], classes[None])
         optimizer.zero_grad()
-        critic_loss.backward()
+        critic_loss.sum().backward()
         optimizer.step()
         gaps.append(gap.item())
     assert gaps[-1] > max(2.0, gaps[0] + 1.5)  # past the hinge margins: real >= 1, fake <= -1
-    scores = critic(torch.cat([real, fake]), torch.cat([classes, classes]))
+    scores = network(torch.cat([real, fake]), torch.cat([classes, classes]))
     assert (scores[:64] > scores[64:].max()).float().mean() > 0.9  # nearly every real above every fake
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_every_loss_with_its_recipe_teaches_the_critic_to_rank_real_above_fake(name):
     torch.manual_seed(0)
-    critic = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Flatten(0))
-    real, fake = torch.randn(64, 1, 2, 2) + 1, torch.randn(64, 1, 2, 2) - 1
+    network = nn.Sequential(
+        nn.Flatten(), nn.Linear(4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Flatten(0)
+    )
+    critic = alone(network)
+    real, fake = torch.randn(1, 64, 1, 2, 2) + 1, torch.randn(1, 64, 1, 2, 2) - 1
     config = TrainConfig(loss=name, iterations=1)
     settings = config.effective()
     loss = LOSSES[name](**config.loss_options())
@@ -121,18 +134,18 @@ def test_every_loss_with_its_recipe_teaches_the_critic_to_rank_real_above_fake(n
     optimizer = make_optimizer(
         settings["optimizer"], critic.parameters(), 10 * settings["lr"], settings.get("betas")
     )
-    rng = torch.Generator().manual_seed(0)
+    rngs = [torch.Generator().manual_seed(0)]
     loss.after_critic_step(critic)  # start inside the constraint (weight clipping)
     gaps = []
     for _ in range(100):
         critic_loss, gap = loss.critic_loss(critic, real, fake)
-        penalty = loss.critic_penalty(critic, real, fake, rng)
+        penalty = loss.critic_penalty(critic, real, fake, rngs)
         total = critic_loss if penalty is None else critic_loss + loss.penalty_weight * penalty
         optimizer.zero_grad()
-        total.backward()
+        total.sum().backward()
         optimizer.step()
         loss.after_critic_step(critic)
         gaps.append(gap.item())
     assert gaps[-1] > 1.5 * max(gaps[0], 0.0) and gaps[-1] > 0  # E[D(real)] - E[D(fake)] grew
     with torch.no_grad():
-        assert (critic(real) > critic(fake).median()).float().mean() > 0.85
+        assert (network(real[0]) > network(fake[0]).median()).float().mean() > 0.85

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from wcgan.losses import LOSSES, GANLoss
-from wcgan.networks import Critic, Generator
+from wcgan.networks import Critic, Generator, NetworkStack
 
 BATCH = 16
 OPTIONS = {"wgan-gp": {"gp_weight": 10.0}, "wgan-clip": {"clip_value": 0.01}}
@@ -16,29 +16,30 @@ def make_loss(name: str) -> GANLoss:
 
 
 def setup(scores_mean: float | None = None, scores_std: float = 2.0):
-    """A generator and critic at 8x8, a real batch and latents; with ``scores_mean``, the critic's
-    last layer is rescaled so its scores of the fakes have that mean and standard deviation."""
+    """A generator and critic at 8x8 (stacks of one, as the losses take them), a real batch and
+    latents with a label axis of 1; with ``scores_mean``, the critic's last layer is rescaled so
+    its scores of the fakes have that mean and standard deviation."""
     torch.manual_seed(0)
     generator = Generator(z_dim=8, resolution=8, channels=1, width=4).double()
     critic = Critic(resolution=8, channels=1, width=4).double()
-    real = torch.rand(BATCH, 1, 8, 8, dtype=torch.float64) * 2 - 1
-    z = torch.randn(BATCH, 8, dtype=torch.float64)
+    real = torch.rand(1, BATCH, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    z = torch.randn(1, BATCH, 8, dtype=torch.float64)
     if scores_mean is not None:
         with torch.no_grad():
             last = critic.net[-1]
-            last.weight *= scores_std / critic(generator(z)).std()
-            last.bias += scores_mean - critic(generator(z)).mean()
-    return generator, critic, real, z
+            last.weight *= scores_std / critic(generator(z[0])).std()
+            last.bias += scores_mean - critic(generator(z[0])).mean()
+    return NetworkStack([generator]), NetworkStack([critic]), real, z
 
 
-def gradients(network: torch.nn.Module) -> list[torch.Tensor]:
+def gradients(network: NetworkStack) -> list[torch.Tensor]:
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in network.parameters()]
 
 
 def add_penalty(loss: GANLoss, critic, real, fake) -> None:
-    penalty = loss.critic_penalty(critic, real, fake, torch.Generator().manual_seed(1))
+    penalty = loss.critic_penalty(critic, real, fake, [torch.Generator().manual_seed(1)])
     if penalty is not None:
-        (loss.penalty_weight * penalty).backward()
+        (loss.penalty_weight * penalty).sum().backward()
 
 
 def two_stage(loss: GANLoss, generator, critic, real, z):
@@ -46,11 +47,11 @@ def two_stage(loss: GANLoss, generator, critic, real, z):
     with torch.no_grad():
         fake = generator(z)
     critic_loss, gap = loss.critic_loss(critic, real, fake)
-    critic_loss.backward()
+    critic_loss.sum().backward()
     add_penalty(loss, critic, real, fake)
     critic.requires_grad_(False)
     generator_loss = loss.generator_loss(critic, generator(z))
-    generator_loss.backward()
+    generator_loss.sum().backward()
     critic.requires_grad_(True)
     return gradients(critic), gradients(generator), (critic_loss, gap, generator_loss)
 
@@ -83,7 +84,7 @@ def test_one_stage_gradients_equal_two_stage(name, scores_mean, scores_std):
     loss = make_loss(name)
     generator, critic, real, z = setup(scores_mean, scores_std)
     with torch.no_grad():
-        scores = critic(generator(z))
+        scores = critic(generator(z))[0]
     if name == "hinge":
         beyond = scores < -1
         assert beyond.any() and (beyond.all() if scores_mean < -3 else not beyond.all())
@@ -91,8 +92,8 @@ def test_one_stage_gradients_equal_two_stage(name, scores_mean, scores_std):
         below = torch.sigmoid(scores) < torch.finfo(scores.dtype).eps
         assert below.any() and not below.all()
     critic_expected, generator_expected, values_expected = two_stage(loss, generator, critic, real, z)
-    critic.zero_grad(set_to_none=True)
-    generator.zero_grad(set_to_none=True)
+    for network in (*critic.networks, *generator.networks):
+        network.zero_grad(set_to_none=True)
     critic_actual, generator_actual, values_actual = one_stage(loss, generator, critic, real, z)
     assert_all_close(critic_actual, critic_expected)
     assert_all_close(generator_actual, generator_expected)
@@ -105,9 +106,9 @@ def test_symmetric_losses_negate_the_critic_gradient_into_the_generator(name):
     critic's loss sends it exactly the opposite gradient."""
     loss = make_loss(name)
     generator, critic, real, z = setup()
-    loss.critic_loss(critic, real, generator(z))[0].backward()
+    loss.critic_loss(critic, real, generator(z))[0].sum().backward()
     plain = gradients(generator)
-    generator.zero_grad(set_to_none=True)
+    generator.networks[0].zero_grad(set_to_none=True)
     loss.one_stage_backward(critic, real, generator(z))
     assert_all_close(gradients(generator), [-g for g in plain])
 

@@ -1,4 +1,5 @@
-"""Write-then-rename helpers, so a killed job never leaves a truncated output behind.
+"""Write-then-rename helpers, so a killed job never leaves a truncated output behind, and an
+exclusive lock on a folder, so two jobs never write one checkpoint.
 
 No torch at import time: the workflow imports the package when it builds the DAG.
 """
@@ -6,9 +7,11 @@ No torch at import time: the workflow imports the package when it builds the DAG
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +107,33 @@ def _load(source: Path | IO[bytes], path: Path, what: str, mmap: bool = False) -
             f"{what} '{path}' cannot be read: it is damaged, truncated, or holds more than tensors "
             f"and plain values; move it away and rerun to make it again"
         ) from exc
+
+
+LOCK_NAME = ".lock"  # in a locked folder: the holder's host and pid
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs; another
+    process that asks for it meanwhile stops with one line naming the holder's host and pid.
+
+    ``flock`` on ``folder/.lock``: the kernel releases it when the holder dies, even by SIGKILL,
+    so a rerun after a crash never finds a stale lock. The file itself stays (removing it would
+    let a third process lock a new file while the second still holds the old one).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "an unknown process"
+            raise WcganError(
+                f"checkpoint folder '{folder}' is in use by {holder}; wait for it to end, or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -187,70 +187,89 @@ def cmd_label_table(args: argparse.Namespace) -> None:
 # --- training and sampling ----------------------------------------------------------------
 
 
+# Per-GAN output options: one file per label of a chunk (per_label), else one.
+GAN_OUTPUTS = ("model_out", "losses_out", "summary_out", "snapshots_out")
+
+
 def _training_data(args: argparse.Namespace, config, processes: int = 1):
-    """The set a training job trains on, and its budget: one label's shard with the per-label
-    budget, or every label's with the labels' budget together (``TrainConfig.for_labels``)."""
+    """The sets a training job trains on, and its budget: each label's shard as a chunk of
+    per-label GANs with the per-label budget, or every label's as one conditional GAN with the
+    labels' budget together (``TrainConfig.for_labels``). Checks that the output options name
+    one file per GAN (and ``--samples-out`` one per label)."""
     from wcgan.data import TrainingSet, load_shard
 
     shards = [load_shard(path) for path in args.shard]
     if config.generator == "per_label":
-        if len(shards) != 1:
-            raise WcganError(
-                f"train.generator per_label trains one label: give one --shard, not {len(shards)}"
-            )
-        data = TrainingSet.of_label(shards[0])
+        sets = [TrainingSet.of_label(shard) for shard in shards]
     else:
-        data = TrainingSet.of_labels(shards)
+        sets = [TrainingSet.of_labels(shards)]
         config = config.for_labels(len(shards), processes)
+    for name in GAN_OUTPUTS:
+        given = getattr(args, name)
+        if given is not None and len(given) != len(sets):
+            per = "one per --shard" if len(sets) > 1 else f"one for train.generator {config.generator}"
+            raise WcganError(
+                f"--{name.replace('_', '-')} names {len(given)} files; it needs {len(sets)}: {per}"
+            )
     if args.samples_out and len(args.samples_out) != len(shards):
         raise WcganError(f"--samples-out names {len(args.samples_out)} files for {len(shards)} shards")
     if config.snapshots and not args.snapshots_out:
         raise WcganError(f"train.snapshots is {config.snapshots}: give --snapshots-out for their samples")
-    return data, config
+    return sets, config
 
 
-def _write_training_outputs(args: argparse.Namespace, result, data) -> None:
-    """A training job's files: generator, losses, samples of each label, snapshot samples, and
-    the summary with where the job's time went (for the weak-scaling split, wcgan.scaling)."""
+def _write_training_outputs(args: argparse.Namespace, results, sets) -> None:
+    """A training job's files, per GAN: generator, losses, samples of each of its labels,
+    snapshot samples, and the summary with where the job's time went (for the weak-scaling
+    split, wcgan.scaling)."""
     from wcgan.atomic import atomic_open
     from wcgan.sampling import sample_labels, save_samples, save_snapshot_samples
     from wcgan.training import save_generator, write_losses
 
     trained = time.monotonic()
-    save_generator(result, data, args.model_out)
-    write_losses(result.history, args.losses_out)
-    if args.samples_out:
-        images = sample_labels(result.generator, data.labels, args.samples, args.samples_seed)
-        for label_images, label, path in zip(images, data.labels, args.samples_out, strict=True):
-            save_samples(label_images, label, path)
-    if args.snapshots_out:
-        generator = copy.deepcopy(result.generator)
-        save_snapshot_samples(
-            result.snapshots, generator, data.labels, args.samples, args.samples_seed, args.snapshots_out
-        )
-    summary = result.summary
-    loop, checkpoint = summary["session_seconds"], summary.get("phase_seconds", {}).get("checkpoint", 0.0)
-    summary["job"] = {
-        "started_at": args.started_at,
-        "finished_at": time.time(),
-        "training_seconds": loop - checkpoint,
-        "checkpoint_seconds": checkpoint,
-        "shutdown_seconds": time.monotonic() - trained,
-    }
-    with atomic_open(args.summary_out) as fh:
-        json.dump(summary, fh, indent=2)
+    samples_out = iter(args.samples_out or [])
+    for k, (result, data) in enumerate(zip(results, sets, strict=True)):
+        save_generator(result, data, args.model_out[k])
+        write_losses(result.history, args.losses_out[k])
+        if args.samples_out:
+            images = sample_labels(result.generator, data.labels, args.samples, args.samples_seed)
+            for label_images, label in zip(images, data.labels, strict=True):
+                save_samples(label_images, label, next(samples_out))
+        if args.snapshots_out:
+            generator = copy.deepcopy(result.generator)
+            save_snapshot_samples(
+                result.snapshots,
+                generator,
+                data.labels,
+                args.samples,
+                args.samples_seed,
+                args.snapshots_out[k],
+            )
+        summary = result.summary
+        loop, checkpoint = summary["session_seconds"], summary.get("phase_seconds", {}).get("checkpoint", 0.0)
+        summary["job"] = {
+            "started_at": args.started_at,
+            "finished_at": time.time(),
+            "training_seconds": loop - checkpoint,
+            "checkpoint_seconds": checkpoint,
+            "shutdown_seconds": time.monotonic() - trained,
+        }
+        with atomic_open(args.summary_out[k]) as fh:
+            json.dump(summary, fh, indent=2)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from wcgan.config import TrainConfig
-    from wcgan.training import train
+    from wcgan.training import train_chunk
 
     config = config_from_args(TrainConfig, args)
     if config.generator == "distributed":
         raise WcganError("train.generator distributed runs under torchrun: use wcgan train-distributed")
-    data, config = _training_data(args, config)
-    result = train(data, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log)
-    _write_training_outputs(args, result, data)
+    sets, config = _training_data(args, config)
+    results = train_chunk(
+        sets, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log
+    )
+    _write_training_outputs(args, results, sets)
 
 
 def cmd_train_distributed(args: argparse.Namespace) -> None:
@@ -266,7 +285,7 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
     try:
         config = dataclasses.replace(config_from_args(TrainConfig, args), generator="distributed")
         dist_config = config_from_args(DistributedConfig, args)
-        data, config = _training_data(args, config, dist_config.processes)
+        sets, config = _training_data(args, config, dist_config.processes)
         if "RANK" not in os.environ:
             raise WcganError(
                 f"no torchrun launch found (RANK is unset): run torchrun --nproc-per-node "
@@ -278,7 +297,7 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
         dist.init_process_group(resolve_backend(dist_config.backend, device))
         try:
             result = train_distributed(
-                data, config, dist_config, args.checkpoint_dir, threads=args.threads, log=log
+                sets[0], config, dist_config, args.checkpoint_dir, threads=args.threads, log=log
             )
         finally:
             dist.destroy_process_group()
@@ -289,7 +308,7 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
             raise SystemExit(exc.exit_code) from None
         raise
     if result is not None:  # the server writes the outputs
-        _write_training_outputs(args, result, data)
+        _write_training_outputs(args, [result], sets)
 
 
 def _default_run() -> str:
@@ -712,15 +731,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", required=True)
 
     def training_outputs(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--model-out", required=True, help="trained generator (.pt)")
-        sub.add_argument("--losses-out", required=True, help="loss history (.csv)")
-        sub.add_argument("--summary-out", required=True, help="run summary (.json)")
+        per_gan = "one per label in --shard order for per-label GANs, else one"
+        sub.add_argument("--model-out", nargs="+", required=True, help=f"trained generator (.pt): {per_gan}")
+        sub.add_argument("--losses-out", nargs="+", required=True, help=f"loss history (.csv): {per_gan}")
+        sub.add_argument("--summary-out", nargs="+", required=True, help=f"run summary (.json): {per_gan}")
         sub.add_argument(
             "--samples-out",
             nargs="+",
-            help="also draw samples of each label from the trained generator (.pt each)",
+            help="also draw samples of each label from the trained generator (.pt each, in --shard order)",
         )
-        sub.add_argument("--snapshots-out", help="samples of every label at each train.snapshots point (.pt)")
+        sub.add_argument(
+            "--snapshots-out",
+            nargs="+",
+            help=f"samples of the GAN's labels at each train.snapshots point (.pt): {per_gan}",
+        )
         sub.add_argument("--samples", type=int, default=1000, help="how many per label, with --samples-out")
         sub.add_argument("--samples-seed", type=int, default=0, help="base seed of their latents")
         sub.add_argument("--checkpoint-dir", required=True, help="resume state; kept after the run")
@@ -729,13 +753,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(
         "train",
         cmd_train,
-        "train one label's GAN, or one conditional GAN for all, under its budget (resumes)",
+        "train the GANs of a chunk of labels (one per label, batched on one device), or one "
+        "conditional GAN for all, under the budget (resumes)",
     )
     sub.add_argument(
         "--shard",
         nargs="+",
         required=True,
-        help="the label's shard; every label's for --generator conditional",
+        help="the chunk's labels' shards (K: K per-label GANs trained as one); every label's for "
+        "--generator conditional",
     )
     training_outputs(sub)
     sub.add_argument("--profile", action="store_true", help="synchronize the GPU to time each phase")

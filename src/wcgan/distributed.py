@@ -43,7 +43,8 @@ The budget is counted in rounds (``train.iterations``) or in the server's second
 them to hand over their optimizer state and stream for a checkpoint. Checkpoints (every
 ``checkpoint_seconds``, on SIGTERM/Ctrl-C, and at the end) are written by the server alone,
 atomically, and hold everything needed to continue exactly; one written by a different layout
-(world size, devices, partition, schedule, local steps) is refused.
+(world size, devices, partition, schedule, local steps) is refused. The server holds the
+checkpoint folder's lock (``wcgan.atomic.exclusive_lock``) while it runs.
 """
 
 from __future__ import annotations
@@ -61,12 +62,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from wcgan.atomic import remove_stale_temporaries, save_torch
+from wcgan.atomic import exclusive_lock, remove_stale_temporaries, save_torch
 from wcgan.config import PARTITIONS, DistributedConfig, TrainConfig, label_seed
 from wcgan.data import TrainingSet
 from wcgan.errors import TrainingInterrupted, WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
-from wcgan.networks import Critic, Generator, images_to_float
+from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
 from wcgan.training import (
     LossHistory,
     TrainResult,
@@ -339,8 +340,9 @@ def train_distributed(
         link,
     )
     if dist.get_rank() == SERVER:
-        checkpoint_path = Path(checkpoint_dir) / f"distributed-{run_key(config, data, device)}.pt"
-        return _serve(run, checkpoint_path, log)
+        checkpoint_path = Path(checkpoint_dir) / f"distributed-{run_key(config, [data], device)}.pt"
+        with exclusive_lock(checkpoint_dir):
+            return _serve(run, checkpoint_path, log)
     _work(run)
     return None
 
@@ -358,6 +360,7 @@ def _work(run: _Run) -> None:
     floats, _ = _state(generator, critic)
     received = torch.empty(sum(t.numel() for t in floats), dtype=floats[0].dtype, device=run.device)
     timing = torch.zeros(run.dist_config.devices, 2, device=run.device)
+    generators, critics = NetworkStack([generator]), NetworkStack([critic])  # the loop's chunk of one
     # Signals are the server's to act on: it checkpoints with the devices' help, then ends them.
     with stop_requests():
         if link.receive(generator) == END:
@@ -374,13 +377,13 @@ def _work(run: _Run) -> None:
             _unflatten_into(received, floats)
             start = time.perf_counter()
             means, _ = critic_steps_on(
-                generator,
-                critic,
+                generators,
+                critics,
                 optimizer,
                 run.loss,
-                images,
+                [images],
                 classes,
-                rng,
+                [rng],
                 run.local_steps,
                 run.config.batch_size,
             )
@@ -388,7 +391,7 @@ def _work(run: _Run) -> None:
                 torch.cuda.synchronize(run.device)
             timing[rank - 1] = torch.tensor([time.perf_counter() - start, link.take()[0]])
             critic_floats, _ = _state(critic)
-            link.reduce(torch.cat([_flat(critic_floats) * weight, means * weight, timing.flatten()]))
+            link.reduce(torch.cat([_flat(critic_floats) * weight, means[0] * weight, timing.flatten()]))
 
 
 def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> TrainResult:
@@ -404,6 +407,7 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
     if data.classes is not None:  # the server knows how often each class occurs, not the images
         counts = torch.bincount(data.classes, minlength=len(data.labels))
         class_table = torch.repeat_interleave(torch.arange(len(data.labels)), counts).to(device)
+    generators, critics = NetworkStack([generator]), NetworkStack([critic])  # the loop's chunk of one
     layout = run.layout()
     parallel = dist_config.schedule == "parallel"
     critic_size = sum(t.numel() for t in _state(critic)[0])
@@ -474,8 +478,8 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
 
         def step_generator() -> tuple[torch.Tensor, float]:
             start = time.perf_counter()
-            generator_loss = generator_step(
-                generator, critic, optimizer, run.loss, class_table, generator_rng, config.batch_size
+            (generator_loss,) = generator_step(
+                generators, critics, optimizer, run.loss, class_table, [generator_rng], config.batch_size
             )
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

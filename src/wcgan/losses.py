@@ -5,6 +5,13 @@ optional regularizer, so the loop can time them apart; their published settings 
 A loss is written per sample on the critic's scores ``s``: ``real_term(s)`` and ``fake_term(s)``
 make the critic's loss, ``generator_term(s)`` the generator's; each batch loss is their mean.
 
+Every tensor has a leading label axis: the critic is a ``wcgan.networks.NetworkStack`` of K
+labels' critics (or any callable from ``(K, B, ...)`` images to ``(K, B)`` scores), images are
+``(K, B, C, H, W)``, and every loss, gap and penalty comes back per label, ``(K,)``: the mean
+over that label's batch. The training loop backpropagates their sum, which gives each label's
+parameters exactly the gradient of its own loss, as if it were trained alone: nothing, not a
+mean, a penalty norm or a random number, is shared between labels.
+
 Two-stage training (``train.training: two_stage``) updates the critic on detached fakes, then the
 generator through a second forward and backward pass of both networks. One-stage training (Shen
 et al. 2021, "Training Generative Adversarial Networks in One Stage") gets both networks'
@@ -23,19 +30,28 @@ the critic's step, where two-stage training takes it after.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wcgan.networks import NetworkStack
+
 Labels = torch.Tensor | None  # class indices of a conditional critic's inputs; None: one label
+# A critic per label: (K, B, C, H, W) images [and (K, B) classes] -> (K, B) scores.
+Scorer = nn.Module | NetworkStack
 
 
-def score(critic: nn.Module, images: torch.Tensor, labels: Labels) -> torch.Tensor:
+def score(critic: Scorer, images: torch.Tensor, labels: Labels) -> torch.Tensor:
     """The critic's scores of ``images``, of classes ``labels`` for a conditional critic."""
     return critic(images) if labels is None else critic(images, labels)
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``(K, B)`` values shaped to multiply ``(K, B, ...)`` tensors sample by sample."""
+    return values.view(*values.shape, *[1] * (like.dim() - values.dim()))
 
 
 class GANLoss:
@@ -57,45 +73,48 @@ class GANLoss:
         raise NotImplementedError
 
     def critic_loss(
-        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: Labels = None
+        self, critic: Scorer, real: torch.Tensor, fake: torch.Tensor, labels: Labels = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(loss to minimise, gap E[D(real)] - E[D(fake)])``. For the Wasserstein losses
-        the gap is the Wasserstein estimate; for the others a generic measure of separation.
-        ``labels`` are the classes of a conditional critic, the same for ``real[i]`` and
-        ``fake[i]``; None for one label's critic."""
+        """Return ``(loss to minimise, gap E[D(real)] - E[D(fake)])``, each ``(K,)``. For the
+        Wasserstein losses the gap is the Wasserstein estimate; for the others a generic measure
+        of separation. ``labels`` are the classes of a conditional critic, the same for
+        ``real[k, i]`` and ``fake[k, i]``; None for one label's critic."""
         loss, gap, _ = self._scored_critic_loss(critic, real, fake, labels)
         return loss, gap
 
     def _scored_critic_loss(
-        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: Labels
+        self, critic: Scorer, real: torch.Tensor, fake: torch.Tensor, labels: Labels
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``critic_loss`` and the critic's scores of the fakes."""
         # One pass over real and fake together: the critic has no batch statistics.
-        both = None if labels is None else torch.cat([labels, labels])
-        real_scores, fake_scores = score(critic, torch.cat([real, fake]), both).split([len(real), len(fake)])
-        loss = self.real_term(real_scores).mean() + self.fake_term(fake_scores).mean()
-        return loss, real_scores.mean() - fake_scores.mean(), fake_scores
+        both = None if labels is None else torch.cat([labels, labels], 1)
+        real_scores, fake_scores = score(critic, torch.cat([real, fake], 1), both).split(
+            [real.shape[1], fake.shape[1]], 1
+        )
+        loss = self.real_term(real_scores).mean(-1) + self.fake_term(fake_scores).mean(-1)
+        return loss, real_scores.mean(-1) - fake_scores.mean(-1), fake_scores
 
     def critic_penalty(
         self,
-        critic: nn.Module,
+        critic: Scorer,
         real: torch.Tensor,
         fake: torch.Tensor,
-        rng: torch.Generator,
+        rngs: Sequence[torch.Generator],
         labels: Labels = None,
     ) -> torch.Tensor | None:
-        """An unweighted regularizer on the critic, or None when the loss has none. It never
-        sends a gradient to the generator, even when ``fake`` carries the generator's graph."""
+        """An unweighted regularizer on the critic per label, ``(K,)``, or None when the loss has
+        none; label k's random numbers come from ``rngs[k]``. It never sends a gradient to the
+        generator, even when ``fake`` carries the generator's graph."""
         return None
 
-    def generator_loss(self, critic: nn.Module, fake: torch.Tensor, labels: Labels = None) -> torch.Tensor:
-        return self.generator_term(score(critic, fake, labels)).mean()
+    def generator_loss(self, critic: Scorer, fake: torch.Tensor, labels: Labels = None) -> torch.Tensor:
+        return self.generator_term(score(critic, fake, labels)).mean(-1)
 
-    def after_critic_step(self, critic: nn.Module) -> None:
+    def after_critic_step(self, critic: Scorer) -> None:
         """Hook run after each critic optimizer step (weight clipping)."""
 
     def one_stage_backward(
-        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: Labels = None
+        self, critic: Scorer, real: torch.Tensor, fake: torch.Tensor, labels: Labels = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Backpropagate the critic's loss and the generator's from one pass over the critic.
 
@@ -103,7 +122,7 @@ class GANLoss:
         the gradient of ``critic_loss(critic, real, fake)`` and the generator's parameters that of
         ``generator_loss(critic, fake)``, both at the critic's current parameters (the penalty is
         left to the caller: it sends nothing to the generator). Returns ``(critic loss, gap,
-        generator loss)``, detached.
+        generator loss)``, detached, each ``(K,)``.
 
         The critic's gradient is exact because the backward pass starts from the critic's own
         loss. The fakes' gradient is then ``fake_term'(s_i) / B * dD/dx_i`` for sample ``i``;
@@ -114,24 +133,33 @@ class GANLoss:
         drops it, and those samples alone are scored again by the critic with its parameters
         frozen, adding their generator term to the objective; that gradient reaches the
         generator's output directly, not through the hook. Still one backward call, and exact;
-        the rescored samples cost an extra critic pass over just them (checking whether there
-        are any waits for the device).
+        the rescored samples cost an extra critic pass (checking whether there are any waits
+        for the device). Each label's critic scores its own: the pass takes as many samples of
+        every label as the label with the most to rescore has, its rescored ones first, and
+        the others (padding) count with weight 0.
         """
         critic_view = fake.view_as(fake)  # the critic pass's own edge back into the generator
         critic_loss, gap, fake_scores = self._scored_critic_loss(critic, real, critic_view, labels)
         scores = fake_scores.detach()
         scale, rescore = self._generator_gradient_scale(scores)
-        critic_view.register_hook(lambda grad: grad * scale.view(-1, *[1] * (grad.dim() - 1)))
-        objective = critic_loss
-        if rescore.any():
+        critic_view.register_hook(lambda grad: grad * _per_sample(scale, grad))
+        objective = critic_loss.sum()
+        most = int(rescore.sum(1).max())
+        if most:
+            # Per label, the rescored samples first (in batch order), then padding.
+            rows = torch.sort((~rescore).to(torch.uint8), dim=1, stable=True).indices[:, :most]
+            weight = rescore.gather(1, rows)
+            labels_of = torch.arange(len(fake), device=fake.device)[:, None]
             critic.requires_grad_(False)  # the critic's own gradient comes from its loss alone
             try:
-                rescored = score(critic, fake[rescore], None if labels is None else labels[rescore])
-                objective = objective + self.generator_term(rescored).sum() / len(fake)
+                rescored = score(
+                    critic, fake[labels_of, rows], None if labels is None else labels[labels_of, rows]
+                )
+                objective = objective + (self.generator_term(rescored) * weight).sum() / fake.shape[1]
             finally:
                 critic.requires_grad_(True)
         objective.backward()
-        return critic_loss.detach(), gap.detach(), self.generator_term(scores).mean()
+        return critic_loss.detach(), gap.detach(), self.generator_term(scores).mean(-1)
 
     def _generator_gradient_scale(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample, ``generator_term'(s) / fake_term'(s)`` (0 where that ratio is not usable),
@@ -175,13 +203,18 @@ class WassersteinGP(Wasserstein):
     def __init__(self, gp_weight: float):
         self.penalty_weight = gp_weight
 
-    def critic_penalty(self, critic, real, fake, rng, labels=None):
-        alpha = torch.rand(len(real), 1, 1, 1, generator=rng, device=real.device)
+    def critic_penalty(self, critic, real, fake, rngs, labels=None):
+        batch, dtype = real.shape[1], real.dtype
+        alpha = torch.stack(
+            [torch.rand(batch, 1, 1, 1, generator=rng, device=real.device, dtype=dtype) for rng in rngs]
+        )
         # Detached: the penalty regularizes the critic alone, in one stage as in two.
         interpolates = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
         scores = score(critic, interpolates, labels)
+        # Outside the critic's vmap (autograd.grad does not run inside one): each score depends
+        # on its own interpolate only, so the gradient of the sum is every sample's own gradient.
         (grad,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
-        return (grad.flatten(1).norm(2, dim=1) - 1).square().mean()
+        return (grad.flatten(2).norm(2, dim=2) - 1).square().mean(-1)
 
 
 class WassersteinClip(Wasserstein):

@@ -1,15 +1,20 @@
 """DCGAN-style generator and critic sized by resolution, and the classifier behind the metrics.
 
 Every network keeps its constructor arguments in ``hparams``, saved beside its state dict, so a
-file rebuilds it as ``Network(**hparams)`` without pickling code.
+file rebuilds it as ``Network(**hparams)`` without pickling code. ``NetworkStack`` evaluates the
+networks of several labels (one architecture, parameters of their own) in one call.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call, vmap
+from torch.nn.utils import parametrize
 
 from wcgan.config import SUPPORTED_RESOLUTIONS
 
@@ -199,6 +204,88 @@ class Classifier(nn.Module):
         """Return ``(features, logits)`` for images scaled to [-1, 1]."""
         features = self.body(images)
         return features, self.head(features)
+
+
+class NetworkStack:
+    """K networks of one architecture called as one: inputs ``(K, B, ...)``, network k's
+    outputs at ``[k]``, so scores come out ``(K, B)`` and images ``(K, B, C, H, W)``.
+
+    The networks stay ordinary modules, each with its own parameters, buffers and state dict:
+    saving, snapshots and per-label files are those of one network. Two ways to evaluate them,
+    the same numbers either way:
+
+    * ``vectorized``: one call stacks their parameters with ``torch.stack`` (differentiable:
+      each network's parameters get their own gradient back) and their buffers, and evaluates
+      one structural copy of the first network (on the meta device, no storage) under
+      ``torch.func.vmap`` of ``functional_call``. vmap turns the per-network convolutions into
+      grouped ones and the linear layers into batched matrix products: one kernel for all K,
+      which fills a GPU that one small network leaves mostly idle. Batch norm keeps
+      per-network statistics: its running statistics are updated in the stacked buffers and
+      copied back into each network.
+    * not vectorized: each network on its own slice, outputs stacked. On a CPU the convolutions
+      already keep the cores busy, and oneDNN's grouped convolutions (and vmap's reshuffling
+      around them) are slower than K plain ones (``bench/labels_per_job.py``).
+
+    By default a stack vectorizes on a GPU and not on a CPU. One network is called directly,
+    so a stack of one costs what the network does. Parametrized networks (spectral norm) do not
+    vectorize: their parameters live in the parametrizations, which ``functional_call`` over a
+    copy does not follow.
+    """
+
+    def __init__(self, networks: Sequence[nn.Module], vectorized: bool | None = None):
+        self.networks = list(networks)
+        if not self.networks:
+            raise ValueError("a NetworkStack needs at least one network")
+        first = self.networks[0]
+        if vectorized is None:
+            vectorized = next(first.parameters()).device.type == "cuda"
+        self._structure: nn.Module | None = None
+        if vectorized and len(self.networks) > 1:
+            if any(parametrize.is_parametrized(module) for module in first.modules()):
+                raise ValueError("parametrized networks (spectral norm) cannot be vectorized")
+            self._structure = copy.deepcopy(first).to("meta")
+            self._parameter_names = [name for name, _ in first.named_parameters()]
+            self._buffer_names = [name for name, _ in first.named_buffers()]
+
+    def __len__(self) -> int:
+        return len(self.networks)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """Every network's parameters, network after network."""
+        for network in self.networks:
+            yield from network.parameters()
+
+    def requires_grad_(self, requires_grad: bool = True) -> NetworkStack:
+        for network in self.networks:
+            network.requires_grad_(requires_grad)
+        return self
+
+    def __call__(self, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Network k on ``inputs[k]`` (and ``labels[k]``, a conditional network's classes)."""
+        arguments = (inputs,) if labels is None else (inputs, labels)
+        if self._structure is None:
+            return torch.stack(
+                [network(*(argument[k] for argument in arguments)) for k, network in enumerate(self.networks)]
+            )
+        params = {
+            name: torch.stack([network.get_parameter(name) for network in self.networks])
+            for name in self._parameter_names
+        }
+        buffers = {
+            name: torch.stack([network.get_buffer(name) for network in self.networks])
+            for name in self._buffer_names
+        }
+        self._structure.train(self.networks[0].training)
+        outputs = vmap(self._call_structure)(params, buffers, *arguments)
+        if buffers and self._structure.training:  # batch norm updated its running statistics
+            with torch.no_grad():
+                for name, stacked in buffers.items():
+                    for network, value in zip(self.networks, stacked, strict=True):
+                        network.get_buffer(name).copy_(value)
+        return outputs
+
+    def _call_structure(self, params, buffers, *arguments):
+        return functional_call(self._structure, (params, buffers), arguments)
 
 
 def images_to_float(images: torch.Tensor) -> torch.Tensor:

@@ -27,22 +27,22 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from wcgan.atomic import atomic_open, load_torch, remove_stale_temporaries, save_torch
+from wcgan.atomic import atomic_open, exclusive_lock, load_torch, remove_stale_temporaries, save_torch
 from wcgan.cluster import scheduler_job
 from wcgan.config import TrainConfig, label_seed
 from wcgan.data import TrainingSet
 from wcgan.errors import TrainingInterrupted, WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
-from wcgan.networks import Critic, Generator, images_to_float
+from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
 
-CHECKPOINT_FORMAT = "wcgan-checkpoint-2"  # 2: two random streams, snapshots
+CHECKPOINT_FORMAT = "wcgan-checkpoint-3"  # 2: two random streams, snapshots; 3: a chunk of labels
 GENERATOR_FORMAT = "wcgan-generator-1"
 # "wasserstein" is E[D(real)] - E[D(fake)]: the Wasserstein estimate for the Wasserstein losses,
 # a generic gap between the critic's scores of real and fake images for the others.
@@ -58,20 +58,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def run_key(config: TrainConfig, data: TrainingSet, device: torch.device) -> str:
-    """Names the checkpoint: changes with anything that makes a run different, but not with the
-    budget, so raising ``iterations`` continues a finished run instead of starting over. The
-    device type is part of it because CPU and GPU random generators have different states."""
+def run_key(config: TrainConfig, sets: Sequence[TrainingSet], device: torch.device) -> str:
+    """Names the checkpoint of a chunk of ``sets``: changes with anything that makes a run
+    different (every label's data and slug, their number and order), but not with the budget,
+    so raising ``iterations`` continues a finished run instead of starting over. The device type
+    is part of it because CPU and GPU random generators have different states."""
     effective = config.effective()
     for name in ("iterations", "seconds", "checkpoint_seconds", "log_seconds", "device", "generator"):
         effective.pop(name)
     effective["device_type"] = device.type
     digest = hashlib.sha256(json.dumps(effective, sort_keys=True).encode())
-    digest.update(data.images.numpy().tobytes())
-    if data.classes is not None:
-        digest.update(data.classes.numpy().tobytes())
-        digest.update(",".join(label.slug for label in data.labels).encode())
-    digest.update(f"{data.name}:{tuple(data.images.shape)}".encode())
+    for data in sets:
+        digest.update(data.images.numpy().tobytes())
+        if data.classes is not None:
+            digest.update(data.classes.numpy().tobytes())
+            digest.update(",".join(label.slug for label in data.labels).encode())
+        digest.update(f"{data.name}:{tuple(data.images.shape)}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -147,84 +149,93 @@ class LossHistory:
 
 
 def critic_steps_on(
-    generator: Generator,
-    critic: Critic,
+    generators: NetworkStack,
+    critics: NetworkStack,
     optimizer: torch.optim.Optimizer,
     loss: GANLoss,
-    images: torch.Tensor,
+    images: Sequence[torch.Tensor],
     classes: torch.Tensor | None,
-    rng: torch.Generator,
+    rngs: Sequence[torch.Generator],
     steps: int,
     batch: int,
     clock: PhaseClock | None = None,
     one_stage_optimizer: torch.optim.Optimizer | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``steps`` critic updates on batches of ``images`` (float; with their ``classes`` for a
-    conditional GAN) and fakes of ``generator``, drawing rows, latents and penalty interpolates
-    from ``rng`` in that order. With ``one_stage_optimizer`` (the generator's) the last step's
-    backward pass also leaves the generator's gradient, and its loss is returned; the caller
-    steps that optimizer. Returns the steps' mean (critic loss, gap, penalty), and the
-    generator loss or None."""
+    """``steps`` critic updates of K labels' critics at once, label k's on batches of
+    ``images[k]`` (float; with their ``classes`` for a conditional GAN, K = 1) and fakes of its
+    generator, drawing rows, latents and penalty interpolates from ``rngs[k]`` in that order.
+    With ``one_stage_optimizer`` (the generators') the last step's backward pass also leaves the
+    generators' gradients, and their losses are returned; the caller steps that optimizer.
+    Returns each label's mean (critic loss, gap, penalty) over the steps, ``(K, 3)``, and the
+    generator losses ``(K,)`` or None."""
     clock = clock or PhaseClock(synchronize=False)
-    device = images.device
-    sums = torch.zeros(3, device=device)  # critic loss, gap, penalty
+    device, dtype = images[0].device, images[0].dtype
+    z_dim = generators.networks[0].z_dim
+    sums = torch.zeros(len(images), 3, device=device, dtype=dtype)  # critic loss, gap, penalty
     generator_loss = None
     for step in range(steps):
         with clock("data"):
-            rows = torch.randint(len(images), (batch,), generator=rng, device=device)
-            real = images[rows]
+            rows = [
+                torch.randint(len(x), (batch,), generator=rng, device=device)
+                for x, rng in zip(images, rngs, strict=True)
+            ]
+            real = torch.stack([x[r] for x, r in zip(images, rows, strict=True)])
             # A conditional GAN's fakes take the real batch's classes: the critic and its
             # penalty compare the two class by class.
-            labels = None if classes is None else classes[rows]
-            z = torch.randn(batch, generator.z_dim, generator=rng, device=device)
+            labels = None if classes is None else classes[rows[0]][None]
+            z = torch.stack(
+                [torch.randn(batch, z_dim, generator=rng, device=device, dtype=dtype) for rng in rngs]
+            )
         with clock("critic"):
             optimizer.zero_grad(set_to_none=True)
             if one_stage_optimizer is not None and step == steps - 1:  # the generator's rides on it
                 one_stage_optimizer.zero_grad(set_to_none=True)
-                fake = generator(z, labels)
-                critic_loss, gap, generator_loss = loss.one_stage_backward(critic, real, fake, labels)
+                fake = generators(z, labels)
+                critic_loss, gap, generator_loss = loss.one_stage_backward(critics, real, fake, labels)
             else:
                 with torch.no_grad():
-                    fake = generator(z, labels)
-                critic_loss, gap = loss.critic_loss(critic, real, fake, labels)
-                critic_loss.backward()
+                    fake = generators(z, labels)
+                critic_loss, gap = loss.critic_loss(critics, real, fake, labels)
+                critic_loss.sum().backward()
         with clock("penalty"):
-            penalty = loss.critic_penalty(critic, real, fake, rng, labels)
+            penalty = loss.critic_penalty(critics, real, fake, rngs, labels)
             if penalty is not None:
-                (loss.penalty_weight * penalty).backward()
+                (loss.penalty_weight * penalty).sum().backward()
                 penalty = penalty.detach()
                 critic_loss = critic_loss.detach() + loss.penalty_weight * penalty
-                sums[2] += penalty
+                sums[:, 2] += penalty
         with clock("critic"):
             optimizer.step()
-            loss.after_critic_step(critic)
-        sums[0] += critic_loss.detach()
-        sums[1] += gap.detach()
+            loss.after_critic_step(critics)
+        sums[:, 0] += critic_loss.detach()
+        sums[:, 1] += gap.detach()
     return sums / steps, generator_loss
 
 
 def generator_step(
-    generator: Generator,
-    critic: Critic,
+    generators: NetworkStack,
+    critics: NetworkStack,
     optimizer: torch.optim.Optimizer,
     loss: GANLoss,
     classes: torch.Tensor | None,
-    rng: torch.Generator,
+    rngs: Sequence[torch.Generator],
     batch: int,
 ) -> torch.Tensor:
-    """One two-stage generator update against ``critic``: latents, then (conditional GAN) classes
-    as often as the data has them, rows of ``classes`` (every image's class), from ``rng`` in
-    that order. Returns the generator's loss, detached."""
-    device = next(generator.parameters()).device
-    z = torch.randn(batch, generator.z_dim, generator=rng, device=device)
+    """One two-stage update of K labels' generators against their critics, label k drawing
+    latents, then (conditional GAN, K = 1) classes as often as the data has them, rows of
+    ``classes`` (every image's class), from ``rngs[k]`` in that order. Returns the generators'
+    losses ``(K,)``, detached."""
+    first = next(generators.networks[0].parameters())
+    device, dtype, z_dim = first.device, first.dtype, generators.networks[0].z_dim
+    z = torch.stack([torch.randn(batch, z_dim, generator=rng, device=device, dtype=dtype) for rng in rngs])
     labels = None
     if classes is not None:
-        labels = classes[torch.randint(len(classes), (batch,), generator=rng, device=device)]
-    critic.requires_grad_(False)  # no critic gradients from the generator's step
+        labels = classes[torch.randint(len(classes), (batch,), generator=rngs[0], device=device)][None]
+    critics.requires_grad_(False)  # no critic gradients from the generator's step
     optimizer.zero_grad(set_to_none=True)
-    generator_loss = loss.generator_loss(critic, generator(z, labels), labels)
-    generator_loss.backward()
-    critic.requires_grad_(True)
+    generator_loss = loss.generator_loss(critics, generators(z, labels), labels)
+    generator_loss.sum().backward()
+    critics.requires_grad_(True)
     optimizer.step()
     return generator_loss.detach()
 
@@ -274,173 +285,314 @@ class TrainResult:
     snapshots: list[dict[str, Any]]
 
 
-def train(
-    data: TrainingSet,
+@dataclass
+class _Label:
+    """One label of a chunk: its set, networks, random streams, history and snapshots."""
+
+    data: TrainingSet
+    seed: int
+    generator: Generator
+    critic: Critic
+    critic_rng: torch.Generator
+    generator_rng: torch.Generator
+    history: LossHistory
+    snapshots: list[dict[str, Any]]
+
+    @property
+    def subject(self) -> str:
+        return self.history.subject
+
+
+def subject_of(data: TrainingSet) -> str:
+    """How errors name a set's GAN: the label, or the conditional GAN."""
+    return f"label '{data.labels[0].name}'" if data.classes is None else f"'{data.name}'"
+
+
+def check_chunk(sets: Sequence[TrainingSet]) -> None:
+    """Refuse a chunk that cannot train as one batched network: labels of different image
+    shapes, a label twice, or a conditional set among others."""
+    if not sets:
+        raise WcganError("a training chunk needs at least one label")
+    if len(sets) > 1 and any(data.classes is not None for data in sets):
+        raise WcganError("a conditional GAN trains alone: it cannot share a chunk with other sets")
+    shapes = {tuple(data.images.shape[1:]) for data in sets}
+    if len(shapes) > 1:
+        raise WcganError(f"the chunk's labels hold images of different shapes {sorted(shapes)}")
+    names = [data.name for data in sets]
+    if len(set(names)) < len(names):
+        raise WcganError(f"the chunk names a label twice: {', '.join(names)}")
+
+
+def _split_optimizer_state(state: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """An optimizer's state dict over ``count`` networks' parameters (one group, network after
+    network) as one state dict per network, each restorable alone."""
+    (group,) = state["param_groups"]
+    per = len(group["params"]) // count
+    return [
+        {
+            "state": {
+                i - k * per: value for i, value in state["state"].items() if k * per <= i < (k + 1) * per
+            },
+            "param_groups": [{**group, "params": list(range(per))}],
+        }
+        for k in range(count)
+    ]
+
+
+def _merge_optimizer_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The inverse of ``_split_optimizer_state``."""
+    per = len(states[0]["param_groups"][0]["params"])
+    return {
+        "state": {
+            k * per + i: value for k, state in enumerate(states) for i, value in state["state"].items()
+        },
+        "param_groups": [{**states[0]["param_groups"][0], "params": list(range(per * len(states)))}],
+    }
+
+
+def train(data: TrainingSet, config: TrainConfig, checkpoint_dir: str | Path, **options: Any) -> TrainResult:
+    """Train (or resume training) the GAN of ``data`` until its budget is spent: a chunk of one."""
+    return train_chunk([data], config, checkpoint_dir, **options)[0]
+
+
+def train_chunk(
+    sets: Sequence[TrainingSet],
     config: TrainConfig,
     checkpoint_dir: str | Path,
     *,
     threads: int | None = None,
     profile: bool = False,
+    vectorized: bool | None = None,
     log: Callable[[str], None] = print,
-) -> TrainResult:
-    """Train (or resume training) the GAN of ``data`` until its budget is spent."""
+) -> list[TrainResult]:
+    """Train (or resume training) the GANs of ``sets``, one per label, together as one batched
+    network until each has its budget: ``iterations`` each, or K x ``seconds`` of wall clock for
+    the chunk (K = len(sets)), so each label gets the device-seconds of a job of its own. Returns
+    one result per set, in order. ``vectorized`` picks how the K networks are evaluated
+    (``wcgan.networks.NetworkStack``; None: vectorized on a GPU only); the numbers are the same."""
     config.check()
+    check_chunk(sets)
     settings = config.effective()
     device = resolve_device(config.device)
     if threads:
         torch.set_num_threads(threads)
-    name, seed = data.name, label_seed(config.seed, data.name)
-    subject = f"label '{data.labels[0].name}'" if data.classes is None else f"'{name}'"
-
-    generator, critic = initial_networks(config, data)
-    generator, critic = generator.to(device), critic.to(device)
+    count = len(sets)
+    chunk_name = ",".join(data.name for data in sets)
+    labels = []
+    for data in sets:
+        seed = label_seed(config.seed, data.name)
+        generator, critic = initial_networks(config, data)
+        critic_rng, generator_rng = random_streams(seed, device)
+        history = LossHistory(subject_of(data), "iteration")
+        labels.append(
+            _Label(
+                data, seed, generator.to(device), critic.to(device), critic_rng, generator_rng, history, []
+            )
+        )
+    generators = NetworkStack([member.generator for member in labels], vectorized)
+    critics = NetworkStack([member.critic for member in labels], vectorized)
     loss = LOSSES[config.loss](**config.loss_options())
-    opt_g = make_optimizer(settings["optimizer"], generator.parameters(), settings["lr"], settings["betas"])
-    opt_d = make_optimizer(settings["optimizer"], critic.parameters(), settings["lr"], settings["betas"])
-    critic_rng, generator_rng = random_streams(seed, device)
-    real_images = images_to_float(data.images.to(device))
-    real_classes = None if data.classes is None else data.classes.to(device)
+    # One optimizer per network kind over every label's parameters: Adam and RMSprop act
+    # elementwise, so this is K optimizers' update in fewer, larger kernels.
+    opt_g = make_optimizer(settings["optimizer"], generators.parameters(), settings["lr"], settings["betas"])
+    opt_d = make_optimizer(settings["optimizer"], critics.parameters(), settings["lr"], settings["betas"])
+    critic_rngs = [member.critic_rng for member in labels]
+    generator_rngs = [member.generator_rng for member in labels]
+    real_images = [images_to_float(data.images.to(device)) for data in sets]
+    real_classes = None if sets[0].classes is None else sets[0].classes.to(device)
     batch, critic_steps = config.batch_size, settings["critic_steps"]
     one_stage = config.training == "one_stage"
 
-    checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, data, device)}.pt"
-    remove_stale_temporaries(checkpoint_path)
-    iteration, trained_seconds, history = 0, 0.0, LossHistory(subject, "iteration")
-    snapshots: list[dict[str, Any]] = []
-    if checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, CHECKPOINT_FORMAT, "iteration", config.iterations, subject)
-        generator.load_state_dict(state["generator"])
-        critic.load_state_dict(state["critic"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        critic_rng.set_state(state["critic_rng"])
-        generator_rng.set_state(state["generator_rng"])
-        iteration, trained_seconds = state["iteration"], state["seconds"]
-        history.rows = state["history"]
-        snapshots = state["snapshots"]
-        log(
-            f"[{name}] resumed from {checkpoint_path} at iteration {iteration} ({trained_seconds:.1f} s trained)"
-        )
-    else:
-        log(f"[{name}] new run {checkpoint_path.stem}: {len(real_images)} images, seed {seed}")
-    where = scheduler_job()
-    log(f"[{name}] {json.dumps(settings)} on {device}, {torch.get_num_threads()} threads")
-    log(f"[{name}] host {where['host']}, scheduler job {where['scheduler_job'] or 'none'}")
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_path = checkpoint_dir / f"{run_key(config, sets, device)}.pt"
+    iteration, seconds = 0, 0.0  # seconds: each label's share, the chunk's wall clock / K
+    with exclusive_lock(checkpoint_dir):
+        remove_stale_temporaries(checkpoint_path)
+        if checkpoint_path.exists():
+            state = load_checkpoint(
+                checkpoint_path, CHECKPOINT_FORMAT, "iteration", config.iterations, labels[0].subject
+            )
+            for member, label_state in zip(labels, state["labels"], strict=True):
+                member.generator.load_state_dict(label_state["generator"])
+                member.critic.load_state_dict(label_state["critic"])
+                member.critic_rng.set_state(label_state["critic_rng"])
+                member.generator_rng.set_state(label_state["generator_rng"])
+                member.history.rows = label_state["history"]
+                member.snapshots = label_state["snapshots"]
+            opt_g.load_state_dict(_merge_optimizer_states([ls["opt_g"] for ls in state["labels"]]))
+            opt_d.load_state_dict(_merge_optimizer_states([ls["opt_d"] for ls in state["labels"]]))
+            iteration, seconds = state["iteration"], state["seconds"]
+            log(
+                f"[{chunk_name}] resumed from {checkpoint_path} at iteration {iteration} ({seconds:.1f} s trained)"
+            )
+        else:
+            sizes = ", ".join(str(len(x)) for x in real_images)
+            seeds = ", ".join(str(member.seed) for member in labels)
+            log(f"[{chunk_name}] new run {checkpoint_path.stem}: {sizes} images, seed {seeds}")
+        where = scheduler_job()
+        log(f"[{chunk_name}] {json.dumps(settings)} on {device}, {torch.get_num_threads()} threads")
+        log(f"[{chunk_name}] host {where['host']}, scheduler job {where['scheduler_job'] or 'none'}")
 
-    def save_checkpoint() -> None:
-        save_torch(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "iteration": iteration,
-                "seconds": trained_seconds,
-                "history": history.rows,
-                "generator": generator.state_dict(),
-                "critic": critic.state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "critic_rng": critic_rng.get_state(),
-                "generator_rng": generator_rng.get_state(),
-                "snapshots": snapshots,
-                "config": settings,
-            },
-            checkpoint_path,
-        )
-
-    def budget_left() -> bool:
-        return (config.iterations is None or iteration < config.iterations) and (
-            config.seconds is None or trained_seconds < config.seconds
-        )
-
-    clock = PhaseClock(synchronize=profile and device.type == "cuda")
-    start_iteration, session_start = iteration, time.monotonic()
-    last_log = last_checkpoint = session_start
-    log_iteration, base_seconds = iteration, trained_seconds
-    with stop_requests() as stop_requested:
-        while budget_left():
-            means, generator_loss = critic_steps_on(
-                generator, critic, opt_d, loss, real_images, real_classes, critic_rng, critic_steps, batch,
-                clock, one_stage_optimizer=opt_g if one_stage else None,
-            )  # fmt: skip
-            with clock("generator"):
-                if one_stage:  # the gradient came with the last critic step
-                    opt_g.step()
-                else:
-                    generator_loss = generator_step(
-                        generator, critic, opt_g, loss, real_classes, generator_rng, batch
-                    )
-            iteration += 1
-            now = time.monotonic()
-            trained_seconds = base_seconds + (now - session_start)
-            history.add(iteration, trained_seconds, torch.cat([means, generator_loss.detach()[None]]))
-            taken = len(snapshots) + 1  # the last point is the end of training, not a snapshot
-            if (
-                taken < config.snapshots
-                and budget_progress(config, iteration, trained_seconds) >= taken / config.snapshots
-            ):
-                with clock("checkpoint"):
-                    snapshots.append(snapshot(generator, iteration, trained_seconds))
-
-            if now - last_log >= config.log_seconds or not budget_left():
-                with clock("logging"):
-                    history.flush()
-                    rate = (iteration - log_iteration) / max(now - last_log, 1e-9)
-                    log(
-                        progress_line(
-                            name,
-                            config,
-                            iteration,
-                            trained_seconds,
-                            rate,
-                            batch * critic_steps,
-                            history.rows[-1],
-                        )
-                    )
-                    last_log, log_iteration = now, iteration
-            if stop_requested or now - last_checkpoint >= config.checkpoint_seconds:
-                with clock("checkpoint"):
-                    history.flush()
-                    save_checkpoint()
-                    last_checkpoint = time.monotonic()
-            if stop_requested:
-                raise TrainingInterrupted(
-                    f"{subject}: stopped by {signal.Signals(stop_requested[0]).name} at iteration {iteration}; "
-                    f"checkpoint {checkpoint_path} written, rerun to resume",
-                    stop_requested[0],
+        def save_checkpoint() -> None:
+            for member in labels:
+                member.history.flush()
+                check_finite(member, iteration)  # the last good checkpoint stays
+            label_states = [
+                {
+                    "slug": member.data.name,
+                    "history": member.history.rows,
+                    "generator": member.generator.state_dict(),
+                    "critic": member.critic.state_dict(),
+                    "opt_g": opt_g_state,
+                    "opt_d": opt_d_state,
+                    "critic_rng": member.critic_rng.get_state(),
+                    "generator_rng": member.generator_rng.get_state(),
+                    "snapshots": member.snapshots,
+                }
+                for member, opt_g_state, opt_d_state in zip(
+                    labels,
+                    _split_optimizer_state(opt_g.state_dict(), count),
+                    _split_optimizer_state(opt_d.state_dict(), count),
+                    strict=True,
                 )
-        with clock("checkpoint"):
-            history.flush()
-            save_checkpoint()
+            ]
+            save_torch(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "iteration": iteration,
+                    "seconds": seconds,
+                    "labels": label_states,
+                    "config": settings,
+                },
+                checkpoint_path,
+            )
+
+        def budget_left() -> bool:
+            return (config.iterations is None or iteration < config.iterations) and (
+                config.seconds is None or seconds < config.seconds
+            )
+
+        clock = PhaseClock(synchronize=profile and device.type == "cuda")
+        start_iteration, session_start = iteration, time.monotonic()
+        last_log = last_checkpoint = session_start
+        log_iteration, base_seconds = iteration, seconds
+        with stop_requests() as stop_requested:
+            while budget_left():
+                means, generator_loss = critic_steps_on(
+                    generators, critics, opt_d, loss, real_images, real_classes, critic_rngs, critic_steps,
+                    batch, clock, one_stage_optimizer=opt_g if one_stage else None,
+                )  # fmt: skip
+                with clock("generator"):
+                    if one_stage:  # the gradient came with the last critic step
+                        opt_g.step()
+                    else:
+                        generator_loss = generator_step(
+                            generators, critics, opt_g, loss, real_classes, generator_rngs, batch
+                        )
+                iteration += 1
+                now = time.monotonic()
+                seconds = base_seconds + (now - session_start) / count
+                losses = torch.cat([means, generator_loss.detach()[:, None]], 1)
+                for member, label_losses in zip(labels, losses, strict=True):
+                    member.history.add(iteration, seconds, label_losses)
+                taken = len(labels[0].snapshots) + 1  # the last point is the end of training
+                if (
+                    taken < config.snapshots
+                    and budget_progress(config, iteration, seconds) >= taken / config.snapshots
+                ):
+                    with clock("checkpoint"):
+                        for member in labels:
+                            member.snapshots.append(snapshot(member.generator, iteration, seconds))
+
+                if now - last_log >= config.log_seconds or not budget_left():
+                    with clock("logging"):
+                        rate = (iteration - log_iteration) / max(now - last_log, 1e-9)
+                        for member in labels:
+                            member.history.flush()
+                            log(
+                                progress_line(
+                                    member.data.name,
+                                    config,
+                                    iteration,
+                                    seconds,
+                                    rate,
+                                    batch * critic_steps,
+                                    member.history.rows[-1],
+                                )
+                            )
+                        last_log, log_iteration = now, iteration
+                if stop_requested or now - last_checkpoint >= config.checkpoint_seconds:
+                    with clock("checkpoint"):
+                        save_checkpoint()
+                        last_checkpoint = time.monotonic()
+                if stop_requested:
+                    raise TrainingInterrupted(
+                        f"{labels[0].subject if count == 1 else f'chunk {chunk_name}'}: stopped by "
+                        f"{signal.Signals(stop_requested[0]).name} at iteration {iteration}; "
+                        f"checkpoint {checkpoint_path} written, rerun to resume",
+                        stop_requested[0],
+                    )
+            with clock("checkpoint"):
+                save_checkpoint()
 
     session_seconds = time.monotonic() - session_start
     done = iteration - start_iteration
-    summary = {
-        **identity(data),
+    shared = {
         "loss": config.loss,
         "iterations": iteration,
-        "seconds": trained_seconds,
+        "seconds": seconds,
+        "chunk_size": count,
+        "chunk_labels": [data.name for data in sets],
+        "chunk_seconds": seconds * count,
         "resumed_from_iteration": start_iteration,
         "stopped_by": "iterations"
         if config.iterations is not None and iteration >= config.iterations
         else "seconds",
         "session_seconds": session_seconds,
         "generator_iterations_per_second": done / session_seconds if done else None,
-        "critic_real_images_per_second": done * batch * critic_steps / session_seconds if done else None,
+        "label_iterations_per_second": done * count / session_seconds if done else None,
+        "critic_real_images_per_second": done * count * batch * critic_steps / session_seconds
+        if done
+        else None,
         "phase_seconds": dict(clock.seconds),
         "phase_timing_synchronized": clock.synchronize,
         "device": str(device),
         **where,
         "threads": torch.get_num_threads(),
-        "images": len(real_images),
-        "resolution": data.resolution,
-        "channels": data.channels,
+        "resolution": sets[0].resolution,
+        "channels": sets[0].channels,
         "checkpoint": str(checkpoint_path),
         "config": settings,
-        "snapshots": [[point["iteration"], point["seconds"]] for point in snapshots]
-        + [[iteration, trained_seconds]],
     }
-    log(f"[{name}] done: {iteration} iterations, {trained_seconds:.1f} s trained")
-    points = [*snapshots, snapshot(generator, iteration, trained_seconds)] if config.snapshots else []
-    return TrainResult(generator.eval(), history.rows, summary, points)
+    log(f"[{chunk_name}] done: {iteration} iterations, {seconds * count:.1f} s trained")
+    results = []
+    for member in labels:
+        summary = {
+            **identity(member.data),
+            **shared,
+            "images": len(member.data.images),
+            "snapshots": [[point["iteration"], point["seconds"]] for point in member.snapshots]
+            + [[iteration, seconds]],
+        }
+        points = (
+            [*member.snapshots, snapshot(member.generator, iteration, seconds)] if config.snapshots else []
+        )
+        results.append(TrainResult(member.generator.eval(), member.history.rows, summary, points))
+    return results
+
+
+def check_finite(member: _Label, iteration: int) -> None:
+    """Fail, naming the label, when its networks hold NaN/inf: such a state is never saved."""
+    for kind, network in (("generator", member.generator), ("critic", member.critic)):
+        if not all(
+            torch.isfinite(value).all()
+            for value in network.state_dict().values()
+            if value.is_floating_point()
+        ):
+            raise WcganError(
+                f"{member.subject}: the {kind}'s weights hold NaN/inf at iteration {iteration}; "
+                f"training stopped (lower train.lr or check the images)"
+            )
 
 
 def snapshot(generator: Generator, iteration: int, seconds: float, processes: int = 1) -> dict[str, Any]:
