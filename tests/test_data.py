@@ -1,4 +1,5 @@
 import struct
+import time
 import warnings
 import zlib
 
@@ -280,3 +281,28 @@ def test_a_damaged_file_is_named_with_what_to_do_and_never_weights_only_false(tm
     assert message.startswith(f"checkpoint '{path}' cannot be read: it is damaged")
     assert message.endswith("move it away and rerun to make it again")
     assert "weights_only" not in message and "\n" not in message
+
+
+def test_the_data_fingerprint_follows_each_labels_file_list(image_tree):
+    from wcgan.sources import DataSpec, data_fingerprint
+
+    spec = DataSpec(source="imagefolder", root=str(image_tree))
+    before = data_fingerprint(spec, ["red car"])
+    assert before and data_fingerprint(spec, ["red car"]) == before
+    other = data_fingerprint(spec, ["x+y"])
+    save_png(image_tree / "x+y" / "new.png")
+    assert data_fingerprint(spec, ["red car"]) == before  # another label's change
+    assert data_fingerprint(spec, ["x+y"]) != other
+    fingerprints = {before}
+    time.sleep(0.01)  # a folder's time has a resolution; a later change must differ from it
+    for change in (
+        lambda folder: save_png(folder / "sub" / "deep.png"),
+        lambda folder: (folder / "0.png").rename(folder / "zero.png"),
+        lambda folder: (folder / "1.png").unlink(),
+    ):
+        change(image_tree / "red car")
+        fingerprints.add(data_fingerprint(spec, ["red car"]))
+        time.sleep(0.01)
+    assert len(fingerprints) == 4  # every change noticed
+    assert data_fingerprint(DataSpec(), ["0"]) == ""  # digits ships with scikit-learn
+    assert data_fingerprint(DataSpec(source="imagefolder", root=str(image_tree / "gone")), ["a"]) == ""

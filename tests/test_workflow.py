@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, SNAKEFILE, TINY, env, merged, run_snakemake, write_config
+from conftest import BIN, SNAKEFILE, TINY, env, merged, run_snakemake, save_png, write_config
 from wcgan.atomic import load_torch
 from wcgan.benchmarks import read_benchmarks, time_by_rule
 from wcgan.labels import read_table
@@ -296,6 +296,21 @@ def test_a_weights_path_with_shell_characters_reaches_the_command_as_one_word(tm
         words = shlex.split(command.split("Shell command: ", 1)[-1])
         assert words[words.index("--inception-weights") + 1] == str(weights)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_changed_class_folder_resplits_only_its_chunk(tmp_path, image_tree):
+    data = {"source": "imagefolder", "root": str(image_tree), "labels": None}
+    write_config(tmp_path, merged(TINY, {"labels_per_job": 2, "data": data}))
+    table = str(RUN / "labels.tsv")
+    result = run_snakemake(tmp_path, table)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert planned_jobs(tmp_path, table) == {}
+    save_png(image_tree / "x+y" / "4.png", value=99)  # a new image in the second chunk's label
+    assert planned_jobs(tmp_path, table) == {"split_chunk": 1, "label_table": 1}
+    result = run_snakemake(tmp_path, table)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = {label.name: count for label, count, _ in read_table(tmp_path / table)}
+    assert counts == {"Café": 4, "red car": 4, "x+y": 5}
 
 
 def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):

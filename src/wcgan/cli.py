@@ -606,6 +606,7 @@ def cmd_plot_compare(args: argparse.Namespace) -> None:
 
     from wcgan.compare import parse_variant
     from wcgan.figures import evenly_spread, plot_compare_curves, plot_compare_fid, save_compare_grid
+    from wcgan.labels import make_chunks, make_labels
     from wcgan.sampling import load_samples
     from wcgan.tables import read_metrics
 
@@ -624,9 +625,11 @@ def cmd_plot_compare(args: argparse.Namespace) -> None:
     plot_compare_curves(pd.concat(curves, ignore_index=True), args.budget_out)
     blocks = []
     for run_dir in args.variants:
-        _, slugs = _run_config(Path(run_dir) / "config.yaml")
+        config, slugs = _run_config(Path(run_dir) / "config.yaml")
+        chunks = make_chunks(make_labels(config["data"]["labels"]), config["labels_per_job"])
+        chunk_of = {label.slug: chunk.name for chunk in chunks for label in chunk.labels}
         shown = [slugs[i] for i in evenly_spread(len(slugs), args.max_labels)]
-        samples = [load_samples(Path(run_dir) / "samples" / f"{slug}.pt") for slug in shown]
+        samples = [load_samples(Path(run_dir) / "samples" / chunk_of[slug] / f"{slug}.pt") for slug in shown]
         rows = [(label.name, images[: args.per_label]) for images, label in samples]
         blocks.append((Path(run_dir).name, rows))
     title = f"{args.per_label} samples per label" + (

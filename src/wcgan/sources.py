@@ -11,6 +11,8 @@ symbolic links, under which each file counts once (see the comment above ``_clas
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -178,6 +180,7 @@ def _follow(path: Path, tree: Path, holders: tuple[Path, ...]) -> Path | None:
     return real
 
 
+@functools.cache  # once per process: a split job of K labels asks K times
 def _class_folders(tree: Path, key: str) -> dict[str, Path]:
     """Class name -> real folder, in name order, after the tree's rule (above)."""
     if not tree.is_dir():
@@ -325,6 +328,33 @@ def label_names(spec: DataSpec) -> list[str]:
     """The data set's label names in class-index order, without reading any image."""
     source = get_source(spec)
     return list(spec.labels) if spec.labels is not None else source.label_names(spec)
+
+
+def data_fingerprint(spec: DataSpec, names: Sequence[str]) -> str:
+    """A cheap digest that changes when the image files of labels ``names`` are added, removed
+    or renamed: the modification times of their class folders and every folder below them (a
+    folder's time changes with its list of files), or of a single-file source's files. It does
+    not read or stat each image, so it stays cheap at ImageNet scale (a few thousand folders);
+    an image rewritten in place under the same name is not noticed (touch its folder). Empty when
+    the data is not there (a dry run without data) or ships in a package (digits)."""
+    source = get_source(spec)
+    if not source.reads_root or not spec.root_path().is_dir():
+        return ""
+    root = spec.root_path()
+    if source.images in (_imagefolder_images, _imagenet_images):
+        tree = root / "train" if source.images is _imagenet_images else root
+        tops, with_files = [tree / name for name in names], False
+    else:
+        tops, with_files = [root], True
+    digest = hashlib.sha256()
+    for top in tops:
+        for folder, _, files in os.walk(top):  # links are not followed: no loop can hold it
+            stat = os.stat(folder)
+            digest.update(f"{folder}\0{stat.st_mtime_ns}\0".encode())
+            for name in files if with_files else ():
+                stat = os.stat(os.path.join(folder, name))
+                digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:16]
 
 
 def check_root(spec: DataSpec) -> None:

@@ -541,6 +541,7 @@ def train_chunk(
         "loss": config.loss,
         "iterations": iteration,
         "seconds": seconds,
+        "device_seconds": seconds,  # the label's share of its chunk's one device
         "chunk_size": count,
         "chunk_labels": [data.name for data in sets],
         "chunk_seconds": seconds * count,

@@ -33,7 +33,7 @@ from wcgan.config import (
 from wcgan.errors import WcganError
 from wcgan.labels import CHUNK_PATTERN, SLUG_PATTERN, make_chunks, make_labels
 from wcgan.scaling import scaling_points
-from wcgan.sources import DataSpec, check_root, label_names
+from wcgan.sources import DataSpec, check_root, data_fingerprint, label_names
 from wcgan.tables import format_metrics, missing_models
 
 # Building the DAG of thousands of labels allocates millions of small objects; Python's default
@@ -261,6 +261,13 @@ def training_command(launch):
         " --samples-seed {params.samples_seed} --threads {params.threads}"
         " {params.options} 2> {log}"
     )
+
+
+def split_fingerprint(wildcards):
+    """The chunk's image files' fingerprint: a changed file list reruns the split job (a
+    parameter changed), so shards and labels.tsv follow the data."""
+    names = [label.name for label in CHUNKS[wildcards.chunk].labels]
+    return data_fingerprint(SPEC, names)
 
 
 def split_labels(wildcards):

@@ -15,6 +15,8 @@ rule split_chunk:
     params:
         data=data_options(),
         labels=split_labels,
+        # Not in the command: changes with the chunk's file list, and so reruns the job.
+        data_fingerprint=split_fingerprint,
     shell:
         "wcgan split {params.data} {params.labels} --out-dir {output.shards} 2> {log}"
 
