@@ -40,6 +40,12 @@ parser.add_argument(
     default=["32:64=3"],
     help="resolution:width=N overrides --iterations for the slow sizes",
 )
+parser.add_argument(
+    "--ks-per-net",
+    nargs="+",
+    default=[],
+    help="resolution:width=K1,K2,... overrides --ks for the slow sizes (a CPU's 32:64 takes ~10 s per label-iteration)",
+)
 parser.add_argument("--batch-size", type=int, default=64)
 parser.add_argument("--channels", type=int, default=3)
 parser.add_argument("--images", type=int, default=256, help="images per label")
@@ -55,8 +61,15 @@ parser.add_argument(
 parser.add_argument("--quick", action="store_true", help="K 1, 2, 4 at 8:16 only, 3 iterations")
 args = parser.parse_args()
 if args.quick:
-    args.ks, args.nets, args.iterations, args.iterations_per_net = [1, 2, 4], ["8:16"], 3, []
+    args.ks, args.nets, args.iterations, args.iterations_per_net, args.ks_per_net = (
+        [1, 2, 4],
+        ["8:16"],
+        3,
+        [],
+        [],
+    )
 iterations_of = {net: int(n) for net, n in (item.split("=") for item in args.iterations_per_net)}
+ks_of = {net: [int(k) for k in ks.split(",")] for net, ks in (item.split("=") for item in args.ks_per_net)}
 device = resolve_device(args.device)
 
 
@@ -101,7 +114,7 @@ start = time.monotonic()
 for net in args.nets:
     resolution, width = (int(x) for x in net.split(":"))
     baseline: dict[str, float] = {}
-    for k in args.ks:
+    for k in ks_of.get(net, args.ks):
         cells = []
         for stack in args.stacks:  # alternate, so drift on a shared machine hits both alike
             rate = label_iterations_per_second(

@@ -155,3 +155,15 @@ def test_diverging_training_is_one_line_with_no_outputs(tmp_path, digit_shards):
                        "--width", "4", "--z-dim", "8", "--batch-size", "8", "--log-seconds", "0.05")  # fmt: skip
     assert "training stopped" in one_error_line(result)
     assert not any((tmp_path / name).exists() for name in ("g.pt", "l.csv", "s.json"))
+
+
+def test_a_chunk_needs_one_output_file_per_label(tmp_path, digit_shards):
+    shards = []
+    for k, shard in enumerate(digit_shards[:2]):
+        save_shard(shard, tmp_path / f"{k}.pt")
+        shards.append(str(tmp_path / f"{k}.pt"))
+    result = run_wcgan("train", "--shard", *shards, "--model-out", str(tmp_path / "g0.pt"), str(tmp_path / "g1.pt"),
+                       "--losses-out", str(tmp_path / "l0.csv"), "--summary-out", str(tmp_path / "s0.json"),
+                       str(tmp_path / "s1.json"), "--checkpoint-dir", str(tmp_path / "ck"), "--iterations", "1")  # fmt: skip
+    assert one_error_line(result) == "wcgan: error: --losses-out names 1 files; it needs 2: one per --shard"
+    assert not any(tmp_path.glob("[gls][01].*"))

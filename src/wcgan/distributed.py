@@ -52,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,13 +64,13 @@ import torch.distributed as dist
 from wcgan.atomic import exclusive_lock, remove_stale_temporaries, save_torch
 from wcgan.config import PARTITIONS, DistributedConfig, TrainConfig, label_seed
 from wcgan.data import TrainingSet
-from wcgan.errors import TrainingInterrupted, WcganError
+from wcgan.errors import WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
 from wcgan.training import (
+    Housekeeping,
     LossHistory,
     TrainResult,
-    budget_progress,
     critic_steps_on,
     generator_step,
     identity,
@@ -471,11 +470,6 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
                 checkpoint_path,
             )
 
-        def budget_left() -> bool:
-            return (config.iterations is None or round_ < config.iterations) and (
-                config.seconds is None or trained_seconds < config.seconds
-            )
-
         def step_generator() -> tuple[torch.Tensor, float]:
             start = time.perf_counter()
             (generator_loss,) = generator_step(
@@ -485,11 +479,9 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
                 torch.cuda.synchronize(device)
             return generator_loss, time.perf_counter() - start
 
-        start_round, session_start = round_, time.monotonic()
-        last_log = last_checkpoint = session_start
-        log_round, base_seconds = round_, trained_seconds
+        house = Housekeeping(config, "round", round_, trained_seconds)
         with stop_requests() as stop_requested:
-            while budget_left():
+            while house.budget_left():
                 link.take()  # the round's own traffic and time, not the exchanges between rounds
                 round_start = time.perf_counter()
                 link.send(ROUND, generator)
@@ -503,48 +495,36 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
                 if not parallel:  # against the new D
                     generator_loss, compute = step_generator()
                 communication, sent, received = link.take()
-                round_ += 1
-                now = time.monotonic()
-                trained_seconds = base_seconds + (now - session_start)
+                house.advance()
+                round_, trained_seconds = house.count, house.seconds
                 means, device_timing = reduced[critic_size:].split([3, 2 * devices])
                 history.add(round_, trained_seconds, torch.cat([means, generator_loss[None]]))
                 row = [time.perf_counter() - round_start, sent, received, compute, communication]
                 row = torch.cat([torch.tensor(row, dtype=torch.float64), device_timing.double().cpu()])
                 timings = torch.cat([timings, row[None]])
-                taken = len(snapshots) + 1  # the last point is the end of training, not a snapshot
-                if (
-                    taken < config.snapshots
-                    and budget_progress(config, round_, trained_seconds) >= taken / config.snapshots
-                ):
+                if house.snapshot_due(len(snapshots)):
                     snapshots.append(snapshot(generator, round_, trained_seconds, dist_config.processes))
-                if now - last_log >= config.log_seconds or not budget_left():
+                if house.log_due():
                     history.flush()
-                    rate = (round_ - log_round) / max(now - last_log, 1e-9)
                     images_per_round = config.batch_size * run.local_steps * devices
+                    rate = house.logged()
                     log(
                         progress_line(
                             name, config, round_, trained_seconds, rate, images_per_round, history.rows[-1]
                         )
                     )
-                    last_log, log_round = now, round_
-                if stop_requested or now - last_checkpoint >= config.checkpoint_seconds:
+                if house.checkpoint_due(stop_requested):
                     history.flush()
                     save_checkpoint()
-                    last_checkpoint = time.monotonic()
-                if stop_requested:
-                    raise TrainingInterrupted(
-                        f"'{name}': stopped by {signal.Signals(stop_requested[0]).name} at round {round_}; "
-                        f"checkpoint {checkpoint_path} written, rerun to resume",
-                        stop_requested[0],
-                    )
+                    house.checkpointed()
+                house.stop_if_requested(stop_requested, f"'{name}'", checkpoint_path)
             history.flush()
             save_checkpoint()
     finally:
         if link.listening:
             link.send(END, generator)
 
-    session_seconds = time.monotonic() - session_start
-    done = round_ - start_round
+    session_seconds, done = house.session_seconds, house.done
     summary = {
         **identity(data),
         "loss": config.loss,
@@ -552,11 +532,7 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
         "rounds": round_,
         "seconds": trained_seconds,
         "device_seconds": trained_seconds * dist_config.processes,
-        "resumed_from_round": start_round,
-        "stopped_by": "iterations"
-        if config.iterations is not None and round_ >= config.iterations
-        else "seconds",
-        "session_seconds": session_seconds,
+        **house.summary(),
         "rounds_per_second": done / session_seconds if done else None,
         **layout,
         "backend": dist.get_backend(),

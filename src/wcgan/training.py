@@ -1,21 +1,42 @@
-"""Training one GAN under a fixed budget, with atomic checkpoints and exact resume: one label's
-GAN, or one class-conditional GAN for all labels (``wcgan.data.TrainingSet``).
+"""Training GANs under a fixed budget, with atomic checkpoints and exact resume: a chunk of K
+labels' GANs trained together on one device (``train_chunk``; ``train`` is a chunk of one), or
+one class-conditional GAN for all labels (``wcgan.data.TrainingSet``), which trains as a chunk
+of one.
 
 The loop is deliberately plain: critic steps, then one generator step, until the iteration or
-wall-clock budget runs out. The critic steps draw their batches, latents and penalty
-interpolates from one random stream, the generator step its latents (and classes) from a
-second, so a scheme that runs the two on different machines (``wcgan.distributed``) can draw
-the same numbers. In one-stage training (``train.training: one_stage``) the last
-critic step's backward pass also gives the generator its gradient (``GANLoss.one_stage_backward``),
-so the generator step is only its optimizer's; the phase timing reports that combined pass under
-"critic" and "penalty". Every few seconds the loop logs a progress line (and checks the losses
-for NaN/inf); every ``checkpoint_seconds`` it writes a checkpoint that holds everything needed
-to continue bit for bit: networks, optimizers, the random generator's state, the iteration
-count, the seconds already spent, the loss history and the generator snapshots taken so far
-(``train.snapshots``: copies of the generator at even fractions of the budget, scored later for
-quality against compute). SIGTERM (a scheduler's time limit) and
-Ctrl-C write a checkpoint before the process exits; after SIGKILL the rerun resumes from the
-last periodic one.
+wall-clock budget runs out. Every tensor carries a leading label axis, and the K labels'
+networks are evaluated in one call (``wcgan.networks.NetworkStack``): K ordinary generators and
+critics, so each label keeps its own parameters, batch norm statistics, state dict and files,
+evaluated one after the other on a CPU and in one vmapped call on a GPU (which one is faster
+where is measured by ``bench/labels_per_job.py``). The losses are per label, and their sum is
+backpropagated, so each label's gradient is that of its own loss; one optimizer per network
+kind steps every label's parameters (Adam and RMSprop are elementwise, so that is K
+optimizers' update). Nothing is shared between labels, random numbers included: each label
+draws its critic steps' batches, latents and penalty interpolates from a critic stream of its
+own, and its generator step's latents (and classes) from a second stream, both seeded by the
+label as a job of its own would seed them. A label trained in a chunk therefore gets exactly
+the random numbers, and up to rounding the weights, it gets trained alone; and a scheme that
+runs critic and generator steps on different machines (``wcgan.distributed``) can draw the
+same numbers. In one-stage training (``train.training: one_stage``) the last critic step's
+backward pass also gives the generator its gradient (``GANLoss.one_stage_backward``), so the
+generator step is only its optimizer's; the phase timing reports that combined pass under
+"critic" and "penalty".
+
+The budget is per label: ``train.iterations`` generator updates each, or ``train.seconds`` of
+device time each, so the chunk runs K x ``train.seconds`` of wall clock; a label's seconds (in
+its loss history, snapshots and summary) are its share, the chunk's wall clock / K.
+
+Every few seconds the loop logs a progress line per label (and checks every label's losses for
+NaN/inf, failing with one line that names the label); every ``checkpoint_seconds`` it writes the
+chunk's one checkpoint, which holds everything needed to continue bit for bit: per label the
+networks, optimizer state, both random streams' states, loss history and the generator
+snapshots taken so far (``train.snapshots``: copies of the generator at even fractions of the
+budget, scored later for quality against compute), and the iteration count and seconds spent.
+Its name is a key over every label's config and data, so another chunk never resumes it; a
+label whose weights hold NaN/inf stops the job before it is written, so the last good one
+stays. The checkpoint folder is locked while the job runs (``wcgan.atomic.exclusive_lock``).
+SIGTERM (a scheduler's time limit) and Ctrl-C write a checkpoint before the process exits;
+after SIGKILL the rerun resumes from the last periodic one.
 """
 
 from __future__ import annotations
@@ -276,6 +297,84 @@ def stop_requests() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
+class Housekeeping:
+    """What a training loop does around its updates, the same for ``train_chunk`` and the
+    distributed server: the budget check, the seconds trained (each GAN's share of the wall
+    clock: wall clock / ``share``), snapshot points at even shares of the budget, when to log
+    (and check the losses) and checkpoint, the stop on SIGTERM/Ctrl-C, and the summary's facts
+    about the session. ``count`` is the loop's count of generator updates, named by ``unit``
+    (iteration, round), resumed at ``count`` with ``seconds`` already trained."""
+
+    def __init__(self, config: TrainConfig, unit: str, count: int, seconds: float, share: int = 1):
+        self.config, self.unit, self.share = config, unit, share
+        self.count, self.seconds = count, seconds
+        self.start_count, self.base_seconds = count, seconds
+        self.session_start = self.now = self.last_log = self.last_checkpoint = time.monotonic()
+        self.log_count = count
+
+    def budget_left(self) -> bool:
+        config = self.config
+        return (config.iterations is None or self.count < config.iterations) and (
+            config.seconds is None or self.seconds < config.seconds
+        )
+
+    def advance(self) -> None:
+        """One more generator update done."""
+        self.count += 1
+        self.now = time.monotonic()
+        self.seconds = self.base_seconds + (self.now - self.session_start) / self.share
+
+    def snapshot_due(self, taken: int) -> bool:
+        """Whether the budget has reached the next snapshot point after ``taken`` of them (the
+        last point is the end of training, not a snapshot)."""
+        point, points = taken + 1, self.config.snapshots
+        return point < points and budget_progress(self.config, self.count, self.seconds) >= point / points
+
+    def log_due(self) -> bool:
+        return self.now - self.last_log >= self.config.log_seconds or not self.budget_left()
+
+    def logged(self) -> float:
+        """Updates per second since the last progress line, for the one about to be logged."""
+        rate = (self.count - self.log_count) / max(self.now - self.last_log, 1e-9)
+        self.last_log, self.log_count = self.now, self.count
+        return rate
+
+    def checkpoint_due(self, stop_requested: list[int]) -> bool:
+        return bool(stop_requested) or self.now - self.last_checkpoint >= self.config.checkpoint_seconds
+
+    def checkpointed(self) -> None:
+        self.last_checkpoint = time.monotonic()
+
+    def stop_if_requested(self, stop_requested: list[int], subject: str, checkpoint_path: Path) -> None:
+        """After the checkpoint a stop request forced: end the job with one line."""
+        if stop_requested:
+            raise TrainingInterrupted(
+                f"{subject}: stopped by {signal.Signals(stop_requested[0]).name} at {self.unit} "
+                f"{self.count}; checkpoint {checkpoint_path} written, rerun to resume",
+                stop_requested[0],
+            )
+
+    @property
+    def session_seconds(self) -> float:
+        return time.monotonic() - self.session_start
+
+    @property
+    def done(self) -> int:
+        """Updates done in this session."""
+        return self.count - self.start_count
+
+    def summary(self) -> dict[str, Any]:
+        """The summary's facts about the budget and the session."""
+        config = self.config
+        return {
+            f"resumed_from_{self.unit}": self.start_count,
+            "stopped_by": "iterations"
+            if config.iterations is not None and self.count >= config.iterations
+            else "seconds",
+            "session_seconds": self.session_seconds,
+        }
+
+
 @dataclass
 class TrainResult:
     generator: Generator
@@ -378,6 +477,7 @@ def train_chunk(
         torch.set_num_threads(threads)
     count = len(sets)
     chunk_name = ",".join(data.name for data in sets)
+    chunk_subject = subject_of(sets[0]) if count == 1 else f"chunk {chunk_name}"
     labels = []
     for data in sets:
         seed = label_seed(config.seed, data.name)
@@ -393,7 +493,8 @@ def train_chunk(
     critics = NetworkStack([member.critic for member in labels], vectorized)
     loss = LOSSES[config.loss](**config.loss_options())
     # One optimizer per network kind over every label's parameters: Adam and RMSprop act
-    # elementwise, so this is K optimizers' update in fewer, larger kernels.
+    # elementwise, so this is K optimizers' update in one step call (on a GPU, where they
+    # default to foreach, in one kernel per operation for all labels).
     opt_g = make_optimizer(settings["optimizer"], generators.parameters(), settings["lr"], settings["betas"])
     opt_d = make_optimizer(settings["optimizer"], critics.parameters(), settings["lr"], settings["betas"])
     critic_rngs = [member.critic_rng for member in labels]
@@ -410,7 +511,7 @@ def train_chunk(
         remove_stale_temporaries(checkpoint_path)
         if checkpoint_path.exists():
             state = load_checkpoint(
-                checkpoint_path, CHECKPOINT_FORMAT, "iteration", config.iterations, labels[0].subject
+                checkpoint_path, CHECKPOINT_FORMAT, "iteration", config.iterations, chunk_subject
             )
             for member, label_state in zip(labels, state["labels"], strict=True):
                 member.generator.load_state_dict(label_state["generator"])
@@ -467,17 +568,10 @@ def train_chunk(
                 checkpoint_path,
             )
 
-        def budget_left() -> bool:
-            return (config.iterations is None or iteration < config.iterations) and (
-                config.seconds is None or seconds < config.seconds
-            )
-
         clock = PhaseClock(synchronize=profile and device.type == "cuda")
-        start_iteration, session_start = iteration, time.monotonic()
-        last_log = last_checkpoint = session_start
-        log_iteration, base_seconds = iteration, seconds
+        house = Housekeeping(config, "iteration", iteration, seconds, share=count)
         with stop_requests() as stop_requested:
-            while budget_left():
+            while house.budget_left():
                 means, generator_loss = critic_steps_on(
                     generators, critics, opt_d, loss, real_images, real_classes, critic_rngs, critic_steps,
                     batch, clock, one_stage_optimizer=opt_g if one_stage else None,
@@ -489,54 +583,34 @@ def train_chunk(
                         generator_loss = generator_step(
                             generators, critics, opt_g, loss, real_classes, generator_rngs, batch
                         )
-                iteration += 1
-                now = time.monotonic()
-                seconds = base_seconds + (now - session_start) / count
+                house.advance()
+                iteration, seconds = house.count, house.seconds
                 losses = torch.cat([means, generator_loss.detach()[:, None]], 1)
                 for member, label_losses in zip(labels, losses, strict=True):
                     member.history.add(iteration, seconds, label_losses)
-                taken = len(labels[0].snapshots) + 1  # the last point is the end of training
-                if (
-                    taken < config.snapshots
-                    and budget_progress(config, iteration, seconds) >= taken / config.snapshots
-                ):
+                if house.snapshot_due(len(labels[0].snapshots)):
                     with clock("checkpoint"):
                         for member in labels:
                             member.snapshots.append(snapshot(member.generator, iteration, seconds))
-
-                if now - last_log >= config.log_seconds or not budget_left():
+                if house.log_due():
                     with clock("logging"):
-                        rate = (iteration - log_iteration) / max(now - last_log, 1e-9)
+                        rate = house.logged()
                         for member in labels:
                             member.history.flush()
-                            log(
-                                progress_line(
-                                    member.data.name,
-                                    config,
-                                    iteration,
-                                    seconds,
-                                    rate,
-                                    batch * critic_steps,
-                                    member.history.rows[-1],
-                                )
-                            )
-                        last_log, log_iteration = now, iteration
-                if stop_requested or now - last_checkpoint >= config.checkpoint_seconds:
+                            line = progress_line(
+                                member.data.name, config, iteration, seconds, rate, batch * critic_steps,
+                                member.history.rows[-1],
+                            )  # fmt: skip
+                            log(line)
+                if house.checkpoint_due(stop_requested):
                     with clock("checkpoint"):
                         save_checkpoint()
-                        last_checkpoint = time.monotonic()
-                if stop_requested:
-                    raise TrainingInterrupted(
-                        f"{labels[0].subject if count == 1 else f'chunk {chunk_name}'}: stopped by "
-                        f"{signal.Signals(stop_requested[0]).name} at iteration {iteration}; "
-                        f"checkpoint {checkpoint_path} written, rerun to resume",
-                        stop_requested[0],
-                    )
+                        house.checkpointed()
+                house.stop_if_requested(stop_requested, chunk_subject, checkpoint_path)
             with clock("checkpoint"):
                 save_checkpoint()
 
-    session_seconds = time.monotonic() - session_start
-    done = iteration - start_iteration
+    session_seconds, done = house.session_seconds, house.done
     shared = {
         "loss": config.loss,
         "iterations": iteration,
@@ -545,11 +619,7 @@ def train_chunk(
         "chunk_size": count,
         "chunk_labels": [data.name for data in sets],
         "chunk_seconds": seconds * count,
-        "resumed_from_iteration": start_iteration,
-        "stopped_by": "iterations"
-        if config.iterations is not None and iteration >= config.iterations
-        else "seconds",
-        "session_seconds": session_seconds,
+        **house.summary(),
         "generator_iterations_per_second": done / session_seconds if done else None,
         "label_iterations_per_second": done * count / session_seconds if done else None,
         "critic_real_images_per_second": done * count * batch * critic_steps / session_seconds
