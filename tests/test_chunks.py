@@ -150,10 +150,21 @@ def test_a_chunk_trains_each_label_as_its_own_gan(digit_shards, tmp_path):
         assert result.summary["images"] == len(data.images)
         assert result.summary["seconds"] == pytest.approx(result.summary["chunk_seconds"] / 3)
     assert len(list(tmp_path.glob("*.pt"))) == 1  # one checkpoint for the chunk
-    # Each label's GAN is the one it trains alone (float32: equal to rounding).
+    # Each label's GAN is the one it trains alone (float32: equal to rounding), and so is its
+    # optimizer state, which the chunk's checkpoint keeps per label.
     alone = train(sets[1], tiny(iterations=3), tmp_path / "alone", log=quiet)
     for a, b in zip(generator_weights(results[1]), generator_weights(alone), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    (chunk_state,) = (load_torch(path, "checkpoint") for path in tmp_path.glob("*.pt"))
+    (alone_state,) = (load_torch(path, "checkpoint") for path in (tmp_path / "alone").glob("*.pt"))
+    critic = Critic(resolution=8, channels=1, width=4)
+    optimizer = make_optimizer("adam", critic.parameters(), 1e-4, (0.0, 0.9))
+    optimizer.load_state_dict(chunk_state["labels"][1]["opt_d"])  # restorable alone
+    expected = alone_state["labels"][0]["opt_d"]["state"]
+    assert optimizer.state_dict()["state"].keys() == expected.keys()
+    for index, moments in optimizer.state_dict()["state"].items():
+        for name, value in moments.items():
+            torch.testing.assert_close(value, expected[index][name], rtol=1e-4, atol=1e-6)
 
 
 def test_a_seconds_budget_is_per_label(digit_shards, tmp_path):

@@ -5,6 +5,7 @@ import copy
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -347,6 +348,28 @@ def test_a_checkpoint_of_another_layout_is_refused_in_one_line(serial_run, shard
     )
     assert path.read_bytes() == before
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "summary.json").exists()
+
+
+def test_a_locked_checkpoint_folder_stops_the_launch_in_one_line(shard_files, tmp_path):
+    folder = tmp_path / "checkpoints"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from wcgan.atomic import exclusive_lock\n"
+         "with exclusive_lock(sys.argv[1]):\n print('locked', flush=True); time.sleep(120)", str(folder)],
+        cwd=REPO, env=env(), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = launch(2, shard_files, tmp_path, "--devices=1", "--iterations=1")  # the devices end too
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if "wcgan: error:" in line]
+    assert line == (
+        f"wcgan: error: checkpoint folder '{folder}' is in use by host {socket.gethostname()} pid {holder.pid}; "
+        f"wait for it to end, or stop it"
+    )
+    assert [p.name for p in folder.iterdir()] == [LOCK_NAME]
 
 
 def test_parallel_schedule_averages_the_local_critics_and_resumes(

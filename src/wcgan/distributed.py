@@ -340,8 +340,7 @@ def train_distributed(
     )
     if dist.get_rank() == SERVER:
         checkpoint_path = Path(checkpoint_dir) / f"distributed-{run_key(config, [data], device)}.pt"
-        with exclusive_lock(checkpoint_dir):
-            return _serve(run, checkpoint_path, log)
+        return _serve(run, checkpoint_path, log)
     _work(run)
     return None
 
@@ -411,13 +410,16 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
     parallel = dist_config.schedule == "parallel"
     critic_size = sum(t.numel() for t in _state(critic)[0])
 
-    remove_stale_temporaries(checkpoint_path)
     round_, trained_seconds, history = 0, 0.0, LossHistory(f"'{name}'", "round")
     timings = torch.zeros(0, len(TIMING_COLUMNS) + 2 * devices, dtype=torch.float64)
     snapshots: list[dict[str, Any]] = []
     device_states: list[Any] = [None] * devices
     link.listening = True
+    lock = contextlib.ExitStack()
     try:
+        # Inside the try: a refused lock ends the waiting devices too, as a bad checkpoint does.
+        lock.enter_context(exclusive_lock(checkpoint_path.parent))
+        remove_stale_temporaries(checkpoint_path)
         if checkpoint_path.exists():
             # The round counts generator updates, as train.iterations does.
             state = load_checkpoint(
@@ -523,6 +525,7 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
     finally:
         if link.listening:
             link.send(END, generator)
+        lock.close()
 
     session_seconds, done = house.session_seconds, house.done
     summary = {

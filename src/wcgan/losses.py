@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from wcgan.networks import NetworkStack
+from wcgan.networks import NetworkStack, stack_labels
 
 Labels = torch.Tensor | None  # class indices of a conditional critic's inputs; None: one label
 # A critic per label: (K, B, C, H, W) images [and (K, B) classes] -> (K, B) scores.
@@ -205,7 +205,7 @@ class WassersteinGP(Wasserstein):
 
     def critic_penalty(self, critic, real, fake, rngs, labels=None):
         batch, dtype = real.shape[1], real.dtype
-        alpha = torch.stack(
+        alpha = stack_labels(
             [torch.rand(batch, 1, 1, 1, generator=rng, device=real.device, dtype=dtype) for rng in rngs]
         )
         # Detached: the penalty regularizes the critic alone, in one stage as in two.

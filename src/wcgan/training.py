@@ -61,7 +61,7 @@ from wcgan.config import TrainConfig, label_seed
 from wcgan.data import TrainingSet
 from wcgan.errors import TrainingInterrupted, WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
-from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
+from wcgan.networks import Critic, Generator, NetworkStack, images_to_float, stack_labels
 
 CHECKPOINT_FORMAT = "wcgan-checkpoint-3"  # 2: two random streams, snapshots; 3: a chunk of labels
 GENERATOR_FORMAT = "wcgan-generator-1"
@@ -200,11 +200,11 @@ def critic_steps_on(
                 torch.randint(len(x), (batch,), generator=rng, device=device)
                 for x, rng in zip(images, rngs, strict=True)
             ]
-            real = torch.stack([x[r] for x, r in zip(images, rows, strict=True)])
+            real = stack_labels([x[r] for x, r in zip(images, rows, strict=True)])
             # A conditional GAN's fakes take the real batch's classes: the critic and its
             # penalty compare the two class by class.
             labels = None if classes is None else classes[rows[0]][None]
-            z = torch.stack(
+            z = stack_labels(
                 [torch.randn(batch, z_dim, generator=rng, device=device, dtype=dtype) for rng in rngs]
             )
         with clock("critic"):
@@ -248,7 +248,7 @@ def generator_step(
     losses ``(K,)``, detached."""
     first = next(generators.networks[0].parameters())
     device, dtype, z_dim = first.device, first.dtype, generators.networks[0].z_dim
-    z = torch.stack([torch.randn(batch, z_dim, generator=rng, device=device, dtype=dtype) for rng in rngs])
+    z = stack_labels([torch.randn(batch, z_dim, generator=rng, device=device, dtype=dtype) for rng in rngs])
     labels = None
     if classes is not None:
         labels = classes[torch.randint(len(classes), (batch,), generator=rngs[0], device=device)][None]
