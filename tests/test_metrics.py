@@ -256,7 +256,7 @@ def test_the_curve_from_snapshot_features_is_the_one_of_torch_fidelity(
     pd.testing.assert_frame_equal(curve, pd.read_csv(tmp_path / "rows.tsv", sep="\t"))
     command = ["score-curve", "--snapshots", *map(str, run_files["snapshots"])]
     options = ["--shards", *map(str, run_files["shards"]), "--classifier", str(classifier_file[0])]
-    options += ["--max-real-per-label", str(MAX_REAL), "--device", "cpu", "--cache-root", str(tmp_path)]
+    options += ["--max-real-per-label", str(MAX_REAL), "--device", "cpu"]
     assert main([*command, *options, "--out", str(tmp_path / "score-curve.tsv")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "score-curve.tsv", sep="\t"), curve)
 

@@ -180,7 +180,6 @@ def _follow(path: Path, tree: Path, holders: tuple[Path, ...]) -> Path | None:
     return real
 
 
-@functools.cache  # once per process: a split job of K labels asks K times
 def _class_folders(tree: Path, key: str) -> dict[str, Path]:
     """Class name -> real folder, in name order, after the tree's rule (above)."""
     if not tree.is_dir():
