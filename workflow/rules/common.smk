@@ -28,7 +28,6 @@ from wcgan.config import (
     coerce_strings,
     describe_schema_error,
     scheduler_minutes,
-    training_jobs,
 )
 from wcgan.errors import WcganError
 from wcgan.labels import CHUNK_PATTERN, SLUG_PATTERN, make_chunks, make_labels
@@ -72,7 +71,6 @@ TRAIN = _or_workflow_error(TrainConfig.from_mapping, config["train"])
 DIST = _or_workflow_error(DistributedConfig.from_mapping, config["distributed"])
 # The training jobs: one per label, or the one job of a conditional or distributed generator.
 GENERATOR = TRAIN.generator
-TRAINED = training_jobs(GENERATOR, list(CHUNKS))
 INCEPTION_WEIGHTS = config["metrics"]["inception_weights"]
 
 
@@ -149,27 +147,6 @@ def shape_gate():
     return ancient(f"{RESULTS}/labels.tsv")
 
 
-# A training job's budget: a chunk's K labels share one device for K times a label's seconds;
-# a conditional or distributed GAN gets the labels' budget together. The scheduler's time limit
-# (minutes) follows from it.
-TRAIN_JOB = (
-    TRAIN.for_labels(config["labels_per_job"])
-    if GENERATOR == "per_label"
-    else TRAIN.for_labels(
-        len(LABELS), DIST.processes if GENERATOR == "distributed" else 1
-    )
-)
-TRAIN_RUNTIME = scheduler_minutes(
-    TRAIN_JOB,
-    config["resources"]["runtime_margin_minutes"],
-    config["resources"]["runtime_minutes_without_seconds"],
-)
-_or_workflow_error(check_resources, DEFAULT_RESOURCES, RULE_RESOURCES, TRAIN_JOB)
-
-
-# --- training jobs (rules/train.smk) ---
-
-
 def trained_files(kind, name_or_pattern="{chunk}"):
     """A training job's output of ``kind`` (models, losses, training, snapshots): a chunk's
     folder of per-label files, or the one file of a conditional or distributed generator.
@@ -190,117 +167,6 @@ def all_trained(kind):
     if GENERATOR == "per_label":
         return per_chunk(f"{RESULTS}/{kind}/{{chunk}}")
     return [trained_files(kind)]
-
-
-def training_outputs():
-    """What a training job writes: per label of a chunk (per_label), or one generator and every
-    label's samples; with train.snapshots also the samples of every snapshot point."""
-    outputs = {kind: trained_files(kind) for kind in ("models", "losses", "training")}
-    if GENERATOR == "per_label":
-        outputs["samples"] = directory(f"{RESULTS}/samples/{{chunk}}")
-    else:
-        outputs["samples"] = [
-            directory(d) for d in per_chunk(f"{RESULTS}/samples/{{chunk}}")
-        ]
-    if TRAIN.snapshots:
-        outputs["snapshots"] = trained_files("snapshots")
-    return outputs
-
-
-def _per_label_outputs(wildcards):
-    """The file options of ``wcgan train`` for the job's chunk, one file per label (or, for
-    one generator, its files and every label's samples), and its checkpoint folder. One
-    function, not one per option: Snakemake inspects every input function of every job.
-    """
-    if GENERATOR == "per_label":
-        chunk = wildcards.chunk
-        files = {
-            "--checkpoint-dir": f"{RESULTS}/checkpoints/{chunk}",
-            "--shard": chunk_files(f"{RESULTS}/shards", chunk),
-            "--model-out": chunk_files(f"{RESULTS}/models", chunk),
-            "--losses-out": chunk_files(f"{RESULTS}/losses", chunk, ".csv"),
-            "--summary-out": chunk_files(f"{RESULTS}/training", chunk, ".json"),
-            "--samples-out": chunk_files(f"{RESULTS}/samples", chunk),
-        }
-        if TRAIN.snapshots:
-            files["--snapshots-out"] = chunk_files(f"{RESULTS}/snapshots", chunk)
-    else:
-        files = {
-            "--checkpoint-dir": f"{RESULTS}/checkpoints/{GENERATOR}",
-            "--shard": all_label_files(f"{RESULTS}/shards"),
-            "--model-out": trained_files("models"),
-            "--losses-out": trained_files("losses"),
-            "--summary-out": trained_files("training"),
-            "--samples-out": all_label_files(f"{RESULTS}/samples"),
-        }
-        if TRAIN.snapshots:
-            files["--snapshots-out"] = trained_files("snapshots")
-    return " ".join(f"{option} {paths}" for option, paths in files.items())
-
-
-def training_params():
-    sections = [config["train"]]
-    if GENERATOR == "distributed":
-        sections.append(config["distributed"])
-    options = " ".join(format_options(section) for section in sections)
-    return {
-        "files": _per_label_outputs,
-        "options": options,
-        # Per process: a distributed job runs DIST.processes of them.
-        "threads": config["resources"]["train_threads"],
-        "samples": config["sampling"]["per_label"],
-        "samples_seed": config["sampling"]["seed"],
-    }
-
-
-def training_command(launch):
-    """The shell command of a training job: ``launch`` is ``wcgan train`` or a torchrun launch
-    of ``wcgan train-distributed``."""
-    return (
-        f"{launch} {{params.files}} --samples {{params.samples}}"
-        " --samples-seed {params.samples_seed} --threads {params.threads}"
-        " {params.options} 2> {log}"
-    )
-
-
-def split_fingerprint(wildcards):
-    """The chunk's image files' fingerprint: a changed file list reruns the split job (a
-    parameter changed), so shards and labels.tsv follow the data."""
-    names = [label.name for label in CHUNKS[wildcards.chunk].labels]
-    return data_fingerprint(SPEC, names)
-
-
-def split_labels(wildcards):
-    """The names and class indices of the job's chunk, for ``wcgan split``."""
-    labels = CHUNKS[wildcards.chunk].labels
-    names = shlex.join(label.name for label in labels)
-    return f"--names {names} --indices {' '.join(str(label.index) for label in labels)}"
-
-
-def feature_files(wildcards):
-    """The per-label files of ``wcgan features`` for the job's chunk: samples, real images and
-    (with train.snapshots) snapshot samples, and their feature files."""
-    options = [
-        ("--samples", "samples", ""),
-        ("--shards", "shards", ""),
-        ("--out", "features", ""),
-    ]
-    if TRAIN.snapshots and GENERATOR == "per_label":
-        options += [
-            ("--snapshots", "snapshots", ""),
-            ("--snapshot-features", "features", "snapshots"),
-        ]
-    return " ".join(
-        f"{option} {chunk_files(f'{RESULTS}/{kind}', wildcards.chunk, '.pt', within)}"
-        for option, kind, within in options
-    )
-
-
-def chunk_snapshots():
-    """A chunk's snapshot samples, which its feature job reads (per-label generators only)."""
-    if TRAIN.snapshots and GENERATOR == "per_label":
-        return f"{RESULTS}/snapshots/{{chunk}}"
-    return []
 
 
 def extractor_input():
@@ -347,122 +213,12 @@ def get_figures():
     ]
 
 
-# --- weak scaling (rules/scaling.smk) ---
-
-
-def scaling_max_jobs(settings):
-    if settings["max_jobs"] is not None:
-        return settings["max_jobs"]
-    cores = (os.cpu_count() or 1) // config["resources"]["train_threads"]
-    return max(1, min(cores, len(CHUNKS)))
-
-
-SCALING = config["scaling"]
-SCALING_DIR = f"{RESULTS}/scaling"
-SCALING_POINTS = [
-    (series, jobs)
-    for series, settings in SCALING["series"].items()
-    for jobs in _or_workflow_error(scaling_points, scaling_max_jobs(settings))
-]
-
-
-def scaling_base_config():
-    """What changes a point's work; other settings (figures, metrics, the main run's budget,
-    which a point replaces) leave its measurements standing."""
-    train = {
-        k: v for k, v in config["train"].items() if k not in ("iterations", "seconds")
-    }
-    resources = {k: config["resources"][k] for k in ("train_threads", "train_mem_mb")}
-    return {
-        "labels_per_job": config["labels_per_job"],
-        "data": DATA,
-        "train": train,
-        "sampling": config["sampling"],
-        "resources": resources,
-    }
-
-
-def scaling_point_table(series, jobs):
-    return f"{SCALING_DIR}/{series}/n{jobs}.tsv"
-
-
-def previous_scaling_point(wildcards):
-    """The point before this one: points run in sequence. Checked here, when a DAG has scaling
-    jobs, not at parse time: a point's own run has fewer labels than the series asks for.
-    """
-    for series, settings in SCALING["series"].items():
-        if scaling_max_jobs(settings) > len(CHUNKS):
-            raise WorkflowError(
-                f"scaling.series.{series}.max_jobs is {settings['max_jobs']}, but the data set "
-                f"has only {len(CHUNKS)} chunks of labels_per_job {config['labels_per_job']} labels"
-            )
-    index = SCALING_POINTS.index((wildcards.series, int(wildcards.n)))
-    return [scaling_point_table(*SCALING_POINTS[index - 1])] if index else []
-
-
-# --- comparing schemes (rules/compare.smk) ---
-
-
-COMPARE = config["compare"]
-COMPARE_DIR = f"{RESULTS}/compare"
-for _scheme in COMPARE["schemes"]:  # a bad scheme option fails now, naming it
-    _or_workflow_error(
-        variant_train,
-        config["train"],
-        _scheme,
-        0,
-        COMPARE["options"].get(_scheme, {}),
-        COMPARE["snapshots"],
-    )
-# <scheme>-s<seed> -> (scheme, seed), in scheme-then-seed order.
-COMPARE_VARIANTS = {
-    variant_name(scheme, seed): (scheme, seed)
-    for scheme in COMPARE["schemes"]
-    for seed in COMPARE["seeds"]
-}
-
-
-def compare_base_config():
-    """What a variant trains on: the run's labels (listed, so a variant finds the same ones),
-    train section (budget included), sampling and resources; compare-config replaces the loss and
-    seed and resets the loss options."""
-    resources = {k: config["resources"][k] for k in ("train_threads", "train_mem_mb")}
-    return {
-        "labels_per_job": config["labels_per_job"],
-        "data": {**DATA, "labels": [label.name for label in LABELS]},
-        "train": config["train"],
-        "distributed": config["distributed"],
-        "sampling": config["sampling"],
-        "resources": resources,
-    }
-
-
-def compare_variant_files(name):
-    """A file of every variant, in scheme-then-seed order."""
-    return [f"{COMPARE_DIR}/{variant}/{name}" for variant in COMPARE_VARIANTS]
-
-
-def compare_samples(wildcards):
-    """A variant's samples, made by its own Snakemake call: found by path, never declared (the
-    two Snakemake instances would otherwise lock the same files)."""
-    return per_chunk(f"{COMPARE_DIR}/{wildcards.variant}/samples/{{chunk}}")
-
-
-def compare_snapshots(wildcards):
-    """A variant's snapshot samples, found by path like its samples."""
-    run_dir = f"{COMPARE_DIR}/{wildcards.variant}"
-    generator = SCHEMES[COMPARE_VARIANTS[wildcards.variant][0]][0]
-    if generator == "per_label":
-        return per_chunk(f"{run_dir}/snapshots/{{chunk}}")
-    return [f"{run_dir}/snapshots/{generator}.pt"]
-
-
-def compare_grid_variants():
-    """The variants whose samples the figure shows: each scheme's first seed."""
-    seed = COMPARE["seeds"][0]
-    return [
-        f"{COMPARE_DIR}/{variant_name(scheme, seed)}" for scheme in COMPARE["schemes"]
-    ]
+# Each stage's helpers, beside the shared ones above.
+include: "common/split.smk"
+include: "common/train.smk"
+include: "common/score.smk"
+include: "common/scaling.smk"
+include: "common/compare.smk"
 
 
 onstart:

@@ -1,0 +1,16 @@
+# What the splitting rules (rules/split.smk) share: parse-time checks and input,
+# output and parameter functions. Included by rules/common.smk.
+
+
+def split_fingerprint(wildcards):
+    """The chunk's image files' fingerprint: a changed file list reruns the split job (a
+    parameter changed), so shards and labels.tsv follow the data."""
+    names = [label.name for label in CHUNKS[wildcards.chunk].labels]
+    return data_fingerprint(SPEC, names)
+
+
+def split_labels(wildcards):
+    """The names and class indices of the job's chunk, for ``wcgan split``."""
+    labels = CHUNKS[wildcards.chunk].labels
+    names = shlex.join(label.name for label in labels)
+    return f"--names {names} --indices {' '.join(str(label.index) for label in labels)}"

@@ -1,0 +1,102 @@
+# What the training rules (rules/train.smk) share: parse-time checks and input,
+# output and parameter functions. Included by rules/common.smk.
+
+
+# A training job's budget: a chunk's K labels share one device for K times a label's seconds;
+# a conditional or distributed GAN gets the labels' budget together. The scheduler's time limit
+# (minutes) follows from it.
+TRAIN_JOB_BUDGET = (
+    TRAIN.for_labels(config["labels_per_job"])
+    if GENERATOR == "per_label"
+    else TRAIN.for_labels(
+        len(LABELS), DIST.processes if GENERATOR == "distributed" else 1
+    )
+)
+TRAIN_RUNTIME = scheduler_minutes(
+    TRAIN_JOB_BUDGET,
+    config["resources"]["runtime_margin_minutes"],
+    config["resources"]["runtime_minutes_without_seconds"],
+)
+_or_workflow_error(check_resources, DEFAULT_RESOURCES, RULE_RESOURCES, TRAIN_JOB_BUDGET)
+
+
+# A chunk's job is named by its chunk wildcard; the one job of another generator after it.
+TRAINING_JOB = "{chunk}" if GENERATOR == "per_label" else GENERATOR
+TRAINING_PROCESSES = DIST.processes if GENERATOR == "distributed" else 1
+
+
+def training_outputs():
+    """What a training job writes: per label of a chunk (per_label), or one generator and every
+    label's samples; with train.snapshots also the samples of every snapshot point."""
+    outputs = {kind: trained_files(kind) for kind in ("models", "losses", "training")}
+    if GENERATOR == "per_label":
+        outputs["samples"] = directory(f"{RESULTS}/samples/{{chunk}}")
+    else:
+        outputs["samples"] = [
+            directory(d) for d in per_chunk(f"{RESULTS}/samples/{{chunk}}")
+        ]
+    if TRAIN.snapshots:
+        outputs["snapshots"] = trained_files("snapshots")
+    return outputs
+
+
+def _per_label_outputs(wildcards):
+    """The file options of ``wcgan train`` for the job's chunk, one file per label (or, for
+    one generator, its files and every label's samples), and its checkpoint folder. One
+    function, not one per option: Snakemake inspects every input function of every job.
+    """
+    if GENERATOR == "per_label":
+        chunk = wildcards.chunk
+        files = {
+            "--checkpoint-dir": f"{RESULTS}/checkpoints/{chunk}",
+            "--shard": chunk_files(f"{RESULTS}/shards", chunk),
+            "--model-out": chunk_files(f"{RESULTS}/models", chunk),
+            "--losses-out": chunk_files(f"{RESULTS}/losses", chunk, ".csv"),
+            "--summary-out": chunk_files(f"{RESULTS}/training", chunk, ".json"),
+            "--samples-out": chunk_files(f"{RESULTS}/samples", chunk),
+        }
+        if TRAIN.snapshots:
+            files["--snapshots-out"] = chunk_files(f"{RESULTS}/snapshots", chunk)
+    else:
+        files = {
+            "--checkpoint-dir": f"{RESULTS}/checkpoints/{GENERATOR}",
+            "--shard": all_label_files(f"{RESULTS}/shards"),
+            "--model-out": trained_files("models"),
+            "--losses-out": trained_files("losses"),
+            "--summary-out": trained_files("training"),
+            "--samples-out": all_label_files(f"{RESULTS}/samples"),
+        }
+        if TRAIN.snapshots:
+            files["--snapshots-out"] = trained_files("snapshots")
+    return " ".join(f"{option} {paths}" for option, paths in files.items())
+
+
+def training_params():
+    sections = [config["train"]]
+    if GENERATOR == "distributed":
+        sections.append(config["distributed"])
+    options = " ".join(format_options(section) for section in sections)
+    return {
+        "files": _per_label_outputs,
+        "options": options,
+        # Per process: a distributed job runs DIST.processes of them.
+        "threads": config["resources"]["train_threads"],
+        "samples": config["sampling"]["per_label"],
+        "samples_seed": config["sampling"]["seed"],
+    }
+
+
+def training_command():
+    """The shell command of a training job: ``wcgan train``, or a torchrun launch of ``wcgan
+    train-distributed``."""
+    launch = "wcgan train"
+    if GENERATOR == "distributed":
+        launch = (
+            f"torchrun --standalone --nproc-per-node {DIST.processes}"
+            " --no-python wcgan train-distributed"
+        )
+    return (
+        f"{launch} {{params.files}} --samples {{params.samples}}"
+        " --samples-seed {params.samples_seed} --threads {params.threads}"
+        " {params.options} 2> {log}"
+    )
