@@ -223,8 +223,9 @@ def _write_training_outputs(args: argparse.Namespace, results, sets) -> None:
     snapshot samples, and the summary with where the job's time went (for the weak-scaling
     split, wcgan.scaling)."""
     from wcgan.atomic import atomic_open
+    from wcgan.model_files import save_generator
     from wcgan.sampling import sample_labels, save_samples, save_snapshot_samples
-    from wcgan.training import save_generator, write_losses
+    from wcgan.training import write_losses
 
     trained = time.monotonic()
     samples_out = iter(args.samples_out or [])
@@ -328,8 +329,8 @@ def _default_run() -> str:
 def cmd_sample(args: argparse.Namespace) -> None:
     from wcgan.figures import save_grid
     from wcgan.labels import find_label
+    from wcgan.model_files import load_generator
     from wcgan.sampling import ConditionalEnsemble, generator_labels, sample_label, save_samples
-    from wcgan.training import load_generator
 
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".pt"):
@@ -378,9 +379,10 @@ def _torch_setup(args: argparse.Namespace):
 def cmd_train_classifier(args: argparse.Namespace) -> None:
 
     from wcgan.atomic import atomic_open
-    from wcgan.classifier import save_classifier, train_classifier
+    from wcgan.classifier import train_classifier
     from wcgan.config import ClassifierConfig
     from wcgan.data import load_shard
+    from wcgan.model_files import save_classifier
 
     device = _torch_setup(args)
     config = config_from_args(ClassifierConfig, args)
