@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import inspect
 import json
-import re
 import shlex
 import sys
 import time
@@ -52,25 +50,12 @@ def _option_kwargs(annotation: str) -> dict[str, Any]:
     return dict(type={"int": int, "float": float, "str": str}[base])
 
 
-def _field_comments(cls: type) -> dict[str, str]:
-    """The trailing ``# comment`` of each dataclass field: the one place options are described."""
-    pattern = re.compile(r"^\s+(\w+): [^=]+=[^#]+#\s*(.+)$")
-    comments = {}
-    for klass in reversed(cls.__mro__):
-        try:
-            lines = inspect.getsource(klass).splitlines()
-        except (OSError, TypeError):
-            continue
-        comments.update(m.groups() for m in map(pattern.match, lines) if m)
-    return comments
-
-
 def add_config_options(
     parser: argparse.ArgumentParser, cls: type, title: str, exclude: Sequence[str] = ()
 ) -> None:
-    """One ``--field-name`` option per dataclass field; unset options keep the dataclass default."""
+    """One ``--field-name`` option per dataclass field, its help from the field's metadata
+    (``wcgan.config.option``); unset options keep the dataclass default."""
     group = parser.add_argument_group(title)
-    comments = _field_comments(cls)
     for field in dataclasses.fields(cls):
         if field.name in exclude:
             continue
@@ -79,14 +64,16 @@ def add_config_options(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             default=argparse.SUPPRESS,
-            help=f"{comments.get(field.name, '')} (default: {default})",
+            help=f"{field.metadata['help']} (default: {default})",
             **_option_kwargs(str(field.type)),
         )
 
 
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+def config_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
+    """The config section that the command's options give, with ``fixed`` values in place of
+    any option's, checked as the command will use it."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    return cls.from_mapping(values)
+    return cls.from_mapping({**values, **fixed})
 
 
 def format_options(values: Mapping[str, Any]) -> str:
@@ -284,7 +271,7 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
 
     rank = int(os.environ.get("RANK", "0"))
     try:
-        config = dataclasses.replace(config_from_args(TrainConfig, args), generator="distributed")
+        config = config_from_args(TrainConfig, args, generator="distributed")
         dist_config = config_from_args(DistributedConfig, args)
         sets, config = _training_data(args, config, dist_config.processes)
         if "RANK" not in os.environ:
