@@ -53,12 +53,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from wcgan.classifier import save_classifier, train_classifier
+from wcgan.classifier import train_classifier
 from wcgan.compare import curve_rows
 from wcgan.config import PARTITIONS, SCHEDULES, ClassifierConfig, TrainConfig
 from wcgan.data import Shard, TrainingSet, load_label_images, save_shard
 from wcgan.labels import make_labels
 from wcgan.metrics import open_extractor, score_snapshots
+from wcgan.model_files import save_classifier
 from wcgan.sampling import load_snapshot_samples, save_snapshot_samples
 from wcgan.sources import DataSpec
 from wcgan.training import train

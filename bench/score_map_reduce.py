@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from wcgan.classifier import save_classifier, train_classifier
+from wcgan.classifier import train_classifier
 from wcgan.config import ClassifierConfig
 from wcgan.data import Shard, load_label_images
 from wcgan.labels import make_labels
@@ -44,6 +44,7 @@ from wcgan.metrics import (
     score_labels,
     score_run,
 )
+from wcgan.model_files import save_classifier
 from wcgan.sources import DataSpec
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

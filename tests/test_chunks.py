@@ -20,8 +20,9 @@ from wcgan.data import TrainingSet, save_shard
 from wcgan.errors import WcganError
 from wcgan.labels import Label
 from wcgan.losses import LOSSES, make_optimizer
+from wcgan.model_files import load_generator
 from wcgan.networks import Critic, Generator, NetworkStack
-from wcgan.training import critic_steps_on, generator_step, load_generator, train, train_chunk
+from wcgan.training import critic_steps_on, generator_step, train, train_chunk
 
 TINY = dict(batch_size=8, z_dim=8, width=4, log_seconds=0.05, checkpoint_seconds=600)
 OPTIONS = {"wgan-gp": {"gp_weight": 10.0}, "wgan-clip": {"clip_value": 0.01}}

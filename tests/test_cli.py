@@ -108,8 +108,8 @@ def test_label_table_refuses_shards_of_different_shapes(tmp_path):
 
 
 def test_train_also_draws_the_labels_samples(tmp_path, digit_shards):
+    from wcgan.model_files import load_generator
     from wcgan.sampling import load_samples, sample_label
-    from wcgan.training import load_generator
 
     save_shard(digit_shards[2], tmp_path / "2.pt")
     result = run_wcgan("train", "--shard", str(tmp_path / "2.pt"), "--model-out", str(tmp_path / "g.pt"),

@@ -49,6 +49,35 @@ def test_schema_mirrors_the_packages_options():
     assert SCHEMA["properties"]["train"]["properties"]["training"]["enum"] == list(TRAINING_SCHEMES)
 
 
+# Each config section's dataclass, by where the section sits in the config.
+SECTIONS = {
+    ("data",): DataSpec,
+    ("train",): TrainConfig,
+    ("distributed",): DistributedConfig,
+    ("metrics", "classifier"): ClassifierConfig,
+}
+# TrainConfig leaves the budget unset, which it refuses: a caller states the budget it means.
+NO_DEFAULT = {("train",): {"iterations", "seconds"}}
+
+
+@pytest.mark.parametrize("path", SECTIONS, ids=".".join)
+def test_the_defaults_are_one_set_in_schema_package_and_config(path):
+    """The schema's default of each key is config/config.yaml's value (what the pipeline runs)
+    and the dataclass's default (what `wcgan train` and the package run), and each field has
+    the help of its command-line option."""
+    schema, config = SCHEMA, default_config()
+    for name in path:
+        schema, config = schema["properties"][name], config[name]
+    fields = dataclasses.fields(SECTIONS[path])
+    assert set(schema["properties"]) == set(config) == {f.name for f in fields}
+    for field in fields:
+        default = schema["properties"][field.name]["default"]
+        assert default == config[field.name], f"{field.name}: schema {default}, config {config[field.name]}"
+        expected = None if field.name in NO_DEFAULT.get(path, ()) else default
+        assert field.default == expected, f"{field.name}: dataclass {field.default}, schema {expected}"
+        assert field.metadata["help"], field.name
+
+
 def test_schema_errors_are_one_line_naming_the_key():
     config = default_config()
     config["train"]["foo"] = 1

@@ -28,9 +28,10 @@ from wcgan.distributed import (
 )
 from wcgan.errors import WcganError
 from wcgan.losses import LOSSES, make_optimizer
+from wcgan.model_files import load_generator
 from wcgan.networks import Critic, NetworkStack, images_to_float
 from wcgan.sampling import load_samples, load_snapshot_samples
-from wcgan.training import critic_steps_on, initial_networks, load_generator, train
+from wcgan.training import critic_steps_on, initial_networks, train
 
 TINY = dict(width=8, batch_size=8, z_dim=8)
 OPTIONS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()] + ["--log-seconds=0.05"]

@@ -12,7 +12,7 @@ from torch_fidelity.registry import register_feature_extractor
 
 import wcgan.metrics
 from wcgan.atomic import save_torch
-from wcgan.classifier import load_classifier, predict, save_classifier, train_classifier
+from wcgan.classifier import predict, train_classifier
 from wcgan.cli import main
 from wcgan.config import ClassifierConfig
 from wcgan.data import sample_rows, save_shard
@@ -30,6 +30,7 @@ from wcgan.metrics import (
     score_labels,
     score_run,
 )
+from wcgan.model_files import load_classifier, save_classifier
 from wcgan.sampling import SNAPSHOTS_FORMAT, save_samples
 from wcgan.tables import read_metrics, write_metrics, write_tsv
 

@@ -1,13 +1,17 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from conftest import run_wcgan
+from conftest import env, run_wcgan
 from wcgan.config import TrainConfig
 from wcgan.data import TrainingSet
 from wcgan.errors import WcganError
 from wcgan.labels import Chunk, make_labels, write_table
+from wcgan.model_files import save_generator
 from wcgan.sampling import ConditionalEnsemble, generate, latents, load_samples, save_samples
-from wcgan.training import save_generator, train
+from wcgan.training import train
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +90,14 @@ def test_samples_file_roundtrip(tmp_path):
     save_samples(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), label, tmp_path / "a.pt")
     images, back = load_samples(tmp_path / "a.pt")
     assert back == label and images.shape == (2, 3, 8, 8)
+
+
+def test_sampling_reads_generator_files_without_importing_the_training_loop():
+    """wcgan.sampling needs the file format (wcgan.model_files), not the training loop; a fresh
+    interpreter shows what importing it pulls in."""
+    probe = "import sys, wcgan.sampling; print(sorted(m for m in sys.modules if m.startswith('wcgan.')))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env(), capture_output=True, text=True, timeout=120, check=True
+    )
+    imported = result.stdout
+    assert "'wcgan.model_files'" in imported and "'wcgan.training'" not in imported, imported

@@ -12,7 +12,8 @@ from wcgan.atomic import LOCK_NAME, load_torch
 from wcgan.config import TrainConfig
 from wcgan.data import TrainingSet, save_shard
 from wcgan.errors import WcganError
-from wcgan.training import LOSS_COLUMNS, load_generator, save_generator, train, write_losses
+from wcgan.model_files import load_generator, save_generator
+from wcgan.training import LOSS_COLUMNS, train, write_losses
 
 TINY = dict(batch_size=16, z_dim=8, width=4, log_seconds=0.05, checkpoint_seconds=600)
 

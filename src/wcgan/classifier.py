@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from wcgan.atomic import load_torch, save_torch
 from wcgan.config import ClassifierConfig
 from wcgan.data import Shard
 from wcgan.errors import WcganError
 from wcgan.networks import Classifier, images_to_float
-
-CLASSIFIER_FORMAT = "wcgan-classifier-1"
 
 
 def _split(shards: Sequence[Shard], config: ClassifierConfig, rng: torch.Generator):
@@ -107,29 +103,3 @@ def train_classifier(
     }
     log(f"classifier hold-out accuracy {report['holdout_accuracy']:.4f} on {len(y_held)} images")
     return model.eval(), report
-
-
-def save_classifier(model: Classifier, labels: Sequence[str], report: dict, path: str | Path) -> None:
-    save_torch(
-        {
-            "format": CLASSIFIER_FORMAT,
-            "hparams": model.hparams,
-            "state": model.state_dict(),
-            "labels": list(labels),
-            "holdout_accuracy": report["holdout_accuracy"],
-        },
-        path,
-    )
-
-
-def load_classifier(path: str | Path) -> Classifier:
-    return classifier_from_file_data(load_torch(path, "classifier"), path)
-
-
-def classifier_from_file_data(data: Any, path: str | Path) -> Classifier:
-    """The classifier that ``save_classifier`` wrote to ``path``, from the file's loaded contents."""
-    if not isinstance(data, dict) or data.get("format") != CLASSIFIER_FORMAT:
-        raise WcganError(f"classifier '{path}' is not a wcgan classifier (made by 'wcgan train-classifier')")
-    model = Classifier(**data["hparams"])
-    model.load_state_dict(data["state"])
-    return model.eval()

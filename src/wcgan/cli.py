@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import inspect
 import json
-import re
 import shlex
 import sys
 import time
@@ -52,25 +50,12 @@ def _option_kwargs(annotation: str) -> dict[str, Any]:
     return dict(type={"int": int, "float": float, "str": str}[base])
 
 
-def _field_comments(cls: type) -> dict[str, str]:
-    """The trailing ``# comment`` of each dataclass field: the one place options are described."""
-    pattern = re.compile(r"^\s+(\w+): [^=]+=[^#]+#\s*(.+)$")
-    comments = {}
-    for klass in reversed(cls.__mro__):
-        try:
-            lines = inspect.getsource(klass).splitlines()
-        except (OSError, TypeError):
-            continue
-        comments.update(m.groups() for m in map(pattern.match, lines) if m)
-    return comments
-
-
 def add_config_options(
     parser: argparse.ArgumentParser, cls: type, title: str, exclude: Sequence[str] = ()
 ) -> None:
-    """One ``--field-name`` option per dataclass field; unset options keep the dataclass default."""
+    """One ``--field-name`` option per dataclass field, its help from the field's metadata
+    (``wcgan.config.option``); unset options keep the dataclass default."""
     group = parser.add_argument_group(title)
-    comments = _field_comments(cls)
     for field in dataclasses.fields(cls):
         if field.name in exclude:
             continue
@@ -79,14 +64,16 @@ def add_config_options(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             default=argparse.SUPPRESS,
-            help=f"{comments.get(field.name, '')} (default: {default})",
+            help=f"{field.metadata['help']} (default: {default})",
             **_option_kwargs(str(field.type)),
         )
 
 
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+def config_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
+    """The config section that the command's options give, with ``fixed`` values in place of
+    any option's, checked as the command will use it."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    return cls.from_mapping(values)
+    return cls.from_mapping({**values, **fixed})
 
 
 def format_options(values: Mapping[str, Any]) -> str:
@@ -223,8 +210,9 @@ def _write_training_outputs(args: argparse.Namespace, results, sets) -> None:
     snapshot samples, and the summary with where the job's time went (for the weak-scaling
     split, wcgan.scaling)."""
     from wcgan.atomic import atomic_open
+    from wcgan.model_files import save_generator
     from wcgan.sampling import sample_labels, save_samples, save_snapshot_samples
-    from wcgan.training import save_generator, write_losses
+    from wcgan.training import write_losses
 
     trained = time.monotonic()
     samples_out = iter(args.samples_out or [])
@@ -283,7 +271,7 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
 
     rank = int(os.environ.get("RANK", "0"))
     try:
-        config = dataclasses.replace(config_from_args(TrainConfig, args), generator="distributed")
+        config = config_from_args(TrainConfig, args, generator="distributed")
         dist_config = config_from_args(DistributedConfig, args)
         sets, config = _training_data(args, config, dist_config.processes)
         if "RANK" not in os.environ:
@@ -328,8 +316,8 @@ def _default_run() -> str:
 def cmd_sample(args: argparse.Namespace) -> None:
     from wcgan.figures import save_grid
     from wcgan.labels import find_label
+    from wcgan.model_files import load_generator
     from wcgan.sampling import ConditionalEnsemble, generator_labels, sample_label, save_samples
-    from wcgan.training import load_generator
 
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".pt"):
@@ -378,9 +366,10 @@ def _torch_setup(args: argparse.Namespace):
 def cmd_train_classifier(args: argparse.Namespace) -> None:
 
     from wcgan.atomic import atomic_open
-    from wcgan.classifier import save_classifier, train_classifier
+    from wcgan.classifier import train_classifier
     from wcgan.config import ClassifierConfig
     from wcgan.data import load_shard
+    from wcgan.model_files import save_classifier
 
     device = _torch_setup(args)
     config = config_from_args(ClassifierConfig, args)

@@ -22,6 +22,13 @@ SCORE_SEED = 2020  # of KID's subsets, IS's shuffle and precision/recall's subse
 PRC_MAX_IMAGES = 10_000  # precision/recall is quadratic in the images: a seeded subset above this
 
 
+def option(default: Any, help: str) -> Any:
+    """A config section's field: its default, which is the schema's (workflow/schemas/
+    config.schema.yaml, held equal by tests/test_config.py), and the help of its command-line
+    option (``wcgan.cli.add_config_options``)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The published training settings a loss comes with; config values override them."""
@@ -95,25 +102,27 @@ class TrainConfig(ConfigSection):
     detached and weight clipping acts after the gradients are taken.
     """
 
-    generator: str = "per_label"  # per_label | conditional | distributed (a name in GENERATORS)
-    loss: str = "wgan-gp"  # wgan-gp | wgan-clip | dcgan | hinge (a name in RECIPES)
-    training: str = "two_stage"  # two_stage | one_stage (a name in TRAINING_SCHEMES)
-    iterations: int | None = None  # budget: generator iterations (None: no limit)
-    seconds: float | None = None  # budget: wall-clock training seconds (None: no limit)
-    batch_size: int = 64  # real and fake images per critic step
-    z_dim: int = 128  # latent size
-    width: int = 64  # network channels at full resolution
-    critic_steps: int | None = None  # critic updates per generator update; unset: the recipe
-    optimizer: str | None = None  # adam | rmsprop; unset: the recipe
-    lr: float | None = None  # learning rate of both networks; unset: the recipe
-    betas: tuple[float, float] | None = None  # Adam's betas; unset: the recipe
-    gp_weight: float | None = None  # wgan-gp: weight of the gradient penalty; unset: 10
-    clip_value: float | None = None  # wgan-clip: critic weights clipped to [-c, c]; unset: 0.01
-    snapshots: int = 0  # generator copies at even shares of the budget, for FID against compute
-    checkpoint_seconds: float = 60.0  # seconds between checkpoints (0: every iteration)
-    log_seconds: float = 5.0  # seconds between progress lines and NaN checks
-    seed: int = 0  # base seed; each label derives its own from it and its slug
-    device: str = "auto"  # auto (the GPU when there is one) | cpu | cuda | cuda:N
+    generator: str = option("per_label", "per_label | conditional | distributed (a name in GENERATORS)")
+    loss: str = option("wgan-gp", "wgan-gp | wgan-clip | dcgan | hinge (a name in RECIPES)")
+    training: str = option("two_stage", "two_stage | one_stage (a name in TRAINING_SCHEMES)")
+    # No budget by default (unlike config/config.yaml's digits run): an unset budget is refused,
+    # so a caller of the package or of `wcgan train` states the one it means.
+    iterations: int | None = option(None, "budget: generator iterations (unset: no limit)")
+    seconds: float | None = option(None, "budget: wall-clock training seconds (unset: no limit)")
+    batch_size: int = option(64, "real and fake images per critic step")
+    z_dim: int = option(64, "latent size")
+    width: int = option(16, "network channels at full resolution")
+    critic_steps: int | None = option(None, "critic updates per generator update; unset: the recipe")
+    optimizer: str | None = option(None, "adam | rmsprop; unset: the recipe")
+    lr: float | None = option(None, "learning rate of both networks; unset: the recipe")
+    betas: tuple[float, float] | None = option(None, "Adam's betas; unset: the recipe")
+    gp_weight: float | None = option(None, "wgan-gp: weight of the gradient penalty; unset: 10")
+    clip_value: float | None = option(None, "wgan-clip: critic weights clipped to [-c, c]; unset: 0.01")
+    snapshots: int = option(0, "generator copies at even shares of the budget, for FID against compute")
+    checkpoint_seconds: float = option(30.0, "seconds between checkpoints (0: every iteration)")
+    log_seconds: float = option(5.0, "seconds between progress lines and NaN checks")
+    seed: int = option(0, "base seed; each label derives its own from it and its slug")
+    device: str = option("auto", "auto (the GPU when there is one) | cpu | cuda | cuda:N")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "train") -> TrainConfig:
@@ -215,11 +224,13 @@ class DistributedConfig(ConfigSection):
     Loss, batch size, budget (rounds: one generator update each), snapshots and seed come from
     the ``train`` section."""
 
-    devices: int = 2  # device processes, each with a local critic; the launch runs devices + 1
-    schedule: str = "serial"  # serial | parallel (the server's generator step beside the devices')
-    partition: str = "iid"  # iid (random shares of the images) | by_label (shares of the labels)
-    local_steps: int | None = None  # critic steps per device and round; unset: the loss's critic_steps
-    backend: str = "auto"  # auto (nccl on GPUs, gloo on CPUs) | gloo | nccl
+    devices: int = option(2, "device processes, each with a local critic; the launch runs devices + 1")
+    schedule: str = option("serial", "serial | parallel (the server's generator step beside the devices')")
+    partition: str = option("iid", "iid (random shares of the images) | by_label (shares of the labels)")
+    local_steps: int | None = option(
+        None, "critic steps per device and round; unset: the loss's critic_steps"
+    )
+    backend: str = option("auto", "auto (nccl on GPUs, gloo on CPUs) | gloo | nccl")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "distributed") -> DistributedConfig:
@@ -243,13 +254,13 @@ class DistributedConfig(ConfigSection):
 class ClassifierConfig(ConfigSection):
     """The config's ``metrics.classifier`` section."""
 
-    epochs: int = 10  # passes over the training part
-    batch_size: int = 128
-    lr: float = 2e-3  # Adam, cosine-decayed to 0
-    width: int = 32  # channels of the first block
-    holdout: float = 0.1  # share of each label kept aside to measure accuracy
-    max_images_per_label: int | None = None  # cap per label (ImageNet-size sets); None: all
-    seed: int = 0
+    epochs: int = option(20, "passes over the training part")
+    batch_size: int = option(64, "images per step (2 or more: batch norm)")
+    lr: float = option(2e-3, "Adam, cosine-decayed to 0")
+    width: int = option(32, "channels of the first block")
+    holdout: float = option(0.1, "share of each label kept aside to measure accuracy")
+    max_images_per_label: int | None = option(None, "cap per label (ImageNet-size sets); unset: all")
+    seed: int = option(0, "seed of the hold-out split and of training")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "metrics.classifier") -> ClassifierConfig:

@@ -66,6 +66,7 @@ from wcgan.config import PARTITIONS, DistributedConfig, TrainConfig, label_seed
 from wcgan.data import TrainingSet
 from wcgan.errors import WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
+from wcgan.model_files import identity
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
 from wcgan.training import (
     Housekeeping,
@@ -73,7 +74,6 @@ from wcgan.training import (
     TrainResult,
     critic_steps_on,
     generator_step,
-    identity,
     initial_networks,
     load_checkpoint,
     progress_line,

@@ -37,12 +37,12 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from wcgan.atomic import load_torch, load_torch_hashed, save_torch
-from wcgan.classifier import classifier_from_file_data
 from wcgan.compare import curve_rows
 from wcgan.config import INCEPTION_DOWNLOAD, PRC_MAX_IMAGES, SCORE_SEED
 from wcgan.data import Shard, sample_rows
 from wcgan.errors import WcganError
 from wcgan.labels import Label
+from wcgan.model_files import classifier_from_file_data
 from wcgan.networks import Classifier, images_to_float
 
 CLASSIFIER_EXTRACTOR = "wcgan-classifier"

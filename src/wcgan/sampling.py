@@ -12,8 +12,8 @@ from wcgan.atomic import load_torch, save_torch
 from wcgan.config import label_seed
 from wcgan.errors import WcganError
 from wcgan.labels import Label, find_label, read_table
+from wcgan.model_files import load_generator
 from wcgan.networks import Generator, float_to_images
-from wcgan.training import load_generator
 
 SAMPLES_FORMAT = "wcgan-samples-1"
 SNAPSHOTS_FORMAT = "wcgan-snapshot-samples-1"

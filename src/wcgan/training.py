@@ -61,10 +61,10 @@ from wcgan.config import TrainConfig, label_seed
 from wcgan.data import TrainingSet
 from wcgan.errors import TrainingInterrupted, WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
+from wcgan.model_files import identity
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float, stack_labels
 
 CHECKPOINT_FORMAT = "wcgan-checkpoint-3"  # 2: two random streams, snapshots; 3: a chunk of labels
-GENERATOR_FORMAT = "wcgan-generator-1"
 # "wasserstein" is E[D(real)] - E[D(fake)]: the Wasserstein estimate for the Wasserstein losses,
 # a generic gap between the critic's scores of real and fake images for the others.
 LOSS_COLUMNS = ("iteration", "seconds", "critic_loss", "wasserstein", "penalty", "generator_loss")
@@ -678,15 +678,6 @@ def snapshot(generator: Generator, iteration: int, seconds: float, processes: in
     }
 
 
-def identity(data: TrainingSet, name_key: str = "label") -> dict[str, Any]:
-    """Whose GAN it is: one label's index, slug and name (under ``name_key``), or the labels of
-    a conditional GAN (class c is ``labels[c]``, each as [index, slug, name])."""
-    if data.classes is None:
-        label = data.labels[0]
-        return {name_key: label.name, "slug": label.slug, "index": label.index}
-    return {"slug": data.name, "labels": [[lb.index, lb.slug, lb.name] for lb in data.labels]}
-
-
 def progress_line(slug, config, iteration, seconds, rate, images_per_iteration, last_row) -> str:
     budget = []
     if config.iterations is not None:
@@ -702,33 +693,6 @@ def progress_line(slug, config, iteration, seconds, rate, images_per_iteration, 
         f"[{slug}] {' '.join(budget)} | {rate:.1f} it/s, {rate * images_per_iteration:.0f} critic img/s | "
         f"critic {critic:.4f} W {wasserstein:.4f} gp {penalty:.4f} gen {gen:.4f}"
     )
-
-
-def save_generator(result: TrainResult, data: TrainingSet, path: str | Path) -> None:
-    """The trained generator with what sampling needs: architecture, label(s), how it was trained."""
-    save_torch(
-        {
-            "format": GENERATOR_FORMAT,
-            "hparams": result.generator.hparams,
-            "state": result.generator.state_dict(),
-            **identity(data, "name"),
-            "iterations": result.summary["iterations"],
-            "seconds": result.summary["seconds"],
-            "loss": result.summary["loss"],
-        },
-        path,
-    )
-
-
-def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
-    """Rebuild a saved generator in eval mode; returns it and the file's metadata."""
-    data = load_torch(path, "generator")
-    if not isinstance(data, dict) or data.get("format") != GENERATOR_FORMAT:
-        raise WcganError(f"generator '{path}' is not a wcgan generator (made by 'wcgan train')")
-    generator = Generator(**data["hparams"])
-    generator.load_state_dict(data["state"])
-    meta = {k: v for k, v in data.items() if k not in ("state", "format")}
-    return generator.eval(), meta
 
 
 def write_losses(history: torch.Tensor, path: str | Path) -> None:

@@ -43,7 +43,9 @@ gc.set_threshold(100_000, 50, 100)
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 config.update(coerce_strings(config, yaml.safe_load(SCHEMA.read_text())))
 try:
-    validate(config, schema="../schemas/config.schema.yaml")
+    # Every key is required, config/config.yaml gives each: the schema's defaults (those of the
+    # package's options) are not filled in.
+    validate(config, schema="../schemas/config.schema.yaml", set_default=False)
 except WorkflowError as error:
     raise WorkflowError(describe_schema_error(error.__context__)) from None
 
