@@ -26,14 +26,14 @@ TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 run = Path(sys.argv[1] if len(sys.argv) > 1 else "results/digits")
 trained = read_metrics(run / "scores/metrics.tsv").set_index("scope").loc["overall"]
 samples, shards = [], []
-for label, _ in read_table(run / "labels.tsv"):
-    summary = json.loads((run / "training" / f"{label.slug}.json").read_text())
+for label, _, chunk in read_table(run / "labels.tsv"):
+    summary = json.loads((run / "training" / chunk / f"{label.slug}.json").read_text())
     config = TrainConfig.from_mapping({k: v for k, v in summary["config"].items() if k in TRAIN_FIELDS})
-    shard = load_shard(run / "shards" / f"{label.slug}.pt")
+    shard = load_shard(run / "shards" / chunk / f"{label.slug}.pt")
     untrained, _ = initial_networks(
         config, TrainingSet.of_label(shard)
     )  # the run's architecture and initial weights
-    n = len(load_samples(run / "samples" / f"{label.slug}.pt")[0])
+    n = len(load_samples(run / "samples" / chunk / f"{label.slug}.pt")[0])
     samples.append((sample_label(untrained.eval(), label, n), label))
     shards.append(shard)
 if int(trained["n_real"]) != sum(len(shard.images) for shard in shards):

@@ -162,6 +162,9 @@ def test_scheduler_minutes_follow_the_budget():
     assert scheduler_minutes(TrainConfig(seconds=600), margin_minutes=5, fallback_minutes=60) == 15
     assert scheduler_minutes(TrainConfig(seconds=61), margin_minutes=0, fallback_minutes=60) == 2
     assert scheduler_minutes(TrainConfig(iterations=10), margin_minutes=5, fallback_minutes=60) == 60
+    # Without a seconds budget, a chunk of K labels gets K labels' time.
+    assert scheduler_minutes(TrainConfig(iterations=10), 5, fallback_minutes=60, labels=4) == 240
+    assert scheduler_minutes(TrainConfig(seconds=600), 5, fallback_minutes=60, labels=4) == 15
 
 
 def test_label_seeds_are_stable_and_distinct():

@@ -78,3 +78,15 @@ def test_find_label_by_name_or_slug_and_unknown_label():
     assert find_label(labels, "cafe").index == 1
     with pytest.raises(WcganError, match="unknown label 'bus'"):
         find_label(labels, "bus")
+
+
+def test_after_a_failed_run_the_labels_without_a_model_are_named(tmp_path):
+    from wcgan.tables import missing_models
+
+    models = {slug: tmp_path / "models" / "c0-1" / f"{slug}.pt" for slug in ("a", "b")}
+    models["a"].parent.mkdir(parents=True)
+    models["a"].write_bytes(b"model")
+    message = missing_models(tmp_path, models)
+    assert message.startswith("1 of 2 labels have no trained model") and ": b;" in message
+    models["b"].write_bytes(b"model")
+    assert missing_models(tmp_path, models) is None

@@ -239,6 +239,11 @@ def test_the_curve_from_snapshot_features_is_the_one_of_torch_fidelity(
     labels = load_label_feature_files(feature_files["labels"])
     units = [load_snapshot_features(path) for path in feature_files["snapshots"]]
     rows = score_curve(units, [(f.label, f.real_features) for f in labels], log=lambda _: None)
+    # Files come in name order, not label order: the curve takes both in label order.
+    shuffled = score_curve(
+        units[::-1], [(f.label, f.real_features) for f in labels][::-1], log=lambda _: None
+    )
+    assert shuffled == rows
     assert [row["point"] for row in rows] == [1, 2] and [row["iterations"] for row in rows] == [20, 40]
     assert [row["device_seconds"] for row in rows] == [5.0, 7.0]  # summed over the two training jobs
     real = torch.cat([sample_rows(s.images, MAX_REAL, seed=s.label.index) for s in digit_shards])
@@ -441,3 +446,13 @@ def test_downloaded_inception_weights_must_have_the_published_sha256(inception_f
         "download",
         digest,
     )
+
+
+def test_a_label_too_small_for_precision_recall_gets_nan_not_a_failed_merge():
+    generator = torch.Generator().manual_seed(0)
+    fake, real = (torch.randn(3, 8, generator=generator) for _ in range(2))  # k = 3 neighbours
+    values = metric_values(fake, real, precision_recall=True)
+    assert torch.isnan(torch.tensor([values["precision"], values["recall"]])).all()
+    assert values["prc_n_fake"] == 0 and values["fid"] == values["fid"]  # the other metrics stand
+    bigger = metric_values(torch.randn(5, 8, generator=generator), real.repeat(2, 1), precision_recall=True)
+    assert 0 <= bigger["precision"] <= 1 and bigger["prc_n_real"] == 6

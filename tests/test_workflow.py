@@ -273,6 +273,14 @@ def test_imagenet_dry_run_plans_a_job_per_chunk_without_the_data(tmp_path):
     jobs = planned_jobs(tmp_path, "--configfile", "imagenet1k.yaml", "--config", "labels_per_job=10")
     assert jobs["split_chunk"] == jobs["train_chunk"] == jobs["features_chunk"] == 100
     assert sum(jobs.values()) == 3 * 100 + 8
+    # A chunk's commands name its folders, not each label's files: short at any K (Linux refuses
+    # one argument, such as bash -c's command, over 128 KiB).
+    result = run_snakemake(
+        tmp_path, "-n", "-p", "--configfile", "imagenet1k.yaml", "--config", "labels_per_job=1000"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if line.startswith("Shell command: wcgan")]
+    assert len(commands) > 5 and max(map(len, commands)) < 4000
 
 
 def test_the_committed_rule_graph_is_the_workflows(tmp_path):

@@ -132,6 +132,11 @@ def exclusive_lock(folder: str | os.PathLike) -> Iterator[None]:
             raise WcganError(
                 f"checkpoint folder '{folder}' is in use by {holder}; wait for it to end, or stop it"
             ) from None
+        except OSError as exc:  # a file system without flock (Lustre -o noflock, NFS nolock)
+            raise WcganError(
+                f"checkpoint folder '{folder}' cannot be locked ({exc.strerror}): its file system "
+                f"has no flock; put results/ on one that has (or mount it with flock)"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
         yield

@@ -41,6 +41,16 @@ def files_in(paths: Sequence[str], suffix: str = ".pt") -> list[str]:
     return files
 
 
+def per_label_files(args: argparse.Namespace, suffixes: Mapping[str, str], labels: Sequence) -> None:
+    """Replace each option of ``suffixes`` (option name -> file suffix) that names one folder,
+    not a file with its suffix, by that folder's file of each label, ``<slug><suffix>`` in
+    label order. The rules pass a chunk's folders, so a command line stays short at any K."""
+    for name, suffix in suffixes.items():
+        given = getattr(args, name, None)
+        if given and len(given) == 1 and not given[0].endswith(suffix):
+            setattr(args, name, [str(Path(given[0]) / f"{label.slug}{suffix}") for label in labels])
+
+
 def _option_kwargs(annotation: str) -> dict[str, Any]:
     base = annotation.replace(" | None", "")
     if base == "tuple[float, float]":
@@ -176,6 +186,15 @@ def cmd_label_table(args: argparse.Namespace) -> None:
 
 # Per-GAN output options: one file per label of a chunk (per_label), else one.
 GAN_OUTPUTS = ("model_out", "losses_out", "summary_out", "snapshots_out")
+# Each per-label output option's file suffix: an option naming a folder instead of such a file
+# gets one file per label in it (``per_label_files``).
+OUTPUT_SUFFIXES = {
+    "model_out": ".pt",
+    "losses_out": ".csv",
+    "summary_out": ".json",
+    "samples_out": ".pt",
+    "snapshots_out": ".pt",
+}
 
 
 def _training_data(args: argparse.Namespace, config, processes: int = 1):
@@ -185,7 +204,9 @@ def _training_data(args: argparse.Namespace, config, processes: int = 1):
     one file per GAN (and ``--samples-out`` one per label)."""
     from wcgan.data import TrainingSet, load_shard
 
-    shards = [load_shard(path) for path in args.shard]
+    # In label order: a folder of shards lists them by file name.
+    shards = sorted((load_shard(path) for path in files_in(args.shard)), key=lambda s: s.label.index)
+    per_label_files(args, OUTPUT_SUFFIXES, [shard.label for shard in shards])
     if config.generator == "per_label":
         sets = [TrainingSet.of_label(shard) for shard in shards]
     else:
@@ -405,10 +426,15 @@ def cmd_features(args: argparse.Namespace) -> None:
     )
     from wcgan.sampling import load_samples, load_snapshot_samples
 
+    # Folders (a chunk's) list their files by name, the same label order for each of them.
+    args.samples, args.shards = files_in(args.samples), files_in(args.shards)
+    args.snapshots = files_in(args.snapshots) if args.snapshots else args.snapshots
+    samples = [load_samples(path) for path in args.samples]
+    labels = [label for _, label in samples]
+    per_label_files(args, {"out": ".pt", "snapshot_features": ".pt"}, labels)
     _same_length(args, "samples", "shards", "out")
     _same_length(args, "snapshots", "snapshot_features")
     network = _open_extractor(args)
-    samples = [load_samples(path) for path in args.samples]
     shards = [load_shard(path, mmap=True) for path in args.shards]
     labels = extract_label_features(network, samples, shards, args.max_real_per_label, log=log)
     for features, path in zip(labels, args.out, strict=True):

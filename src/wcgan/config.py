@@ -281,17 +281,14 @@ class ClassifierConfig(ConfigSection):
             raise WcganError(f"{key}.seed must be 0 or more, got {self.seed}")
 
 
-def training_jobs(generator: str, slugs: list[str]) -> list[str]:
-    """The names of a run's training jobs (their models/<name>.pt, training/<name>.json): one
-    per label, or the one job of a conditional or distributed generator, named after it."""
-    return list(slugs) if generator == "per_label" else [generator]
-
-
-def scheduler_minutes(config: TrainConfig, margin_minutes: float, fallback_minutes: float) -> int:
-    """A label job's time limit: its seconds budget plus a margin for start-up, checkpoint and
-    export; ``fallback_minutes`` when only an iteration budget is set."""
+def scheduler_minutes(
+    config: TrainConfig, margin_minutes: float, fallback_minutes: float, labels: int = 1
+) -> int:
+    """A training job's time limit: its seconds budget plus a margin for start-up, checkpoint
+    and export; when only an iteration budget is set, ``fallback_minutes`` per label of the job
+    (``labels``: a chunk's K labels do K labels' iterations)."""
     if config.seconds is None:
-        return math.ceil(fallback_minutes)
+        return math.ceil(fallback_minutes * labels)
     return math.ceil(config.seconds / 60 + margin_minutes)
 
 

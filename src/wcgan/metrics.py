@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -451,7 +452,14 @@ def metric_values(
         )
     )
     sizes = {}
-    if precision_recall:
+    # Precision/recall compares each image with its k nearest neighbours: a label with k or
+    # fewer images on a side has none to give (NaN in its row, not a failed merge of them all).
+    if precision_recall and min(n_fake, n_real) <= DEFAULTS["prc_neighborhood"]:
+        values.update(
+            {torch_fidelity.KEY_METRIC_PRECISION: math.nan, torch_fidelity.KEY_METRIC_RECALL: math.nan}
+        )
+        sizes = {"prc_n_fake": 0, "prc_n_real": 0}
+    elif precision_recall:
         fake_subset = sample_rows(fake_features, prc_max_images, seed)
         real_subset = sample_rows(real_features, prc_max_images, seed)
         # save_cpu_ram: distances a batch at a time, not the whole n_fake x n_real matrix.
@@ -517,7 +525,11 @@ def score_curve(
 ) -> list[dict[str, Any]]:
     """The quality-against-compute curve: at each snapshot point, the budget used so far
     (``wcgan.compare.curve_rows``) and IS, FID and KID of the k-th snapshot samples of every
-    training job (``units``) merged, against every label's ``real`` features."""
+    training job (``units``) merged, against every label's ``real`` features. Both are taken in
+    label-index order whatever order they come in (KID's subsets and IS's splits follow the
+    order of the rows)."""
+    real = sorted(real, key=lambda item: item[0].index)
+    units = sorted(units, key=lambda unit: int(unit.points[0]["indices"].min()))
     real_features = torch.cat([features for _, features in real])
     wanted = sorted(label.index for label, _ in real)
     rows = []

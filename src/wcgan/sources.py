@@ -346,8 +346,14 @@ def data_fingerprint(spec: DataSpec, names: Sequence[str]) -> str:
     or renamed: the modification times of their class folders and every folder below them (a
     folder's time changes with its list of files), or of a single-file source's files. It does
     not read or stat each image, so it stays cheap at ImageNet scale (a few thousand folders);
-    an image rewritten in place under the same name is not noticed (touch its folder). Empty when
-    the data is not there (a dry run without data) or ships in a package (digits)."""
+    an image rewritten in place under the same name is not noticed (touch its folder), and a
+    hidden file added to a class folder counts as a change. Empty when the data is not there (a
+    dry run without data) or ships in a package (digits)."""
+    return _fingerprint(spec, tuple(names))
+
+
+@functools.cache  # Snakemake asks for a job's parameters more than once
+def _fingerprint(spec: DataSpec, names: tuple[str, ...]) -> str:
     source = get_source(spec)
     if not source.reads_root or not spec.root_path().is_dir():
         return ""
@@ -359,7 +365,9 @@ def data_fingerprint(spec: DataSpec, names: Sequence[str]) -> str:
         tops, with_files = [root], True
     digest = hashlib.sha256()
     for top in tops:
-        for folder, _, files in os.walk(top):  # links are not followed: no loop can hold it
+        for folder, subfolders, files in os.walk(top):  # links are not followed: no loop
+            if with_files and folder != str(top):
+                subfolders.clear()  # a data file's folder (cifar-10-batches-py), not below it
             stat = os.stat(folder)
             digest.update(f"{folder}\0{stat.st_mtime_ns}\0".encode())
             for name in files if with_files else ():

@@ -1,6 +1,5 @@
 # Config validation, the label table and the few functions the rules share. The logic lives in
 # the wcgan package; what is imported here is torch-free, so dry runs stay fast.
-import functools
 import gc
 import json
 import os
@@ -63,7 +62,6 @@ RESULTS = f"results/{config['run']}"
 DATA = config["data"]
 SPEC = _or_workflow_error(DataSpec.from_mapping, DATA)
 LABELS = _or_workflow_error(lambda: make_labels(label_names(SPEC)))
-SLUGS = [label.slug for label in LABELS]
 # Chunks of labels_per_job labels: one split, training and feature job each.
 CHUNKS = {
     chunk.name: chunk
@@ -108,13 +106,12 @@ def per_chunk(pattern):
     return expand(pattern, chunk=CHUNKS)
 
 
-@functools.cache  # Snakemake evaluates a job's params more than once
-def chunk_files(folder, chunk, suffix=".pt", within=""):
-    """The files of ``chunk``'s labels in ``folder``/<chunk>/ (or its subfolder ``within``),
-    in label order, shell-quoted and space-separated for a command line."""
-    where = f"{folder}/{chunk}/{within}" if within else f"{folder}/{chunk}"
+def chunk_files(folder, chunk, suffix=".pt"):
+    """The files of ``chunk``'s labels in ``folder``/<chunk>/, in label order, shell-quoted
+    and space-separated for a command line."""
     return " ".join(
-        shlex.quote(f"{where}/{label.slug}{suffix}") for label in CHUNKS[chunk].labels
+        shlex.quote(f"{folder}/{chunk}/{label.slug}{suffix}")
+        for label in CHUNKS[chunk].labels
     )
 
 

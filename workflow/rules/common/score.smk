@@ -3,22 +3,21 @@
 
 
 def feature_files(wildcards):
-    """The per-label files of ``wcgan features`` for the job's chunk: samples, real images and
-    (with train.snapshots) snapshot samples, and their feature files."""
+    """The folders of ``wcgan features`` for the job's chunk: samples, real images and (with
+    train.snapshots) snapshot samples, and their feature files (one file per label in each).
+    """
+    chunk = wildcards.chunk
     options = [
-        ("--samples", "samples", ""),
-        ("--shards", "shards", ""),
-        ("--out", "features", ""),
+        ("--samples", f"samples/{chunk}"),
+        ("--shards", f"shards/{chunk}"),
+        ("--out", f"features/{chunk}"),
     ]
     if TRAIN.snapshots and GENERATOR == "per_label":
         options += [
-            ("--snapshots", "snapshots", ""),
-            ("--snapshot-features", "features", "snapshots"),
+            ("--snapshots", f"snapshots/{chunk}"),
+            ("--snapshot-features", f"features/{chunk}/snapshots"),
         ]
-    return " ".join(
-        f"{option} {chunk_files(f'{RESULTS}/{kind}', wildcards.chunk, '.pt', within)}"
-        for option, kind, within in options
-    )
+    return " ".join(f"{option} {RESULTS}/{folder}" for option, folder in options)
 
 
 def chunk_snapshots():

@@ -16,6 +16,7 @@ TRAIN_RUNTIME = scheduler_minutes(
     TRAIN_JOB_BUDGET,
     config["resources"]["runtime_margin_minutes"],
     config["resources"]["runtime_minutes_without_seconds"],
+    config["labels_per_job"] if GENERATOR == "per_label" else len(LABELS),
 )
 _or_workflow_error(check_resources, DEFAULT_RESOURCES, RULE_RESOURCES, TRAIN_JOB_BUDGET)
 
@@ -46,21 +47,22 @@ def _per_label_outputs(wildcards):
     function, not one per option: Snakemake inspects every input function of every job.
     """
     if GENERATOR == "per_label":
+        # The chunk's folders: the command makes one file per label in each.
         chunk = wildcards.chunk
         files = {
             "--checkpoint-dir": f"{RESULTS}/checkpoints/{chunk}",
-            "--shard": chunk_files(f"{RESULTS}/shards", chunk),
-            "--model-out": chunk_files(f"{RESULTS}/models", chunk),
-            "--losses-out": chunk_files(f"{RESULTS}/losses", chunk, ".csv"),
-            "--summary-out": chunk_files(f"{RESULTS}/training", chunk, ".json"),
-            "--samples-out": chunk_files(f"{RESULTS}/samples", chunk),
+            "--shard": f"{RESULTS}/shards/{chunk}",
+            "--model-out": f"{RESULTS}/models/{chunk}",
+            "--losses-out": f"{RESULTS}/losses/{chunk}",
+            "--summary-out": f"{RESULTS}/training/{chunk}",
+            "--samples-out": f"{RESULTS}/samples/{chunk}",
         }
         if TRAIN.snapshots:
-            files["--snapshots-out"] = chunk_files(f"{RESULTS}/snapshots", chunk)
+            files["--snapshots-out"] = f"{RESULTS}/snapshots/{chunk}"
     else:
         files = {
             "--checkpoint-dir": f"{RESULTS}/checkpoints/{GENERATOR}",
-            "--shard": all_label_files(f"{RESULTS}/shards"),
+            "--shard": " ".join(per_chunk(f"{RESULTS}/shards/{{chunk}}")),
             "--model-out": trained_files("models"),
             "--losses-out": trained_files("losses"),
             "--summary-out": trained_files("training"),
