@@ -349,11 +349,6 @@ def data_fingerprint(spec: DataSpec, names: Sequence[str]) -> str:
     an image rewritten in place under the same name is not noticed (touch its folder), and a
     hidden file added to a class folder counts as a change. Empty when the data is not there (a
     dry run without data) or ships in a package (digits)."""
-    return _fingerprint(spec, tuple(names))
-
-
-@functools.cache  # Snakemake asks for a job's parameters more than once
-def _fingerprint(spec: DataSpec, names: tuple[str, ...]) -> str:
     source = get_source(spec)
     if not source.reads_root or not spec.root_path().is_dir():
         return ""
