@@ -1,7 +1,16 @@
 import pytest
 
 from wcgan.errors import WcganError
-from wcgan.labels import Label, find_label, make_chunks, make_labels, read_table, slugify, write_table
+from wcgan.labels import (
+    Label,
+    check_chunk_checkpoints,
+    find_label,
+    make_chunks,
+    make_labels,
+    read_table,
+    slugify,
+    write_table,
+)
 
 
 @pytest.mark.parametrize(
@@ -90,3 +99,18 @@ def test_after_a_failed_run_the_labels_without_a_model_are_named(tmp_path):
     assert message.startswith("1 of 2 labels have no trained model") and ": b;" in message
     models["b"].write_bytes(b"model")
     assert missing_models(tmp_path, models) is None
+
+
+def test_checkpoints_of_another_labels_per_job_stop_the_run_before_it_trains(tmp_path):
+    labels = make_labels([f"l{i}" for i in range(4)])
+    old = tmp_path / "checkpoints" / "c000-001"  # made with labels_per_job 2
+    old.mkdir(parents=True)
+    (old / "key.pt").write_bytes(b"checkpoint")
+    check_chunk_checkpoints(tmp_path / "checkpoints", make_chunks(labels, 2))  # its own: fine
+    (tmp_path / "checkpoints" / "conditional").mkdir()  # another generator's folder is no chunk
+    with pytest.raises(
+        WcganError, match="holds checkpoints of chunks c000-001, made with another labels_per_job"
+    ):
+        check_chunk_checkpoints(tmp_path / "checkpoints", make_chunks(labels, 4))
+    (old / "key.pt").unlink()  # an emptied folder (only its lock) is no checkpoint
+    check_chunk_checkpoints(tmp_path / "checkpoints", make_chunks(labels, 4))

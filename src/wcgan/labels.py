@@ -88,6 +88,28 @@ def make_chunks(labels: Sequence[Label], per_job: int) -> list[Chunk]:
     return chunks
 
 
+def check_chunk_checkpoints(folder: str | os.PathLike, chunks: Sequence[Chunk]) -> None:
+    """Refuse to train when ``folder`` (a run's checkpoints/) holds checkpoints of chunks this run
+    does not have: they were made with another ``labels_per_job``, which groups the labels
+    otherwise. They are never resumed as this run's; one line says how to use them or set them
+    aside, before anything runs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    names = {chunk.name for chunk in chunks}
+    foreign = sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if re.fullmatch(CHUNK_PATTERN, entry.name) and entry.name not in names and any(entry.glob("*.pt"))
+    )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise WcganError(
+            f"'{folder}' holds checkpoints of chunks {shown}, made with another labels_per_job; "
+            f"set labels_per_job back to resume them, or move '{folder}' away to train with this one"
+        )
+
+
 def write_table(
     labels: Sequence[Label], counts: Sequence[int], chunks: Sequence[Chunk], path: str | os.PathLike
 ) -> None:

@@ -29,7 +29,13 @@ from wcgan.config import (
     scheduler_minutes,
 )
 from wcgan.errors import WcganError
-from wcgan.labels import CHUNK_PATTERN, SLUG_PATTERN, make_chunks, make_labels
+from wcgan.labels import (
+    CHUNK_PATTERN,
+    SLUG_PATTERN,
+    check_chunk_checkpoints,
+    make_chunks,
+    make_labels,
+)
 from wcgan.scaling import scaling_points
 from wcgan.sources import DataSpec, check_root, data_fingerprint, label_names
 from wcgan.tables import format_metrics, missing_models
@@ -224,6 +230,9 @@ onstart:
     # Not at parse time: a dry run needs no data when the config lists the labels, and the
     # executor is known only now.
     _or_workflow_error(check_root, SPEC)
+    _or_workflow_error(
+        check_chunk_checkpoints, f"{RESULTS}/checkpoints", list(CHUNKS.values())
+    )
     if workflow.executor_plugin.name == "slurm":
         train = RULE_RESOURCES.get(TRAIN_RULES[GENERATOR], {})
         partition = train.get(
