@@ -25,7 +25,7 @@ def test_labels_and_split_of_an_image_tree(image_tree, tmp_path):
     assert result.stdout.splitlines() == ["0\tcafe\tCafé", "1\tred-car\tred car", "2\tx-y\tx+y"]
     out = tmp_path / "shards" / "c001-002"
     result = run_wcgan(
-        "split", "--source", "imagefolder", "--root", str(image_tree), "--names", "red car", "x+y", "--out-dir", str(out)
+        "split", "--source", "imagefolder", "--root", str(image_tree), "--out-dir", str(out), "red car", "x+y"
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["red-car.pt", "x-y.pt"]
@@ -58,7 +58,7 @@ def test_split_bad_input(image_tree, tmp_path, make_bad, label, message):
     make_bad(image_tree)
     out = tmp_path / "chunk"
     result = run_wcgan(
-        "split", "--source", "imagefolder", "--root", str(image_tree), "--names", "x+y", label, "--out-dir", str(out)
+        "split", "--source", "imagefolder", "--root", str(image_tree), "--out-dir", str(out), "--", "x+y", label
     )  # fmt: skip
     assert message in one_error_line(result)
     assert not out.exists()  # no shard of the chunk is written, not even the good label's
@@ -69,7 +69,7 @@ def test_split_refuses_a_chunk_of_labels_with_different_shapes(image_tree, tmp_p
     save_png(image_tree / "big" / "1.png", size=(16, 16))
     out = tmp_path / "chunk"
     result = run_wcgan(
-        "split", "--source", "imagefolder", "--root", str(image_tree), "--names", "x+y", "big", "--out-dir", str(out)
+        "split", "--source", "imagefolder", "--root", str(image_tree), "--out-dir", str(out), "x+y", "big"
     )  # fmt: skip
     assert "label 'big' has images of shape (3, 16, 16) but 'x+y' has (3, 8, 8)" in one_error_line(result)
     assert not out.exists()
@@ -167,3 +167,13 @@ def test_a_chunk_needs_one_output_file_per_label(tmp_path, digit_shards):
                        str(tmp_path / "s1.json"), "--checkpoint-dir", str(tmp_path / "ck"), "--iterations", "1")  # fmt: skip
     assert one_error_line(result) == "wcgan: error: --losses-out names 1 files; it needs 2: one per --shard"
     assert not any(tmp_path.glob("[gls][01].*"))
+
+
+def test_split_takes_a_label_whose_name_starts_with_a_dash(image_tree, tmp_path):
+    (image_tree / "red car").rename(image_tree / "-neg")
+    out = tmp_path / "chunk"
+    result = run_wcgan(
+        "split", "--source", "imagefolder", "--root", str(image_tree), "--indices", "0", "--out-dir", str(out), "--", "-neg"
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in out.iterdir()] == ["neg.pt"]

@@ -733,8 +733,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("split", cmd_split, "write the images of one or more labels (a chunk) as shards")
     _add_data_options(sub)
-    # Not --labels: that is the data section's own key (data.labels, the run's label list).
-    sub.add_argument("--names", nargs="+", required=True, help="the labels' names in the data set")
+    # Positional, after "--" in the rules: a label's name may start with '-'. Not "labels":
+    # that is the data section's own key (data.labels, the run's label list).
+    sub.add_argument("names", nargs="+", metavar="NAME", help="the labels' names in the data set")
     sub.add_argument(
         "--indices",
         type=int,

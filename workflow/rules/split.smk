@@ -18,7 +18,7 @@ rule split_chunk:
         # Not in the command: changes with the chunk's file list, and so reruns the job.
         data_fingerprint=split_fingerprint,
     shell:
-        "wcgan split {params.data} {params.labels} --out-dir {output.shards} 2> {log}"
+        "wcgan split {params.data} --out-dir {output.shards} {params.labels} 2> {log}"
 
 
 rule label_table:

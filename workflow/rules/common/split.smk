@@ -10,7 +10,8 @@ def split_fingerprint(wildcards):
 
 
 def split_labels(wildcards):
-    """The names and class indices of the job's chunk, for ``wcgan split``."""
+    """The class indices and names of the job's chunk, for ``wcgan split``: the names last,
+    after "--", so that one starting with '-' is a name, not an option."""
     labels = CHUNKS[wildcards.chunk].labels
     names = shlex.join(label.name for label in labels)
-    return f"--names {names} --indices {' '.join(str(label.index) for label in labels)}"
+    return f"--indices {' '.join(str(label.index) for label in labels)} -- {names}"
