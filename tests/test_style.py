@@ -1,5 +1,6 @@
-"""The style checks CI enforces: ruff (lint and format), snakefmt and snakemake --lint."""
+"""The style checks CI enforces: ruff (lint and format), snakefmt and snakemake --lint; the docs' links."""
 
+import re
 import subprocess
 
 from conftest import BIN, REPO, SNAKEFILE, env
@@ -25,3 +26,29 @@ def test_snakemake_lint():
     result = run(str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--lint")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_and_docs_links_resolve():
+    """Every relative link (and #anchor) in README.md and docs/*.md names a file (and heading) that exists."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    assert len(pages) > 1
+    broken = []
+    for page in pages:
+        text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.M | re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto:
+            path, _, fragment = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.is_file():
+                broken.append(f"{page.name}: {target} (no file)")
+            elif fragment and file.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), flags=re.M)
+                if fragment not in {anchor(h) for h in headings}:
+                    broken.append(f"{page.name}: {target} (no heading)")
+    assert not broken, "\n".join(broken)

@@ -291,7 +291,7 @@ def test_the_committed_rule_graph_is_the_workflows(tmp_path):
     assert result.returncode == 0, result.stderr
     rules = set(re.findall(r'label = "(\w+)"', result.stdout))
     svg = (SNAKEFILE.parent / "report/rulegraph.svg").read_text()
-    assert rules and rules == set(re.findall(r">(\w+)</text>", svg)), "regenerate it (README)"
+    assert rules and rules == set(re.findall(r">(\w+)</text>", svg)), "regenerate it (docs/many-labels.md)"
 
 
 def test_a_weights_path_with_shell_characters_reaches_the_command_as_one_word(tmp_path):
