@@ -750,14 +750,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", required=True)
 
     def training_outputs(sub: argparse.ArgumentParser) -> None:
-        per_gan = "one per label in --shard order for per-label GANs, else one"
+        per_gan = "one per label in --shard order for per-label GANs (or their folder), else one"
         sub.add_argument("--model-out", nargs="+", required=True, help=f"trained generator (.pt): {per_gan}")
         sub.add_argument("--losses-out", nargs="+", required=True, help=f"loss history (.csv): {per_gan}")
         sub.add_argument("--summary-out", nargs="+", required=True, help=f"run summary (.json): {per_gan}")
         sub.add_argument(
             "--samples-out",
             nargs="+",
-            help="also draw samples of each label from the trained generator (.pt each, in --shard order)",
+            help="also draw samples of each label from the trained generator (.pt each, in --shard "
+            "order, or their folder)",
         )
         sub.add_argument(
             "--snapshots-out",
@@ -779,8 +780,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--shard",
         nargs="+",
         required=True,
-        help="the chunk's labels' shards (K: K per-label GANs trained as one); every label's for "
-        "--generator conditional",
+        help="the chunk's labels' shards, or their folder (K: K per-label GANs trained as one); "
+        "every label's for --generator conditional",
     )
     training_outputs(sub)
     sub.add_argument("--profile", action="store_true", help="synchronize the GPU to time each phase")
@@ -854,8 +855,15 @@ def build_parser() -> argparse.ArgumentParser:
         "map step of scoring: features of a chunk of labels' samples and real images (and of "
         "snapshot samples), the extractor built once, each image through it once",
     )
-    sub.add_argument("--samples", nargs="+", required=True, help="the labels' samples (.pt), in label order")
-    sub.add_argument("--out", nargs="+", required=True, help="one features file per label (.pt), same order")
+    sub.add_argument(
+        "--samples",
+        nargs="+",
+        required=True,
+        help="the labels' samples (.pt), in label order, or their folder",
+    )
+    sub.add_argument(
+        "--out", nargs="+", required=True, help="one features file per label (.pt), same order, or a folder"
+    )
     sub.add_argument("--snapshots", nargs="+", help="training jobs' snapshot samples (.pt)")
     sub.add_argument("--snapshot-features", nargs="+", help="one features file per --snapshots file (.pt)")
     extraction(sub, shards="the same labels' real images (.pt), same order")
