@@ -181,10 +181,12 @@ def extractor_input():
     return [] if INCEPTION_WEIGHTS == INCEPTION_DOWNLOAD else INCEPTION_WEIGHTS
 
 
-def extractor_option(wildcards, input):
-    # Quoted: a weights path is the user's, and may hold spaces or shell characters.
+def extractor_option():
+    """The extractor's command option, quoted: a weights path is the user's, and may hold
+    spaces or shell characters. A string, not an input function: Snakemake would call one per
+    job of thousands."""
     if INCEPTION_WEIGHTS is None:
-        return f"--classifier {shlex.quote(str(input.extractor))}"
+        return f"--classifier {shlex.quote(extractor_input())}"
     return f"--inception-weights {shlex.quote(INCEPTION_WEIGHTS)}"
 
 

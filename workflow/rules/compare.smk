@@ -70,7 +70,7 @@ rule compare_score:
     threads: config["resources"]["score_threads"]
     params:
         samples=compare_samples,
-        extractor=extractor_option,
+        extractor=extractor_option(),
         options=f"{feature_options()} {merge_options()}",
     shell:
         "wcgan score --samples {params.samples} --shards {input.shards} {params.extractor}"
@@ -96,7 +96,7 @@ rule compare_curve:
     threads: config["resources"]["score_threads"]
     params:
         snapshots=compare_snapshots,
-        extractor=extractor_option,
+        extractor=extractor_option(),
         options=feature_options(),
     shell:
         "wcgan score-curve --snapshots {params.snapshots} --shards {input.shards}"

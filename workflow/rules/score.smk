@@ -45,7 +45,7 @@ rule features_chunk:
     threads: config["resources"]["score_threads"]
     params:
         files=feature_files,
-        extractor=extractor_option,
+        extractor=extractor_option(),
         options=feature_options(),
     shell:
         "wcgan features {params.files} {params.extractor} {params.options}"
@@ -114,7 +114,7 @@ else:
             "../../envs/wcgan.yaml"
         threads: config["resources"]["score_threads"]
         params:
-            extractor=extractor_option,
+            extractor=extractor_option(),
             options=feature_options(),
         shell:
             "wcgan score-curve --snapshots {input.snapshots} --shards {input.shards}"
