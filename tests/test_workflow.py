@@ -361,6 +361,7 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
         ),
         ({"data": {"labels": []}}, "config key 'data.labels': [] should be non-empty"),
         ({"run": "tiny/compare/wgan-gp-s0"}, "run 'tiny/compare/wgan-gp-s0': a run name has no '/'"),
+        ({"data": {"labels": ["0"]}}, "the data set has one label ('0'): scoring needs two or more"),
         ({"run": "tiny/scaling/local/n1"}, "a run name has no '/'"),
         ({"labels_per_job": 0}, "config key 'labels_per_job': 0 is less than the minimum of 1"),
         ({"labels_per_job": 1.5}, "config key 'labels_per_job': 1.5 is not of type 'integer'"),

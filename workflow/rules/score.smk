@@ -5,7 +5,7 @@
 
 rule train_classifier:
     input:
-        shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
+        shards=classifier_shards,
     output:
         model=f"{RESULTS}/classifier/classifier.pt",
         report=f"{RESULTS}/classifier/report.json",

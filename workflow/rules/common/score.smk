@@ -25,3 +25,15 @@ def chunk_snapshots():
     if TRAIN.snapshots and GENERATOR == "per_label":
         return f"{RESULTS}/snapshots/{{chunk}}"
     return []
+
+
+def classifier_shards(wildcards):
+    """Every chunk's shards, for the classifier: refused while building the DAG (not after
+    training) when a run that scores with it has one label, which no classifier can tell apart
+    from another. Runs that only train (a scaling point) never ask."""
+    if len(LABELS) < 2:
+        raise WorkflowError(
+            f"the data set has one label ('{LABELS[0].name}'): scoring needs two or more for its "
+            f"classifier; add labels, or set metrics.inception_weights"
+        )
+    return per_chunk(f"{RESULTS}/shards/{{chunk}}")
