@@ -185,7 +185,6 @@ def cmd_label_table(args: argparse.Namespace) -> None:
 
 
 # Per-GAN output options: one file per label of a chunk (per_label), else one.
-GAN_OUTPUTS = ("model_out", "losses_out", "summary_out", "snapshots_out")
 # Each per-label output option's file suffix: an option naming a folder instead of such a file
 # gets one file per label in it (``per_label_files``).
 OUTPUT_SUFFIXES = {
@@ -195,6 +194,8 @@ OUTPUT_SUFFIXES = {
     "samples_out": ".pt",
     "snapshots_out": ".pt",
 }
+# The options that name a file per GAN (samples are per label, also of a conditional GAN).
+GAN_OUTPUTS = tuple(name for name in OUTPUT_SUFFIXES if name != "samples_out")
 
 
 def _training_data(args: argparse.Namespace, config, processes: int = 1):

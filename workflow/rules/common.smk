@@ -112,30 +112,26 @@ def per_chunk(pattern):
     return expand(pattern, chunk=CHUNKS)
 
 
-def chunk_files(folder, chunk, suffix=".pt"):
-    """The files of ``chunk``'s labels in ``folder``/<chunk>/, in label order, shell-quoted
-    and space-separated for a command line."""
+def all_label_files(folder):
+    """Every label's file in ``folder``/<chunk>/, in label order, shell-quoted for a command
+    line (one conditional GAN draws every label's samples)."""
     return " ".join(
-        shlex.quote(f"{folder}/{chunk}/{label.slug}{suffix}")
-        for label in CHUNKS[chunk].labels
+        shlex.quote(f"{folder}/{chunk.name}/{label.slug}.pt")
+        for chunk in CHUNKS.values()
+        for label in chunk.labels
     )
 
 
-# Each trained unit's generator, for the message after a failed run.
-MODEL_FILES = (
-    {
-        label.slug: f"{RESULTS}/models/{chunk}/{label.slug}.pt"
-        for chunk in CHUNKS
-        for label in CHUNKS[chunk].labels
+def model_files():
+    """Each label's generator (or the one generator), for the message after a failed run:
+    built only then, not on every parse of thousands of labels."""
+    if GENERATOR != "per_label":
+        return {GENERATOR: f"{RESULTS}/models/{GENERATOR}.pt"}
+    return {
+        label.slug: f"{RESULTS}/models/{chunk.name}/{label.slug}.pt"
+        for chunk in CHUNKS.values()
+        for label in chunk.labels
     }
-    if GENERATOR == "per_label"
-    else {GENERATOR: f"{RESULTS}/models/{GENERATOR}.pt"}
-)
-
-
-def all_label_files(folder, suffix=".pt"):
-    """Every label's file in ``folder``/<chunk>/, in label order, for a command line."""
-    return " ".join(chunk_files(folder, chunk, suffix) for chunk in CHUNKS)
 
 
 def data_options():
@@ -152,7 +148,7 @@ def shape_gate():
     return ancient(f"{RESULTS}/labels.tsv")
 
 
-def trained_files(kind, name_or_pattern="{chunk}"):
+def trained_files(kind):
     """A training job's output of ``kind`` (models, losses, training, snapshots): a chunk's
     folder of per-label files, or the one file of a conditional or distributed generator.
     """
@@ -163,7 +159,7 @@ def trained_files(kind, name_or_pattern="{chunk}"):
         "snapshots": ".pt",
     }
     if GENERATOR == "per_label":
-        return directory(f"{RESULTS}/{kind}/{name_or_pattern}")
+        return directory(f"{RESULTS}/{kind}/{{chunk}}")
     return f"{RESULTS}/{kind}/{GENERATOR}{suffix[kind]}"
 
 
@@ -258,7 +254,7 @@ onsuccess:
 onerror:
     # Only when the run trained labels (not, say, after a failed scaling point).
     message = (
-        missing_models(RESULTS, MODEL_FILES)
+        missing_models(RESULTS, model_files())
         if Path(RESULTS, "models").is_dir()
         else None
     )
