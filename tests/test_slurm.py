@@ -98,10 +98,15 @@ def checkpoint_iteration(workdir: Path, chunk: str) -> int:
     return torch.load(checkpoint, weights_only=True)["iteration"]
 
 
+# Far more iterations than fit in the 1-minute limit: a tiny GAN trains 4,000 in under a
+# minute on an idle 2-core machine.
+BUDGET = 20_000
+
+
 def test_a_job_stopped_at_its_time_limit_resumes_to_completion(tmp_path):
     # An iteration budget that takes longer than the 1-minute limit; checkpoints every 3 s.
     write_config(
-        tmp_path, merged(TINY, {"train": {"iterations": 4000, "seconds": None, "checkpoint_seconds": 3}})
+        tmp_path, merged(TINY, {"train": {"iterations": BUDGET, "seconds": None, "checkpoint_seconds": 3}})
     )
     target = str(RUN / "training/c000-000")
     limit = [
@@ -114,15 +119,15 @@ def test_a_job_stopped_at_its_time_limit_resumes_to_completion(tmp_path):
     assert first.returncode != 0
     assert slurm_job(scheduler_job(tmp_path, "c000-000"))[0] == "TIMEOUT"
     reached = checkpoint_iteration(tmp_path, "c000-000")
-    assert 0 < reached < 4000 and not (tmp_path / RUN / "models/c000-000/0.pt").exists()
+    assert 0 < reached < BUDGET and not (tmp_path / RUN / "models/c000-000/0.pt").exists()
 
     second = run_snakemake(tmp_path, target, *CI_OVERRIDE, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     summary = json.loads((tmp_path / RUN / "training/c000-000/0.json").read_text())
-    assert summary["iterations"] == 4000 and summary["resumed_from_iteration"] >= reached
+    assert summary["iterations"] == BUDGET and summary["resumed_from_iteration"] >= reached
     assert slurm_job(summary["scheduler_job"])[0] == "COMPLETED"
     rows = (tmp_path / RUN / "losses/c000-000/0.csv").read_text().splitlines()[1:]
-    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 4001))
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, BUDGET + 1))
 
 
 def test_one_failing_label_does_not_stop_the_others_and_is_named(tmp_path):
