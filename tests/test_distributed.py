@@ -1,13 +1,18 @@
 """Distributed training with local critics and a server-side GAN: partitions, the weighted
-average, refusals, and real ``torchrun`` launches (gloo on the CPU) of both schedules."""
+average, refusals, real ``torchrun`` launches (gloo on the CPU) of both schedules, and the
+launcher: ranks from each launcher's environment, the shards each rank reads, a device that
+cannot read its shard, and a device killed mid-run."""
 
 import copy
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +26,14 @@ from wcgan.config import DistributedConfig, TrainConfig, label_seed
 from wcgan.data import TrainingSet, save_shard
 from wcgan.distributed import (
     critic_seed,
-    partition_rows,
+    iid_rows,
+    label_shares,
     resolve_backend,
     train_distributed,
     weighted_average,
 )
-from wcgan.errors import WcganError
+from wcgan.errors import QuietExit, WcganError
+from wcgan.launch import GROUP_FOLDER, group_command, member_from_environment
 from wcgan.losses import LOSSES, make_optimizer
 from wcgan.model_files import load_generator
 from wcgan.networks import Critic, NetworkStack, images_to_float
@@ -74,8 +81,8 @@ def launch(processes: int, shards: list[str], out: Path, *options: str) -> subpr
 
 
 def checkpoint(out: Path) -> dict:
-    # One checkpoint beside the folder's lock file: no temporaries left behind.
-    (path,) = (p for p in (out / "checkpoints").iterdir() if p.name != LOCK_NAME)
+    # One checkpoint beside the folder's lock file and the ranks' records: no temporaries.
+    (path,) = (p for p in (out / "checkpoints").iterdir() if p.name not in (LOCK_NAME, GROUP_FOLDER))
     return load_torch(path, "checkpoint")
 
 
@@ -116,54 +123,38 @@ def test_the_weighted_average_is_the_data_size_weighted_mean():
     assert not torch.allclose(average["net.0.bias"], sum(c["net.0.bias"] for c in critics) / 3)
 
 
-@pytest.mark.parametrize("mode", ["iid", "by_label"])
-def test_partitions_cover_every_row_once(mode):
-    classes = torch.repeat_interleave(torch.arange(5), torch.tensor([3, 4, 5, 2, 6]))
-    shares = partition_rows(classes, 3, mode, seed=7)
-    assert len(shares) == 3 and all(len(rows) > 0 for rows in shares)
-    assert torch.equal(torch.cat(shares).sort().values, torch.arange(len(classes)))
-    assert all(torch.equal(rows, rows.sort().values) for rows in shares)  # data order
-    if mode == "iid":
-        assert sorted(len(rows) for rows in shares) == [6, 7, 7]
-        assert not torch.equal(shares[0], partition_rows(classes, 3, mode, seed=8)[0])
-    else:  # contiguous runs of whole labels
-        assert [classes[rows].unique().tolist() for rows in shares] == [[0, 1], [2, 3], [4]]
-    assert all(
-        torch.equal(a, b) for a, b in zip(shares, partition_rows(classes, 3, mode, seed=7), strict=True)
-    )
+def test_iid_deals_every_row_once_in_data_order():
+    shares = iid_rows(20, 3, seed=7)
+    assert sorted(len(rows) for rows in shares) == [6, 7, 7]
+    assert torch.equal(torch.cat(shares).sort().values, torch.arange(20))
+    assert all(torch.equal(rows, rows.sort().values) for rows in shares)
+    assert all(torch.equal(a, b) for a, b in zip(shares, iid_rows(20, 3, seed=7), strict=True))
+    assert not torch.equal(shares[0], iid_rows(20, 3, seed=8)[0])
+    assert torch.equal(iid_rows(5, 1, seed=3)[0], torch.arange(5))  # one device: every row in order
 
 
-def test_one_device_gets_every_row_in_order():
-    classes = torch.tensor([0, 0, 1, 1, 1])
-    for mode in ("iid", "by_label"):
-        assert torch.equal(partition_rows(classes, 1, mode, seed=3)[0], torch.arange(5))
-
-
-def test_by_label_shares_out_only_labels_with_images():
-    classes = torch.tensor([0, 0, 2, 2, 3])  # label 1 has no images
-    shares = partition_rows(classes, 3, "by_label", seed=0)
-    assert [classes[rows].unique().tolist() for rows in shares] == [[0], [2], [3]]
-    with pytest.raises(
-        WcganError, match=r"^distributed.devices 4 exceeds the number of labels with images \(3\)"
-    ):
-        partition_rows(classes, 4, "by_label", seed=0)
+def test_by_label_gives_each_device_a_contiguous_run_of_labels():
+    assert label_shares(5, 3) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert label_shares(3, 3) == [range(0, 1), range(1, 2), range(2, 3)]
+    assert label_shares(4, 1) == [range(0, 4)]
 
 
 @pytest.mark.parametrize(
-    "mode, devices, message",
+    "share, message",
     [
         (
-            "iid",
-            6,
-            r"^distributed.devices 6 exceeds the number of images \(5\) that partition iid shares out",
+            lambda: iid_rows(5, 6, seed=0),
+            r"^distributed.devices 6 exceeds the number of images \(5\) that partition iid",
         ),
-        ("by_label", 3, r"^distributed.devices 3 exceeds the number of labels with images \(2\)"),
-        ("dirichlet", 2, r"^distributed.partition 'dirichlet' is unknown \(known: iid, by_label\)$"),
+        (
+            lambda: label_shares(2, 3),
+            r"^distributed.devices 3 exceeds the number of labels \(2\) that partition by_label",
+        ),
     ],
 )
-def test_partition_refusals(mode, devices, message):
+def test_partition_refusals(share, message):
     with pytest.raises(WcganError, match=message):
-        partition_rows(torch.tensor([0, 0, 1, 1, 1]), devices, mode, seed=0)
+        share()
 
 
 @pytest.mark.parametrize(
@@ -175,6 +166,8 @@ def test_partition_refusals(mode, devices, message):
         ({"devices": 0}, r"^distributed.devices must be positive, got 0$"),
         ({"local_steps": 0}, r"^distributed.local_steps must be positive"),
         ({"rounds": 3}, r"^distributed.rounds is not an option of distributed$"),
+        ({"nodes": 4}, r"^distributed.nodes 4 exceeds the launch's 3 processes \(devices \+ 1\)"),
+        ({"max_restarts": -1}, r"^distributed.max_restarts must be 0 or more, got -1$"),
     ],
 )
 def test_config_refusals(values, message):
@@ -212,14 +205,12 @@ def test_the_backend_follows_the_device():
     ],
 )
 def test_train_distributed_refuses_a_launch_it_cannot_run(
-    digit_shards, tmp_path, config, dist_values, message
+    shard_files, tmp_path, config, dist_values, message
 ):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         with pytest.raises(WcganError, match=message):
-            train_distributed(
-                TrainingSet.of_labels(digit_shards), config, DistributedConfig(**dist_values), tmp_path
-            )
+            train_distributed(shard_files, config, DistributedConfig(**dist_values), tmp_path)
     finally:
         dist.destroy_process_group()
     assert not list(tmp_path.glob("distributed-*"))
@@ -228,13 +219,14 @@ def test_train_distributed_refuses_a_launch_it_cannot_run(
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--devices", "1"], r"no torchrun launch found \(RANK is unset\): run torchrun --nproc-per-node 2"),
+        (["--devices", "1"], r"no launch found \(no torchrun, srun or jsrun environment\): run wcgan "),
         (["--schedule", "async"], r"distributed.schedule 'async' is unknown"),
         (["--snapshots", "2"], r"train.snapshots is 2: give --snapshots-out"),
     ],
 )
 def test_command_line_refusals_are_one_line(shard_files, tmp_path, capsys, monkeypatch, options, message):
-    monkeypatch.delenv("RANK", raising=False)
+    for name in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(name, raising=False)
     argv = [
         "train-distributed",
         "--shard",
@@ -343,7 +335,7 @@ def test_a_checkpoint_of_another_layout_is_refused_in_one_line(serial_run, shard
     assert result.returncode != 0
     (line,) = [line for line in result.stderr.splitlines() if "wcgan: error:" in line]
     assert line == (
-        f"wcgan: error: checkpoint '{path}' was written by a launch of world size 3 (devices 2, partition "
+        f"wcgan: error: rank 0 (server) on {socket.gethostname()}: checkpoint '{path}' was written by a launch of world size 3 (devices 2, partition "
         f"by_label, schedule serial, local steps 5), not world size 2 (devices 1, partition by_label, "
         f"schedule serial, local steps 5); launch it as it was, or move it away to retrain"
     )
@@ -367,10 +359,10 @@ def test_a_locked_checkpoint_folder_stops_the_launch_in_one_line(shard_files, tm
     assert result.returncode != 0
     (line,) = [line for line in result.stderr.splitlines() if "wcgan: error:" in line]
     assert line == (
-        f"wcgan: error: checkpoint folder '{folder}' is in use by host {socket.gethostname()} pid {holder.pid}; "
+        f"wcgan: error: rank 0 (server) on {socket.gethostname()}: checkpoint folder '{folder}' is in use by host {socket.gethostname()} pid {holder.pid}; "
         f"wait for it to end, or stop it"
     )
-    assert [p.name for p in folder.iterdir()] == [LOCK_NAME]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([GROUP_FOLDER, LOCK_NAME])
 
 
 def test_parallel_schedule_averages_the_local_critics_and_resumes(
@@ -386,7 +378,7 @@ def test_parallel_schedule_averages_the_local_critics_and_resumes(
     # global critic after round 1 is that average exactly.
     data, config = TrainingSet.of_labels(digit_shards[:1]), tiny(iterations=1)
     seed = label_seed(config.seed, data.name)
-    shares = partition_rows(data.classes, 2, "iid", seed)
+    shares = iid_rows(len(data.classes), 2, seed)
     generator, critic = initial_networks(config, data)
     loss = LOSSES[config.loss](**config.loss_options())
     settings = config.effective()
@@ -418,3 +410,191 @@ def test_parallel_schedule_averages_the_local_critics_and_resumes(
     assert history[:, 0].tolist() == [1, 2, 3]
     assert torch.equal(history[0], after_one["history"][0])
     assert len((tmp_path / "losses.csv").read_text().splitlines()) == 4
+
+
+# --- launching the group: where each process stands, what it reads, a lost process -----------
+
+
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        (
+            {"RANK": "2", "WORLD_SIZE": "3", "LOCAL_RANK": "2", "MASTER_ADDR": "a", "MASTER_PORT": "1"},
+            (2, 3, 2, "env://", "torchrun"),
+        ),
+        (  # srun: the store on the step's first node, the port the launcher chose
+            {
+                "SLURM_PROCID": "1",
+                "SLURM_STEP_NUM_TASKS": "3",
+                "SLURM_LOCALID": "0",
+                "SLURM_STEP_NODELIST": "gpu[07-08]",
+                "MASTER_PORT": "29511",
+            },
+            (1, 3, 0, "tcp://gpu07:29511", "srun"),
+        ),
+        (
+            {"JSM_NAMESPACE_RANK": "0", "JSM_NAMESPACE_SIZE": "3", "WCGAN_RENDEZVOUS": "file:///shared/r"},
+            (0, 3, 0, "file:///shared/r", "jsrun"),
+        ),
+    ],
+)
+def test_each_launcher_environment_gives_the_rank_and_the_rendezvous(environ, expected):
+    def hostnames(nodelist):
+        assert nodelist == "gpu[07-08]"
+        return ["gpu07", "gpu08"]
+
+    member = member_from_environment(environ, 3, hostnames)
+    assert (
+        member.rank,
+        member.world_size,
+        member.local_rank,
+        member.init_method,
+        member.launcher,
+    ) == expected
+    assert member.describe() == (
+        f"rank {expected[0]} ({'server' if expected[0] == 0 else f'device {expected[0]}'}) on {member.host}"
+    )
+
+
+def test_a_slurm_step_without_a_chosen_port_takes_one_from_its_job_and_step():
+    environ = {
+        "SLURM_PROCID": "0",
+        "SLURM_STEP_NUM_TASKS": "2",
+        "SLURM_STEP_NODELIST": "n1",
+        "SLURM_JOB_ID": "7",
+    }
+    first = member_from_environment({**environ, "SLURM_STEP_ID": "0"}, 2).init_method
+    restarted = member_from_environment({**environ, "SLURM_STEP_ID": "1"}, 2).init_method
+    assert first.startswith("tcp://n1:") and first != restarted
+
+
+def test_a_launch_of_the_wrong_size_is_refused_by_rank_0_alone():
+    environ = {"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "n1"}
+    message = (
+        r"^the srun launch has 2 processes, but distributed.devices 2 needs 3 \(the server and one per "
+        r"device\): srun --ntasks 3$"
+    )
+    with pytest.raises(WcganError, match=message) as refused:
+        member_from_environment(environ, 3)
+    assert not isinstance(refused.value, QuietExit)
+    with pytest.raises(QuietExit):  # the other ranks end without a line of their own
+        member_from_environment({**environ, "SLURM_PROCID": "1"}, 3)
+
+
+def test_the_launchers_command_lines():
+    command = ["wcgan", "train-distributed"]
+    argv, environ = group_command("srun", command, 5, nodes=2, threads=4, gpus=True)
+    assert argv == [
+        "srun", "--ntasks=5", "--nodes=2", "--cpus-per-task=4", "--kill-on-bad-exit=0", "--gpus-per-task=1",
+        *command,
+    ]  # fmt: skip
+    assert environ["OMP_NUM_THREADS"] == "4" and int(environ["MASTER_PORT"]) > 0
+    argv, environ = group_command("torchrun", command, 3)
+    assert argv[-5:] == ["--nproc-per-node=3", "--max-restarts=0", "--no-python", *command]
+    assert environ == {}
+    argv, environ = group_command("jsrun", command, 3, threads=2, rendezvous="file:///r")
+    assert argv == ["jsrun", "--nrs=3", "--tasks_per_rs=1", "--cpu_per_rs=2", "--gpu_per_rs=0", *command]
+    assert environ == {"WCGAN_RENDEZVOUS": "file:///r", "OMP_NUM_THREADS": "2"}
+
+
+# Logs each rank's opens of files under WCGAN_TEST_OPENS's folder: what a process read.
+AUDIT = """
+import os, sys
+_watched, _log = os.environ.get("WCGAN_TEST_WATCH"), os.environ.get("WCGAN_TEST_OPENS")
+if _watched and _log and "RANK" in os.environ:
+    def _hook(event, args):
+        if event == "open" and isinstance(args[0], str) and os.path.abspath(args[0]).startswith(_watched):
+            with open(os.path.join(_log, "rank-" + os.environ["RANK"]), "a") as fh:
+                fh.write(os.path.basename(args[0]) + "\\n")
+    sys.addaudithook(_hook)
+"""
+
+
+def group(shards: list[str], out: Path, *options: str, extra_env: dict | None = None) -> list[str]:
+    """``wcgan train-distributed --launch torchrun`` on ``shards``, outputs under ``out``."""
+    return [
+        sys.executable, "-m", "wcgan.cli", "train-distributed", "--launch", "torchrun", "--shard", *shards,
+        "--model-out", str(out / "model.pt"), "--losses-out", str(out / "losses.csv"),
+        "--summary-out", str(out / "summary.json"), "--checkpoint-dir", str(out / "checkpoints"),
+        *OPTIONS, *options,
+    ]  # fmt: skip
+
+
+def test_by_label_devices_read_only_their_own_shards_and_the_server_none(shard_files, tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(AUDIT)
+    opens = tmp_path / "opens"
+    opens.mkdir()
+    folder = str(Path(shard_files[0]).parent)
+    environment = {
+        **env(),
+        "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{env().get('PYTHONPATH', '')}",
+        "WCGAN_TEST_WATCH": folder,
+        "WCGAN_TEST_OPENS": str(opens),
+    }
+    command = group(shard_files, tmp_path, "--devices=2", "--partition=by_label", "--iterations=1")
+    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    read = {path.name: sorted(set(path.read_text().split())) for path in opens.iterdir()}
+    assert read == {"rank-1": ["0.pt", "1.pt"], "rank-2": ["2.pt"]}  # rank 0 read none
+    assert summary(tmp_path)["device_labels"] == [["0", "1"], ["2"]]
+
+
+def test_a_device_that_cannot_read_its_shard_says_so_in_one_line(shard_files, tmp_path):
+    shards = []
+    for path in shard_files:
+        shards.append(str(tmp_path / Path(path).name))
+        shutil.copy(path, shards[-1])
+    Path(shards[2]).write_bytes(b"not a shard")  # device 2's label under by_label
+    command = group(shards, tmp_path, "--devices=2", "--partition=by_label", "--iterations=1")
+    result = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True, timeout=180)
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if "wcgan: error:" in line]
+    assert line.startswith(f"wcgan: error: rank 2 (device 2) on {socket.gethostname()}: shard '{shards[2]}'")
+    assert "restarting" not in result.stderr  # a refusal is not retried
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_launch_with_a_process_too_few_is_refused_in_one_line(shard_files, tmp_path):
+    result = launch(2, shard_files, tmp_path, "--devices=2", "--iterations=1")
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if "wcgan: error:" in line] == [
+        "wcgan: error: the torchrun launch has 2 processes, but distributed.devices 2 needs 3 (the server "
+        "and one per device): torchrun --nproc-per-node 3"
+    ]
+
+
+def record(out: Path, rank: int) -> dict:
+    path = out / "checkpoints" / GROUP_FOLDER / f"rank-{rank}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def test_a_killed_device_restarts_the_group_from_the_last_checkpoint(shard_files, tmp_path):
+    budget = 100  # per label: 300 rounds
+    command = group(shard_files, tmp_path, "--devices=2", f"--iterations={budget}", "--checkpoint-seconds=1")
+    process = subprocess.Popen(command, cwd=REPO, env=env(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "round" not in record(tmp_path, 0):  # the server's first checkpoint
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        victim = record(tmp_path, 2)
+        checkpointed = record(tmp_path, 0)["round"]
+        os.kill(victim["pid"], signal.SIGKILL)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    (restart,) = [line for line in stderr.splitlines() if "restarting the group" in line]
+    resumed = summary(tmp_path)["resumed_from_round"]
+    assert restart == (
+        f"wcgan: rank 2 (device 2) on {victim['host']} (pid {victim['pid']}) was lost (torchrun exit 1); "
+        f"restarting the group from checkpoint '{record(tmp_path, 0)['checkpoint']}' (round {resumed}) "
+        f"(restart 1 of 3)"
+    )
+    # It resumed from the checkpoint written before the kill (or a later one): at most one
+    # checkpoint interval of rounds was lost, and the run has every round once.
+    assert resumed >= checkpointed
+    assert summary(tmp_path)["rounds"] == 3 * budget
+    rows = (tmp_path / "losses.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == list(range(1, 3 * budget + 1))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wcgan import __version__
-from wcgan.errors import WcganError
+from wcgan.errors import QuietExit, WcganError
 
 
 def log(message: str) -> None:
@@ -213,18 +213,23 @@ def _training_data(args: argparse.Namespace, config, processes: int = 1):
     else:
         sets = [TrainingSet.of_labels(shards)]
         config = config.for_labels(len(shards), processes)
+    _check_outputs(args, config, len(sets), len(shards))
+    return sets, config
+
+
+def _check_outputs(args: argparse.Namespace, config, gans: int, labels: int) -> None:
+    """The output options name one file per GAN, and ``--samples-out`` one per label (or their
+    folder)."""
     for name in GAN_OUTPUTS:
         given = getattr(args, name)
-        if given is not None and len(given) != len(sets):
-            per = "one per --shard" if len(sets) > 1 else f"one for train.generator {config.generator}"
-            raise WcganError(
-                f"--{name.replace('_', '-')} names {len(given)} files; it needs {len(sets)}: {per}"
-            )
-    if args.samples_out and len(args.samples_out) != len(shards):
-        raise WcganError(f"--samples-out names {len(args.samples_out)} files for {len(shards)} shards")
+        if given is not None and len(given) != gans:
+            per = "one per --shard" if gans > 1 else f"one for train.generator {config.generator}"
+            raise WcganError(f"--{name.replace('_', '-')} names {len(given)} files; it needs {gans}: {per}")
+    samples = args.samples_out
+    if samples and len(samples) != labels and not (len(samples) == 1 and not samples[0].endswith(".pt")):
+        raise WcganError(f"--samples-out names {len(samples)} files for {labels} shards")
     if config.snapshots and not args.snapshots_out:
         raise WcganError(f"train.snapshots is {config.snapshots}: give --snapshots-out for their samples")
-    return sets, config
 
 
 def _write_training_outputs(args: argparse.Namespace, results, sets) -> None:
@@ -274,7 +279,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = config_from_args(TrainConfig, args)
     if config.generator == "distributed":
-        raise WcganError("train.generator distributed runs under torchrun: use wcgan train-distributed")
+        raise WcganError(
+            "train.generator distributed runs as a group of processes: use wcgan train-distributed --launch torchrun"
+        )
     sets, config = _training_data(args, config)
     results = train_chunk(
         sets, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log
@@ -285,40 +292,95 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_train_distributed(args: argparse.Namespace) -> None:
     import os
 
+    from wcgan.config import DistributedConfig, TrainConfig
+    from wcgan.launch import launch_group, member_from_environment, recorded
+
+    config = config_from_args(TrainConfig, args, generator="distributed")
+    dist_config = config_from_args(DistributedConfig, args)
+    config.check()
+    dist_config.check()
+    shards = files_in(args.shard)
+    _check_outputs(args, config, 1, len(shards))
+    if args.launch:  # this process starts the group, each rank this command without --launch
+        code = launch_group(
+            args.launch,
+            [sys.executable, "-m", "wcgan.cli", *_without_option(args.argv, "--launch")],
+            dist_config.processes,
+            args.checkpoint_dir,
+            nodes=dist_config.nodes,
+            threads=args.threads or 1,
+            gpus=config.device.startswith("cuda"),
+            max_restarts=dist_config.max_restarts,
+            log=log,
+        )
+        if code:
+            raise SystemExit(code)  # the ranks' own lines say why
+        return
+    member = member_from_environment(os.environ, dist_config.processes)
+    os.environ["LOCAL_RANK"] = str(member.local_rank)  # rank_device's GPU under any launcher
+    try:
+        with recorded(args.checkpoint_dir, member) as record:
+            _train_rank(
+                args,
+                member,
+                shards,
+                config.for_labels(len(shards), dist_config.processes),
+                dist_config,
+                record,
+            )
+    except QuietExit:
+        raise
+    except WcganError as exc:
+        exc.args = (f"{member.describe()}: {exc}",)  # which process of which host, and why
+        raise
+
+
+def _train_rank(args: argparse.Namespace, member, shards: list[str], config, dist_config, record) -> None:
+    """One rank's part: join the group, train, and on the server write the outputs."""
     import torch
     import torch.distributed as dist
 
-    from wcgan.config import DistributedConfig, TrainConfig
-    from wcgan.distributed import SERVER, rank_device, resolve_backend, train_distributed
+    from wcgan.distributed import rank_device, resolve_backend, train_distributed
 
-    rank = int(os.environ.get("RANK", "0"))
+    device = rank_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    log(f"{member.describe()}: {member.launcher} rank {member.rank} of {member.world_size}, on {device}")
+    dist.init_process_group(
+        resolve_backend(dist_config.backend, device),
+        init_method=member.init_method,
+        rank=member.rank,
+        world_size=member.world_size,
+    )
     try:
-        config = config_from_args(TrainConfig, args, generator="distributed")
-        dist_config = config_from_args(DistributedConfig, args)
-        sets, config = _training_data(args, config, dist_config.processes)
-        if "RANK" not in os.environ:
-            raise WcganError(
-                f"no torchrun launch found (RANK is unset): run torchrun --nproc-per-node "
-                f"{dist_config.processes} --no-python wcgan train-distributed ..."
-            )
-        device = rank_device(config.device)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(resolve_backend(dist_config.backend, device))
-        try:
-            result = train_distributed(
-                sets[0], config, dist_config, args.checkpoint_dir, threads=args.threads, log=log
-            )
-        finally:
-            dist.destroy_process_group()
-    except WcganError as exc:
-        # Every process refuses bad input alike, and only the server learns of a bad checkpoint
-        # or diverging losses: the server's line is the one to show.
-        if rank != SERVER:
-            raise SystemExit(exc.exit_code) from None
-        raise
-    if result is not None:  # the server writes the outputs
-        _write_training_outputs(args, [result], sets)
+        outcome = train_distributed(
+            shards,
+            config,
+            dist_config,
+            args.checkpoint_dir,
+            threads=args.threads,
+            log=log,
+            checkpointed=record.checkpointed,
+        )
+    finally:
+        dist.destroy_process_group()
+    if outcome is not None:  # the server writes the outputs
+        result, data = outcome
+        per_label_files(args, OUTPUT_SUFFIXES, data.labels)
+        _write_training_outputs(args, [result], [data])
+
+
+def _without_option(argv: Sequence[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` (or ``option=VALUE``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(f"{option}="):
+            out.append(arg)
+    return out
 
 
 def _default_run() -> str:
@@ -791,10 +853,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(
         "train-distributed",
         cmd_train_distributed,
-        "one process of distributed training (a server and local critics; resumes): launch with "
-        "torchrun --nproc-per-node DEVICES+1 --no-python wcgan train-distributed ...",
+        "distributed training (a server and local critics; resumes): with --launch, start the "
+        "DEVICES+1 processes and restart them when one is lost; without, one of those processes "
+        "(under torchrun, srun or jsrun)",
     )
-    sub.add_argument("--shard", nargs="+", required=True, help="every label's shard (one: that label's GAN)")
+    sub.add_argument(
+        "--launch",
+        choices=("torchrun", "srun", "jsrun"),
+        help="start the group: torchrun --standalone on this machine, srun tasks in a Slurm "
+        "allocation, jsrun resource sets in an LSF one",
+    )
+    sub.add_argument(
+        "--shard",
+        nargs="+",
+        required=True,
+        help="every label's shard in label order, or their folders (a device reads only its own "
+        "under partition by_label)",
+    )
     training_outputs(sub)
     add_config_options(
         sub,
@@ -1016,8 +1091,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started_at = time.time()
     args = build_parser().parse_args(argv)
     args.started_at = started_at
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.handler(args)
+    except QuietExit as exc:  # another process's line says why
+        return exc.exit_code
     except WcganError as exc:
         log(f"wcgan: error: {exc}")
         return exc.exit_code

@@ -231,6 +231,10 @@ class DistributedConfig(ConfigSection):
         None, "critic steps per device and round; unset: the loss's critic_steps"
     )
     backend: str = option("auto", "auto (nccl on GPUs, gloo on CPUs) | gloo | nccl")
+    nodes: int = option(1, "nodes the launch spreads its processes over (srun --nodes; on Slurm only)")
+    max_restarts: int = option(
+        3, "times the launcher restarts the group from the server's checkpoint after losing a process"
+    )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "distributed") -> DistributedConfig:
@@ -242,7 +246,14 @@ class DistributedConfig(ConfigSection):
                 raise WcganError(
                     f"{key}.{name} '{getattr(self, name)}' is unknown (known: {', '.join(known)})"
                 )
-        self._require_positive(key, ("devices", "local_steps"))
+        self._require_positive(key, ("devices", "local_steps", "nodes"))
+        if self.max_restarts < 0:
+            raise WcganError(f"{key}.max_restarts must be 0 or more, got {self.max_restarts}")
+        if self.nodes > self.processes:
+            raise WcganError(
+                f"{key}.nodes {self.nodes} exceeds the launch's {self.processes} processes "
+                f"(devices + 1): a node would have none"
+            )
 
     @property
     def processes(self) -> int:

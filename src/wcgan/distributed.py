@@ -1,8 +1,9 @@
 """Distributed training with local discriminators and a server-side global GAN (Ren et al.,
 arXiv:2107.08681): one server process and one process per device, talking through
-``torch.distributed`` collectives (gloo on CPUs, nccl on GPUs), launched by ``torchrun``::
+``torch.distributed`` collectives (gloo on CPUs, nccl on GPUs), started by torchrun, srun or
+jsrun (``wcgan.launch``, which also restarts the group when a process is lost)::
 
-    torchrun --standalone --nproc-per-node 3 --no-python wcgan train-distributed --shard a.pt b.pt ... --devices 2
+    wcgan train-distributed --launch torchrun --shard a.pt b.pt ... --devices 2
 
 Rank 0 is the server: it holds the global generator G, the global critic D, G's optimizer and
 the generator step's random stream. Ranks 1..K are the devices: each holds its share of the
@@ -31,8 +32,12 @@ loss history and the same generator weights (the generator's batch norm running 
 differ, since the devices' fakes no longer update the server's copy). Other devices get
 critic streams of their own, seeded from the run's seed and their rank.
 
-Every process reads the shards; a device keeps its share of the images, the server only the
-class counts (the generator step draws classes as often as the data has them). Per round the
+The data stays with the devices: under ``by_label`` a device reads only its own labels' shards,
+under ``iid`` every shard (it keeps a random share of the images); the server reads none. One
+exchange at the start tells every rank the labels, their image counts and the images' shape,
+so the server knows the class counts (the generator step draws classes as often as the data
+has them) and the devices the labels' numbering. A collective that fails (a process gone)
+ends the rank with ``GroupBroken``, which the launcher tells from a refusal. Per round the
 server records its wall-clock seconds, each side's compute seconds (the devices' critic steps,
 its own generator step), the seconds inside collectives (waiting for the other side included)
 and the bytes the collectives carry, counted from the tensors' sizes: the command, G and D
@@ -51,7 +56,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,9 +69,10 @@ import torch
 import torch.distributed as dist
 
 from wcgan.atomic import exclusive_lock, remove_stale_temporaries, save_torch
-from wcgan.config import PARTITIONS, DistributedConfig, TrainConfig, label_seed
-from wcgan.data import TrainingSet
-from wcgan.errors import WcganError
+from wcgan.config import DistributedConfig, TrainConfig, label_seed
+from wcgan.data import CONDITIONAL, Shard, TrainingSet, load_shard
+from wcgan.errors import QuietExit, WcganError
+from wcgan.launch import GroupBroken, describe_rank
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.model_files import identity
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
@@ -92,28 +100,29 @@ START, ROUND, GATHER, END = 0, 1, 2, 3
 TIMING_COLUMNS = ("seconds", "broadcast_bytes", "reduce_bytes", "server_compute", "server_communication")
 
 
-def partition_rows(classes: torch.Tensor, devices: int, mode: str, seed: int) -> list[torch.Tensor]:
-    """Each device's rows of the data, in data order. ``iid`` deals a seeded random permutation of
-    the images out in near-equal shares; ``by_label`` (non-iid) gives each device the images of a
-    contiguous run of the labels that have images. ``classes`` is each image's class (zeros for
-    one label's set)."""
-    if mode == "iid":
-        if devices > len(classes):
-            raise WcganError(
-                f"distributed.devices {devices} exceeds the number of images ({len(classes)}) that "
-                f"partition iid shares out: a device would get none"
-            )
-        order = torch.randperm(len(classes), generator=torch.Generator().manual_seed(seed))
-        return [share.sort().values for share in order.tensor_split(devices)]
-    if mode == "by_label":
-        labels = classes.unique()
-        if devices > len(labels):
-            raise WcganError(
-                f"distributed.devices {devices} exceeds the number of labels with images ({len(labels)}) "
-                f"that partition by_label shares out: a device would get none"
-            )
-        return [torch.isin(classes, share).nonzero().squeeze(1) for share in labels.tensor_split(devices)]
-    raise WcganError(f"distributed.partition '{mode}' is unknown (known: {', '.join(PARTITIONS)})")
+def label_shares(labels: int, devices: int) -> list[range]:
+    """Each device's labels under partition ``by_label`` (non-iid): near-equal contiguous runs of
+    the ``labels`` shards in the order given, the first ones a label longer."""
+    if devices > labels:
+        raise WcganError(
+            f"distributed.devices {devices} exceeds the number of labels ({labels}) that partition "
+            f"by_label shares out: a device would get none"
+        )
+    size, extra = divmod(labels, devices)
+    starts = [d * size + min(d, extra) for d in range(devices + 1)]
+    return [range(starts[d], starts[d + 1]) for d in range(devices)]
+
+
+def iid_rows(images: int, devices: int, seed: int) -> list[torch.Tensor]:
+    """Each device's rows under partition ``iid``: a seeded random permutation of the images dealt
+    out in near-equal shares, each in data order."""
+    if devices > images:
+        raise WcganError(
+            f"distributed.devices {devices} exceeds the number of images ({images}) that partition "
+            f"iid shares out: a device would get none"
+        )
+    order = torch.randperm(images, generator=torch.Generator().manual_seed(seed))
+    return [share.sort().values for share in order.tensor_split(devices)]
 
 
 def weighted_average(
@@ -137,7 +146,7 @@ def critic_seed(seed: int, device: int) -> int:
 
 def rank_device(name: str) -> torch.device:
     """This process's device for ``train.device``: a GPU without an index is the one of the
-    process's local rank, as torchrun numbers them."""
+    process's local rank on its node (``LOCAL_RANK``, which the CLI sets for every launcher)."""
     device = resolve_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
@@ -155,6 +164,17 @@ def resolve_backend(name: str, device: torch.device) -> str:
 
 
 # --- collectives --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _collective(what: str) -> Iterator[None]:
+    """A collective; its failure means another process of the group is gone."""
+    try:
+        yield
+    except RuntimeError as exc:
+        # gloo's "[file:line] Read error [host]:port: Connection reset by peer. This is ..."
+        reason = re.sub(r"^\[[^\]]*\] ", "", str(exc).strip()).split(". ")[0].splitlines()[0]
+        raise GroupBroken(f"lost the group during {what}: {reason}") from exc
 
 
 def _state(*modules: torch.nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -195,9 +215,10 @@ class _Link:
         self.listening = False  # the server's view: the devices wait for a command
 
     @contextlib.contextmanager
-    def _timed(self) -> Iterator[None]:
+    def _timed(self, what: str) -> Iterator[None]:
         start = time.perf_counter()
-        yield
+        with _collective(what):
+            yield
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - start
@@ -209,12 +230,12 @@ class _Link:
         return taken
 
     def broadcast(self, tensor: torch.Tensor) -> None:
-        with self._timed():
+        with self._timed("a broadcast"):
             dist.broadcast(tensor, SERVER)
         self.bytes["broadcast"] += tensor.nbytes * self.devices
 
     def reduce(self, tensor: torch.Tensor) -> None:
-        with self._timed():
+        with self._timed("a reduce"):
             dist.reduce(tensor, SERVER)
         self.bytes["reduce"] += tensor.nbytes * self.devices
 
@@ -237,13 +258,15 @@ class _Link:
     def gather(self, state: Any) -> list[Any] | None:
         """Every rank's ``state`` on the server (None elsewhere)."""
         gathered = [None] * (self.devices + 1) if dist.get_rank() == SERVER else None
-        dist.gather_object(state, gathered, dst=SERVER)
+        with _collective("the checkpoint's gather"):
+            dist.gather_object(state, gathered, dst=SERVER)
         return gathered
 
     def scatter(self, states: list[Any] | None) -> Any:
         """``states[rank]`` to each rank, from the server's list."""
         out = [None]
-        dist.scatter_object_list(out, states, src=SERVER)
+        with _collective("the start's scatter"):
+            dist.scatter_object_list(out, states, src=SERVER)
         return out[0]
 
 
@@ -254,14 +277,14 @@ class _Link:
 class _Run:
     """What every rank sets up alike."""
 
-    data: TrainingSet
+    data: TrainingSet  # a device's: its own images; the server's: their shape and classes only
     config: TrainConfig
     dist_config: DistributedConfig
     settings: dict[str, Any]
     device: torch.device
     seed: int
-    classes: torch.Tensor  # every image's class, zeros for one label's set
-    partition: list[torch.Tensor]
+    sizes: list[int]  # each device's image count
+    device_labels: list[list[str]]  # each device's labels' slugs
     generator: Generator
     critic: Critic
     loss: GANLoss
@@ -295,31 +318,34 @@ def _describe(layout: Mapping[str, Any]) -> str:
 
 
 def train_distributed(
-    data: TrainingSet,
+    shards: Sequence[str],
     config: TrainConfig,
     dist_config: DistributedConfig,
     checkpoint_dir: str | Path,
     *,
     threads: int | None = None,
     log: Callable[[str], None] = print,
-) -> TrainResult | None:
+    checkpointed: Callable[[Path, int], None] | None = None,
+) -> tuple[TrainResult, TrainingSet] | None:
     """Run this process's part of distributed training (or resume it) until the server's budget
-    is spent: the server's on rank 0, which returns the result, a device's on the others, which
-    return None. Needs an initialised process group of ``dist_config.devices + 1`` processes."""
+    is spent: the server's on rank 0, which returns the result and the data's description, a
+    device's on the others, which return None. ``shards`` are every label's shard files in label
+    order; a device reads only its own (``by_label``) or all of them (``iid``), the server none.
+    Needs an initialised process group of ``dist_config.devices + 1`` processes. ``checkpointed``
+    hears of each checkpoint the server writes (where a restarted group resumes)."""
     config.check()
     dist_config.check()
-    world, devices = dist.get_world_size(), dist_config.devices
+    world, devices, rank = dist.get_world_size(), dist_config.devices, dist.get_rank()
     if world != devices + 1:
-        raise WcganError(
+        _refuse_alike(
             f"the launch has world size {world}, but distributed.devices {devices} needs {devices + 1} "
-            f"(the server and one per device): torchrun --nproc-per-node {devices + 1}"
+            f"(the server and one per device)"
         )
     if threads:
         torch.set_num_threads(threads)
     device = rank_device(config.device)
-    seed = label_seed(config.seed, data.name)
-    classes = data.classes if data.classes is not None else torch.zeros(len(data.images), dtype=torch.int64)
-    partition = partition_rows(classes, devices, dist_config.partition, seed)
+    seed = label_seed(config.seed, CONDITIONAL)
+    data, sizes, device_labels, data_key = _share_data(shards, dist_config, seed)
     generator, critic = initial_networks(config, data)
     generator, critic = generator.to(device), critic.to(device)
     loss = LOSSES[config.loss](**config.loss_options())
@@ -331,28 +357,127 @@ def train_distributed(
         config.effective(),
         device,
         seed,
-        classes,
-        partition,
+        sizes,
+        device_labels,
         generator,
         critic,
         loss,
         link,
     )
-    if dist.get_rank() == SERVER:
-        checkpoint_path = Path(checkpoint_dir) / f"distributed-{run_key(config, [data], device)}.pt"
-        return _serve(run, checkpoint_path, log)
+    if rank == SERVER:
+        # Named by the config and the images' digests, as run_key names a chunk's checkpoint.
+        key = hashlib.sha256(f"{run_key(config, [], device)}:{data_key}".encode()).hexdigest()[:16]
+        checkpoint_path = Path(checkpoint_dir) / f"distributed-{key}.pt"
+        return _serve(run, checkpoint_path, log, checkpointed), data
     _work(run)
     return None
+
+
+def _refuse_alike(message: str) -> None:
+    """A refusal every rank reaches alike: the server says it, the others end quietly."""
+    raise WcganError(message) if dist.get_rank() == SERVER else QuietExit(message)
+
+
+def _read_shards(shards: Sequence[str], dist_config: DistributedConfig) -> list[Shard]:
+    """This rank's shards, in label order: a device's labels under ``by_label``, every label's
+    under ``iid`` (it draws its share of the images from all of them), none on the server."""
+    rank = dist.get_rank()
+    if rank == SERVER:
+        return []
+    if dist_config.partition == "by_label":
+        shards = [shards[i] for i in label_shares(len(shards), dist_config.devices)[rank - 1]]
+    return sorted((load_shard(path) for path in shards), key=lambda shard: shard.label.index)
+
+
+def _share_data(
+    shards: Sequence[str], dist_config: DistributedConfig, seed: int
+) -> tuple[TrainingSet, list[int], list[list[str]], str]:
+    """Each device reads its shards and tells every rank its labels, their image counts and the
+    images' shape (or why it could not read them): one exchange, after which every rank knows
+    the labels' numbering and each device's share, and the server what it needs without the
+    images. The rank's set (a device's own images; the server's shapes and classes), each
+    device's image count and labels, and a digest of every label's images (what the
+    checkpoint's name follows). A device that cannot read a shard names it in its own line;
+    the other ranks end quietly."""
+    devices, rank = dist_config.devices, dist.get_rank()
+    if dist_config.partition == "by_label":
+        try:
+            label_shares(len(shards), devices)
+        except WcganError as exc:
+            _refuse_alike(str(exc))
+    own: list[Shard] = []
+    report: dict[str, Any] = {}
+    try:
+        own = _read_shards(shards, dist_config)
+        if own:
+            shapes = {tuple(shard.images.shape[1:]) for shard in own}
+            if len(shapes) > 1:
+                raise WcganError(f"the shards hold images of different shapes {sorted(shapes)}")
+            report = {
+                "labels": [s.label for s in own],
+                "counts": [len(s.images) for s in own],
+                "digests": [hashlib.sha256(s.images.numpy().tobytes()).hexdigest() for s in own],
+                "shape": shapes.pop(),
+            }
+    except WcganError as exc:
+        report = {"error": str(exc)}
+    reports: list[Any] = [None] * (devices + 1)
+    with _collective("the start's exchange"):
+        dist.all_gather_object(reports, report)
+    refused = {r: rep["error"] for r, rep in enumerate(reports) if "error" in rep}
+    if refused:
+        # Under iid every device reads every shard: the lowest rank with a message says it.
+        if "error" in report and min(r for r, m in refused.items() if m == report["error"]) == rank:
+            raise WcganError(report["error"])
+        raise QuietExit(f"{', '.join(describe_rank(r, None) for r in refused)} could not read its shards")
+    held = reports[1:]
+    shapes = {rep["shape"] for rep in held}
+    if len(shapes) > 1:
+        _refuse_alike(f"the devices' shards hold images of different shapes {sorted(shapes)}")
+    counts = {label.index: n for rep in held for label, n in zip(rep["labels"], rep["counts"], strict=True)}
+    digests = {label.index: d for rep in held for label, d in zip(rep["labels"], rep["digests"], strict=True)}
+    labels = sorted(
+        {label.index: label for rep in held for label in rep["labels"]}.values(), key=lambda lb: lb.index
+    )
+    position = {label.index: c for c, label in enumerate(labels)}
+    classes = torch.repeat_interleave(
+        torch.arange(len(labels)), torch.tensor([counts[lb.index] for lb in labels])
+    )
+    if dist_config.partition == "iid":
+        try:
+            partition = iid_rows(len(classes), devices, seed)
+        except WcganError as exc:
+            _refuse_alike(str(exc))
+    else:
+        partition = [
+            torch.isin(classes, torch.tensor([position[lb.index] for lb in rep["labels"]]))
+            .nonzero()
+            .squeeze(1)
+            for rep in held
+        ]
+    sizes = [len(rows) for rows in partition]
+    device_labels = [[labels[c].slug for c in classes[rows].unique().tolist()] for rows in partition]
+    data_key = hashlib.sha256(
+        "".join(f"{lb.slug}:{counts[lb.index]}:{digests[lb.index]};" for lb in labels).encode()
+    ).hexdigest()
+    if rank == SERVER:  # the images' shape and classes, not the images
+        images = torch.empty((len(classes), *shapes.pop()), dtype=torch.uint8, device="meta")
+        return TrainingSet(images, labels, classes, CONDITIONAL), sizes, device_labels, data_key
+    images = torch.cat([shard.images for shard in own])
+    own_classes = torch.cat([torch.full((len(s.images),), position[s.label.index]) for s in own])
+    if dist_config.partition == "iid":  # it read every label's images: keep its share
+        rows = partition[rank - 1]
+        images, own_classes = images[rows], own_classes[rows]
+    return TrainingSet(images, labels, own_classes, CONDITIONAL), sizes, device_labels, data_key
 
 
 def _work(run: _Run) -> None:
     """A device: its share of the images, its local critic's optimizer and critic stream; it
     does what the server's commands say until told to end."""
     rank, link, generator, critic = dist.get_rank(), run.link, run.generator, run.critic
-    rows = run.partition[rank - 1]
-    images = images_to_float(run.data.images[rows].to(run.device))
-    classes = None if run.data.classes is None else run.data.classes[rows].to(run.device)
-    weight = len(rows) / sum(len(share) for share in run.partition)
+    images = images_to_float(run.data.images.to(run.device))
+    classes = run.data.classes.to(run.device)
+    weight = len(images) / sum(run.sizes)
     optimizer = run.optimizer(critic)
     rng = torch.Generator(device=run.device).manual_seed(critic_seed(run.seed, rank))
     floats, _ = _state(generator, critic)
@@ -392,19 +517,20 @@ def _work(run: _Run) -> None:
             link.reduce(torch.cat([_flat(critic_floats) * weight, means[0] * weight, timing.flatten()]))
 
 
-def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> TrainResult:
+def _serve(
+    run: _Run,
+    checkpoint_path: Path,
+    log: Callable[[str], None],
+    checkpointed: Callable[[Path, int], None] | None,
+) -> TrainResult:
     """The server: G, the global D, G's optimizer and stream, the budget, the history and the
     checkpoints."""
     data, config, dist_config, link = run.data, run.config, run.dist_config, run.link
     generator, critic, device, devices = run.generator, run.critic, run.device, dist_config.devices
-    name = data.name
-    sizes = [len(rows) for rows in run.partition]
+    name, sizes = data.name, run.sizes
     optimizer = run.optimizer(generator)
     _, generator_rng = random_streams(run.seed, device)
-    class_table = None
-    if data.classes is not None:  # the server knows how often each class occurs, not the images
-        counts = torch.bincount(data.classes, minlength=len(data.labels))
-        class_table = torch.repeat_interleave(torch.arange(len(data.labels)), counts).to(device)
+    class_table = data.classes.to(device)  # how often each class occurs, not the images
     generators, critics = NetworkStack([generator]), NetworkStack([critic])  # the loop's chunk of one
     layout = run.layout()
     parallel = dist_config.schedule == "parallel"
@@ -471,6 +597,8 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
                 },
                 checkpoint_path,
             )
+            if checkpointed:
+                checkpointed(checkpoint_path, round_)
 
         def step_generator() -> tuple[torch.Tensor, float]:
             start = time.perf_counter()
@@ -540,9 +668,7 @@ def _serve(run: _Run, checkpoint_path: Path, log: Callable[[str], None]) -> Trai
         **layout,
         "backend": dist.get_backend(),
         "device_images": sizes,
-        "device_labels": [
-            [data.labels[c].slug for c in run.classes[rows].unique().tolist()] for rows in run.partition
-        ],
+        "device_labels": run.device_labels,
         **_traffic_and_timing(timings, devices),
         "device": str(device),
         "threads": torch.get_num_threads(),

@@ -11,6 +11,11 @@ class WcganError(Exception):
     exit_code = 1
 
 
+class QuietExit(WcganError):
+    """A process of a group stops because another one refused; that one's line says why, so the
+    CLI prints nothing for this one."""
+
+
 class TrainingInterrupted(WcganError):
     """SIGTERM or Ctrl-C stopped training after a checkpoint was written; a rerun resumes."""
 

@@ -73,6 +73,32 @@ def _per_label_outputs(wildcards):
     return " ".join(f"{option} {paths}" for option, paths in files.items())
 
 
+def training_resources():
+    """Memory and time limit of a training job; a distributed job's also for a cluster: its
+    DIST.processes tasks over distributed.nodes nodes, each with the threads and memory of one
+    process (Slurm's --ntasks, --nodes, --cpus-per-task, --mem-per-cpu)."""
+    threads = config["resources"]["train_threads"]
+    resources = {
+        "mem_mb": config["resources"]["train_mem_mb"] * TRAINING_PROCESSES,
+        "runtime": TRAIN_RUNTIME,
+    }
+    if GENERATOR == "distributed":
+        resources |= {
+            "tasks": DIST.processes,
+            "nodes": DIST.nodes,
+            "cpus_per_task": threads,
+            "mem_mb_per_cpu": -(-config["resources"]["train_mem_mb"] // threads),
+        }
+    return resources
+
+
+def _launcher(wildcards, resources):
+    """How a distributed job starts its processes: the launcher a cluster profile names as the
+    job's mpi resource (srun, jsrun), which also tells the executor that the job's command
+    starts its own tasks; torchrun on one machine."""
+    return getattr(resources, "mpi", None) or "torchrun"
+
+
 def training_params():
     sections = [config["train"]]
     if GENERATOR == "distributed":
@@ -85,18 +111,16 @@ def training_params():
         "threads": config["resources"]["train_threads"],
         "samples": config["sampling"]["per_label"],
         "samples_seed": config["sampling"]["seed"],
+        "launcher": _launcher,
     }
 
 
 def training_command():
-    """The shell command of a training job: ``wcgan train``, or a torchrun launch of ``wcgan
-    train-distributed``."""
+    """The shell command of a training job: ``wcgan train``, or ``wcgan train-distributed``
+    launching its group (and restarting it when a process is lost)."""
     launch = "wcgan train"
     if GENERATOR == "distributed":
-        launch = (
-            f"torchrun --standalone --nproc-per-node {DIST.processes}"
-            " --no-python wcgan train-distributed"
-        )
+        launch = "wcgan train-distributed --launch {params.launcher}"
     return (
         f"{launch} {{params.files}} --samples {{params.samples}}"
         " --samples-seed {params.samples_seed} --threads {params.threads}"
