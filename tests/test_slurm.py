@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TINY, merged, run_snakemake, write_config
+from conftest import BIN, REPO, SNAKEFILE, TINY, env, merged, run_snakemake, write_config
 
 pytestmark = pytest.mark.slurm
 RUN = Path("results") / "tiny"
@@ -172,3 +175,62 @@ def test_weak_scaling_through_slurm_splits_each_job_with_the_schedulers_times(tm
     # Whether two jobs overlapped is the cluster's load (tests/test_scaling.py checks the rule).
     assert summary.loc[summary["n"] == 1, "concurrent"].all()
     assert (tmp_path / RUN / "figures/scaling/weak_scaling.png").exists()
+
+
+# The distributed job as the profile asks for it: its own srun starts devices + 1 tasks.
+DISTRIBUTED_OVERRIDE = [
+    *CI_OVERRIDE[: CI_OVERRIDE.index("--set-resources")],
+    "--set-resources", "train_distributed:slurm_partition=main", "train_distributed:mpi='srun'",
+    "train_distributed:mem_mb_per_cpu=500",
+    *CI_OVERRIDE[CI_OVERRIDE.index("--slurm-status-command"):],
+]  # fmt: skip
+
+
+def test_distributed_training_runs_as_slurm_tasks_and_survives_a_killed_device(tmp_path):
+    budget = 100  # per label: 300 rounds
+    train = {"generator": "distributed", "iterations": budget, "checkpoint_seconds": 1}
+    write_config(
+        tmp_path, merged(TINY, {"train": train, "distributed": {"devices": 2, "partition": "by_label"}})
+    )
+    group = tmp_path / RUN / "checkpoints/distributed/group"
+    command = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--cores", "2",
+               str(RUN / "training/distributed.json"), *DISTRIBUTED_OVERRIDE]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not (group / "rank-0.json").exists() or "round" not in json.loads(
+            (group / "rank-0.json").read_text()
+        ):
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
+            time.sleep(0.2)
+        victim = json.loads((group / "rank-2.json").read_text())
+        os.kill(victim["pid"], signal.SIGKILL)  # a device process, inside the Slurm job
+        output, _ = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output[-3000:]
+    log = (tmp_path / RUN / "logs/train/distributed.log").read_text()
+    host = socket.gethostname()
+    for rank, role in enumerate(["server", "device 1", "device 2"]):  # once per launch of the group
+        assert log.count(f"rank {rank} ({role}) on {host}: srun rank {rank} of 3,") == 2, log
+    assert f"rank 2 (device 2) on {host} (pid {victim['pid']}) was lost (srun exit 137); restarting" in log
+    summary = json.loads((tmp_path / RUN / "training/distributed.json").read_text())
+    assert summary["rounds"] == 3 * budget and summary["resumed_from_round"] > 0
+    job = summary["scheduler_job"]
+    details = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "NumTasks=3 " in details and "JobState=COMPLETED" in details, details
+
+
+def test_a_srun_launch_of_the_wrong_size_is_refused_in_one_line(tmp_path):
+    command = ["srun", "--ntasks=2", str(BIN / "wcgan"), "train-distributed", "--devices", "2",
+               "--shard", "a.pt", "b.pt", "--model-out", "m.pt", "--losses-out", "l.csv",
+               "--summary-out", "s.json", "--checkpoint-dir", "ck", "--iterations", "1"]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if line.startswith("wcgan:")] == [
+        "wcgan: error: the srun launch has 2 processes, but distributed.devices 2 needs 3 (the server and "
+        "one per device): srun --ntasks 3"
+    ]
+    assert not list(tmp_path.iterdir())

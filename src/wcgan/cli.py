@@ -293,15 +293,22 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
     import os
 
     from wcgan.config import DistributedConfig, TrainConfig
-    from wcgan.launch import launch_group, member_from_environment, recorded
+    from wcgan.launch import environment_rank, launch_group, member_from_environment, recorded
 
-    config = config_from_args(TrainConfig, args, generator="distributed")
-    dist_config = config_from_args(DistributedConfig, args)
-    config.check()
-    dist_config.check()
-    shards = files_in(args.shard)
-    _check_outputs(args, config, 1, len(shards))
-    if args.launch:  # this process starts the group, each rank this command without --launch
+    try:
+        config = config_from_args(TrainConfig, args, generator="distributed")
+        dist_config = config_from_args(DistributedConfig, args)
+        config.check()
+        dist_config.check()
+        shards = files_in(args.shard)
+        _check_outputs(args, config, 1, len(shards))
+        member = None if args.launch else member_from_environment(os.environ, dist_config.processes)
+    except WcganError as exc:
+        # Every rank of a group finds the same fault in its command line: rank 0 says it.
+        if not args.launch and environment_rank(os.environ) != 0 and not isinstance(exc, QuietExit):
+            raise QuietExit(str(exc)) from None
+        raise
+    if member is None:  # this process starts the group, each rank this command without --launch
         code = launch_group(
             args.launch,
             [sys.executable, "-m", "wcgan.cli", *_without_option(args.argv, "--launch")],
@@ -316,18 +323,11 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
         if code:
             raise SystemExit(code)  # the ranks' own lines say why
         return
-    member = member_from_environment(os.environ, dist_config.processes)
     os.environ["LOCAL_RANK"] = str(member.local_rank)  # rank_device's GPU under any launcher
     try:
         with recorded(args.checkpoint_dir, member) as record:
-            _train_rank(
-                args,
-                member,
-                shards,
-                config.for_labels(len(shards), dist_config.processes),
-                dist_config,
-                record,
-            )
+            config = config.for_labels(len(shards), dist_config.processes)
+            _train_rank(args, member, shards, config, dist_config, record)
     except QuietExit:
         raise
     except WcganError as exc:

@@ -69,6 +69,7 @@ import torch
 import torch.distributed as dist
 
 from wcgan.atomic import exclusive_lock, remove_stale_temporaries, save_torch
+from wcgan.cluster import scheduler_job
 from wcgan.config import DistributedConfig, TrainConfig, label_seed
 from wcgan.data import CONDITIONAL, Shard, TrainingSet, load_shard
 from wcgan.errors import QuietExit, WcganError
@@ -568,7 +569,9 @@ def _serve(
             )
         else:
             log(f"[{name}] new distributed run {checkpoint_path.stem}: seed {run.seed}")
+        where = scheduler_job()
         log(f"[{name}] server on {device}, {_describe(layout)}, images per device {sizes}")
+        log(f"[{name}] host {where['host']}, scheduler job {where['scheduler_job'] or 'none'}")
         link.send(START, generator)
         link.scatter([None, *device_states])
         link.listening = True
@@ -671,6 +674,7 @@ def _serve(
         "device_labels": run.device_labels,
         **_traffic_and_timing(timings, devices),
         "device": str(device),
+        **where,
         "threads": torch.get_num_threads(),
         "images": len(data.images),
         "resolution": data.resolution,

@@ -93,6 +93,34 @@ def _slurm_port(environ: Mapping[str, str]) -> int:
     return 20000 + (job * 31 + step) % 20000
 
 
+# Each launcher's variables: rank, group size, rank on the node. torchrun's come first: it may
+# run inside a Slurm step.
+LAUNCH_VARIABLES = {
+    "torchrun": ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    "srun": ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"),
+    "jsrun": ("JSM_NAMESPACE_RANK", "JSM_NAMESPACE_SIZE", "JSM_NAMESPACE_LOCAL_RANK"),
+}
+LAUNCH_HINTS = {
+    "torchrun": "torchrun --nproc-per-node {}",
+    "srun": "srun --ntasks {}",
+    "jsrun": "jsrun --nrs {} --tasks_per_rs 1",
+}
+
+
+def launcher_of(environ: Mapping[str, str]) -> str | None:
+    """The launcher that started this process, from its variables (None: none did)."""
+    for launcher, (rank, size, _) in LAUNCH_VARIABLES.items():
+        if rank in environ and size in environ:
+            return launcher
+    return None
+
+
+def environment_rank(environ: Mapping[str, str]) -> int:
+    """This process's rank under its launcher (0 without one)."""
+    launcher = launcher_of(environ)
+    return int(environ[LAUNCH_VARIABLES[launcher][0]]) if launcher else 0
+
+
 def member_from_environment(
     environ: Mapping[str, str],
     processes: int,
@@ -101,40 +129,33 @@ def member_from_environment(
     """This process's rank and rendezvous from its launcher's environment. A launch of another
     size than ``processes`` (the server and one per device) is refused in one line, printed by
     rank 0 only (the others exit quietly)."""
-    host = socket.gethostname()
-    if "RANK" in environ and "WORLD_SIZE" in environ:  # torchrun, or any env:// launch
-        launcher, hint = "torchrun", f"torchrun --nproc-per-node {processes}"
-        rank, size = int(environ["RANK"]), int(environ["WORLD_SIZE"])
-        local_rank, init_method = int(environ.get("LOCAL_RANK", "0")), "env://"
-    elif "SLURM_PROCID" in environ and "SLURM_STEP_NUM_TASKS" in environ:  # inside srun
-        launcher, hint = "srun", f"srun --ntasks {processes}"
-        rank, size = int(environ["SLURM_PROCID"]), int(environ["SLURM_STEP_NUM_TASKS"])
-        local_rank = int(environ.get("SLURM_LOCALID", "0"))
-        init_method = environ.get("WCGAN_RENDEZVOUS", "")
-        if not init_method and size == processes:
-            first = hostnames(environ.get("SLURM_STEP_NODELIST") or environ["SLURM_JOB_NODELIST"])[0]
-            init_method = f"tcp://{first}:{environ.get('MASTER_PORT') or _slurm_port(environ)}"
-    elif "JSM_NAMESPACE_RANK" in environ:  # LSF's jsrun
-        launcher, hint = "jsrun", f"jsrun --nrs {processes} --tasks_per_rs 1"
-        rank, size = int(environ["JSM_NAMESPACE_RANK"]), int(environ["JSM_NAMESPACE_SIZE"])
-        local_rank = int(environ.get("JSM_NAMESPACE_LOCAL_RANK", "0"))
-        init_method = environ.get("WCGAN_RENDEZVOUS", "")
-        if not init_method and size == processes:
-            raise WcganError(
-                "a jsrun launch needs WCGAN_RENDEZVOUS: start it with wcgan train-distributed --launch jsrun"
-            )
-    else:
+    launcher = launcher_of(environ)
+    if launcher is None:
         raise WcganError(
             f"no launch found (no torchrun, srun or jsrun environment): run wcgan train-distributed "
             f"--launch {'|'.join(LAUNCHERS)} ..., or under torchrun --nproc-per-node {processes}"
         )
+    rank_name, size_name, local_name = LAUNCH_VARIABLES[launcher]
+    rank, size = int(environ[rank_name]), int(environ[size_name])
     if size != processes:
         message = (
             f"the {launcher} launch has {size} processes, but distributed.devices {processes - 1} needs "
-            f"{processes} (the server and one per device): {hint}"
+            f"{processes} (the server and one per device): {LAUNCH_HINTS[launcher].format(processes)}"
         )
         raise WcganError(message) if rank == 0 else QuietExit(message)
-    return Member(rank, size, local_rank, host, init_method, launcher)
+    if launcher == "torchrun":
+        init_method = "env://"
+    elif "WCGAN_RENDEZVOUS" in environ:  # the launcher's choice
+        init_method = environ["WCGAN_RENDEZVOUS"]
+    elif launcher == "srun":  # the store on the step's first node, where task 0 runs
+        first = hostnames(environ.get("SLURM_STEP_NODELIST") or environ["SLURM_JOB_NODELIST"])[0]
+        init_method = f"tcp://{first}:{environ.get('MASTER_PORT') or _slurm_port(environ)}"
+    else:
+        raise WcganError(
+            "a jsrun launch needs WCGAN_RENDEZVOUS: start it with wcgan train-distributed --launch jsrun"
+        )
+    local_rank = int(environ.get(local_name, "0"))
+    return Member(rank, size, local_rank, socket.gethostname(), init_method, launcher)
 
 
 # --- the ranks' records ---------------------------------------------------------------------
