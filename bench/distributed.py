@@ -11,7 +11,7 @@ each of its eight torchrun launches: some 7 to 10 minutes on 2 cores.
 On the digits (labels 0..9, 8x8), under one budget per label (``--seconds``, default 6, or
 ``--iterations``), trains:
 
-- one conditional GAN through ``torchrun ... wcgan.cli train-distributed`` (gloo, one thread per
+- one conditional GAN through ``wcgan train-distributed --launch torchrun`` (gloo, one thread per
   process) for every combination of schedule (serial, parallel), partition (iid, by_label) and
   device count (a server and that many device processes);
 - the per-label scheme: one WGAN-GP per label through ``wcgan.training.train``, one after another;
@@ -106,10 +106,9 @@ nan = float("nan")
 
 
 def distributed(schedule: str, partition: str, devices: int, paths: list[str], out: Path):
-    """One torchrun launch; its summary and its snapshot points."""
+    """One launch (torchrun --standalone); its summary and its snapshot points."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices + 1}",
-        "-m", "wcgan.cli", "train-distributed", "--shard", *paths,
+        sys.executable, "-m", "wcgan.cli", "train-distributed", "--launch", "torchrun", "--shard", *paths,
         "--model-out", str(out / "model.pt"), "--losses-out", str(out / "losses.csv"),
         "--summary-out", str(out / "summary.json"), "--checkpoint-dir", str(out / "checkpoints"),
         "--snapshots-out", str(out / "snapshots.pt"), "--samples", str(args.samples), "--threads=1",

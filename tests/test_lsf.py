@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, merged, run_snakemake, write_config
+from conftest import REPO, TINY, env, merged, run_snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 RUN = Path("results") / "tiny"
@@ -33,7 +33,7 @@ def site_profile(folder: Path) -> Path:
 def test_each_training_job_asks_lsf_for_its_queue_project_time_memory_and_gpu(tmp_path):
     workdir = tmp_path / "work"
     write_config(workdir, merged(TINY, {"labels_per_job": 2}))
-    lsf = {"PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "LSF_STANDIN_DIR": str(tmp_path / "lsf")}
+    lsf = {"PATH": f"{STANDIN}{os.pathsep}{env()['PATH']}", "LSF_STANDIN_DIR": str(tmp_path / "lsf")}
     targets = [str(RUN / "training" / chunk) for chunk in ("c000-001", "c002-002")]
     result = run_snakemake(
         workdir, *targets, "--profile", str(site_profile(tmp_path / "profile")), timeout=600, extra_env=lsf
@@ -67,3 +67,28 @@ def test_unedited_cluster_profiles_stop_with_one_line(tmp_path):
         output = result.stdout + result.stderr  # the executor plugins log to different streams
         assert f"default-resources: {key} is still the placeholder 'EDIT_ME_" in output
         assert "Traceback" not in output
+
+
+def test_a_distributed_job_starts_its_processes_with_jsrun(tmp_path):
+    workdir = tmp_path / "work"
+    train = {"generator": "distributed", "iterations": 2}
+    write_config(
+        workdir, merged(TINY, {"train": train, "distributed": {"devices": 2, "partition": "by_label"}})
+    )
+    lsf = {"PATH": f"{STANDIN}{os.pathsep}{env()['PATH']}", "LSF_STANDIN_DIR": str(tmp_path / "lsf")}
+    # --cores 4: a job's threads are not scaled down below the 3 processes' (as with no --cores).
+    result = run_snakemake(
+        workdir, str(RUN / "training/distributed.json"), "--profile", str(site_profile(tmp_path / "profile")),
+        "--cores", "4", timeout=600, extra_env=lsf,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    submissions = [json.loads(line) for line in (tmp_path / "lsf" / "bsub.jsonl").read_text().splitlines()]
+    (job,) = [s for s in submissions if "rule_train_distributed" in s["options"]["-J"][0]]
+    assert job["options"]["-q"] == ["gpu"] and job["options"]["-P"] == ["ci-project"]
+    assert job["options"]["-n"] == ["3"] and "span[hosts=1]" in job["options"]["-R"]  # 3 slots, one host
+    (launch,) = [json.loads(line) for line in (tmp_path / "lsf" / "jsrun.jsonl").read_text().splitlines()]
+    assert launch["options"]["--nrs"] == "3" and launch["options"]["--tasks_per_rs"] == "1"
+    log = (workdir / RUN / "logs/train/distributed.log").read_text()
+    for rank, role in enumerate(["server", "device 1", "device 2"]):
+        assert f"rank {rank} ({role}) on " in log and f": jsrun rank {rank} of 3," in log
+    assert json.loads((workdir / RUN / "training/distributed.json").read_text())["rounds"] == 6

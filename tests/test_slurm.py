@@ -86,13 +86,29 @@ def test_the_tiny_pipeline_runs_a_slurm_job_per_chunk(slurm_run):
             assert summary["scheduler_job"] == job
 
 
-def test_a_gpu_request_on_a_cpu_partition_stops_before_submission(tmp_path):
-    write_config(tmp_path, TINY)
+@pytest.mark.parametrize(
+    "generator, gpus, message",
+    [
+        (
+            "per_label",
+            "train_chunk:gpu=1",
+            "set-resources train_chunk: gpu=1 on partition 'main', which has no GPUs",
+        ),
+        (
+            "distributed",
+            "train_distributed:slurm_extra='--gpus-per-task=1'",
+            "set-resources train_distributed: slurm_extra --gpus-per-task=1 on partition 'main', which has no GPUs",
+        ),
+    ],
+)
+def test_a_gpu_request_on_a_cpu_partition_stops_before_submission(tmp_path, generator, gpus, message):
+    write_config(tmp_path, merged(TINY, {"train": {"generator": generator}}))
     before = subprocess.run(["squeue", "-h", "-t", "all"], capture_output=True, text=True).stdout
-    result = run_snakemake(tmp_path, *CI_OVERRIDE, "--set-resources", "train_chunk:slurm_partition=main",
-                           "train_chunk:gpu=1", timeout=120)  # fmt: skip
+    rule = gpus.split(":")[0]
+    result = run_snakemake(tmp_path, *CI_OVERRIDE, "--set-resources", f"{rule}:slurm_partition=main", gpus,
+                           timeout=120)  # fmt: skip
     assert result.returncode != 0
-    assert "gpu=1 on partition 'main', which has no GPUs" in result.stderr
+    assert message in result.stderr
     assert subprocess.run(["squeue", "-h", "-t", "all"], capture_output=True, text=True).stdout == before
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -85,15 +86,19 @@ def slurm_partition_gpus(partition: str) -> int | None:
     return max(counts, default=0)
 
 
-def check_slurm_gpu_request(rule: str, partition: Any, gpus: Any) -> None:
-    """A training job (of ``rule``) that asks for GPUs must go to a partition that has some."""
-    if not gpus or not isinstance(partition, str):
+def check_slurm_gpu_request(rule: str, resources: Mapping[str, Any], partition: Any) -> None:
+    """A training job (of ``rule``, with its ``resources``) that asks for GPUs, as ``gpu`` or as
+    ``--gpus-per-task`` in ``slurm_extra`` (a distributed job's), must go to a partition that
+    has some."""
+    extra = re.search(r"--gpus-per-task[= ]\S+", str(resources.get("slurm_extra") or ""))
+    request = f"gpu={resources['gpu']}" if resources.get("gpu") else extra and f"slurm_extra {extra.group()}"
+    if not request or not isinstance(partition, str):
         return
-    available = slurm_partition_gpus(partition)
-    if available == 0:
+    if slurm_partition_gpus(partition) == 0:
+        undo = "gpu=0" if request.startswith("gpu=") else "leave --gpus-per-task out of slurm_extra"
         raise WcganError(
-            f"set-resources {rule}: gpu={gpus} on partition '{partition}', which has no GPUs "
-            f"(sinfo -p {partition} -o %G shows no gpu); set slurm_partition to a GPU partition, or gpu=0"
+            f"set-resources {rule}: {request} on partition '{partition}', which has no GPUs "
+            f"(sinfo -p {partition} -o %G shows no gpu); set slurm_partition to a GPU partition, or {undo}"
         )
 
 

@@ -4,7 +4,8 @@ No LSF can be installed on the test machines. These scripts record every ``bsub`
 line (one JSON object per line in ``$LSF_STANDIN_DIR/bsub.jsonl``) and run the job locally in
 the background, so the tests can check what each job asked the scheduler for. They implement
 only what the plugin uses: bsub's reply, ``bjobs -o 'jobid stat' -aJ <pattern>``, bkill, and
-the configuration that ``badmin showconf mbd`` and ``lsclusters`` report.
+the configuration that ``badmin showconf mbd`` and ``lsclusters`` report; and ``jsrun``, with
+which a distributed job starts its processes.
 """
 
 import contextlib
@@ -108,7 +109,37 @@ def lsid(argv: list[str]) -> None:
     print("My master name is localhost")
 
 
-COMMANDS = {c.__name__: c for c in (bsub, bjobs, bkill, badmin, lsclusters, lsid)}
+def jsrun(argv: list[str]) -> None:
+    """``jsrun --nrs=N [options] command``: N copies of the command on this machine, each with
+    jsrun's rank variables, recorded in ``jsrun.jsonl``; the highest exit status (a signal as
+    128 + its number)."""
+    options, i = {}, 0
+    while i < len(argv) and argv[i].startswith("-"):
+        key, _, value = argv[i].partition("=")
+        if not value:
+            i += 1
+            value = argv[i]
+        options[key] = value
+        i += 1
+    with open(STATE / "jsrun.jsonl", "a") as fh:
+        fh.write(json.dumps({"argv": argv, "options": options}) + "\n")
+    size = int(options["--nrs"])
+    ranks = [
+        subprocess.Popen(
+            argv[i:],
+            env=dict(
+                os.environ,
+                JSM_NAMESPACE_RANK=str(r),
+                JSM_NAMESPACE_SIZE=str(size),
+                JSM_NAMESPACE_LOCAL_RANK=str(r),
+            ),
+        )
+        for r in range(size)
+    ]
+    sys.exit(max(128 - code if code < 0 else code for code in (rank.wait() for rank in ranks)))
+
+
+COMMANDS = {c.__name__: c for c in (bsub, bjobs, bkill, badmin, lsclusters, lsid, jsrun)}
 
 if __name__ == "__main__":
     COMMANDS[sys.argv[1]](sys.argv[2:])

@@ -237,10 +237,7 @@ onstart:
             "slurm_partition", DEFAULT_RESOURCES.get("slurm_partition")
         )
         _or_workflow_error(
-            check_slurm_gpu_request,
-            TRAIN_RULES[GENERATOR],
-            partition,
-            train.get("gpu"),
+            check_slurm_gpu_request, TRAIN_RULES[GENERATOR], train, partition
         )
 
 
