@@ -33,7 +33,7 @@ from wcgan.distributed import (
     weighted_average,
 )
 from wcgan.errors import QuietExit, WcganError
-from wcgan.launch import GROUP_FOLDER, group_command, member_from_environment
+from wcgan.launch import GROUP_FOLDER, group_command, launch_group, member_from_environment
 from wcgan.losses import LOSSES, make_optimizer
 from wcgan.model_files import load_generator
 from wcgan.networks import Critic, NetworkStack, images_to_float
@@ -598,3 +598,53 @@ def test_a_killed_device_restarts_the_group_from_the_last_checkpoint(shard_files
     assert summary(tmp_path)["rounds"] == 3 * budget
     rows = (tmp_path / "losses.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in rows] == list(range(1, 3 * budget + 1))
+
+
+# A rank that records itself as running and dies: a lost process, as the launcher sees one.
+LOST_RANK = (
+    "import os, sys\n"
+    "from wcgan.launch import RankRecord, member_from_environment\n"
+    "RankRecord(sys.argv[1], member_from_environment(os.environ, 2)).write('running')\n"
+    "os._exit(9)\n"
+)
+
+
+def test_out_of_restarts_the_launcher_names_the_lost_ranks_in_one_line(tmp_path):
+    lines = []
+    with pytest.raises(WcganError) as failed:
+        launch_group(
+            "torchrun",
+            [sys.executable, "-c", LOST_RANK, str(tmp_path)],
+            2,
+            tmp_path,
+            max_restarts=1,
+            log=lines.append,
+        )
+    host = socket.gethostname()
+    assert re.fullmatch(
+        rf"rank 0 \(server\) on {host} \(pid \d+\); rank 1 \(device 1\) on {host} \(pid \d+\) was lost, and the "
+        r"group was restarted once; rerun to resume from the start \(no checkpoint was written yet\)",
+        str(failed.value),
+    )
+    (restart,) = lines
+    assert restart.endswith(
+        "restarting the group from the start (no checkpoint was written yet) (restart 1 of 1)"
+    )
+
+
+def test_a_launch_that_fails_before_any_rank_records_itself_is_not_retried(tmp_path):
+    lines = []
+    code = launch_group(
+        "torchrun", [sys.executable, "-c", "raise SystemExit(3)"], 2, tmp_path, log=lines.append
+    )
+    assert code != 0 and lines == []  # nothing to resume, nothing lost: the ranks' own output says why
+
+
+def test_a_label_given_twice_is_refused_in_one_line(shard_files, tmp_path):
+    result = launch(3, [*shard_files, shard_files[0]], tmp_path, "--devices=2", "--iterations=1")
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if "wcgan: error:" in line]
+    assert line.endswith("label '0' (index 0) has more than one shard: give each label's once")
+    assert line.startswith(
+        f"wcgan: error: rank 1 (device 1) on {socket.gethostname()}: "
+    )  # iid: the first says it

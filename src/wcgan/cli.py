@@ -198,7 +198,7 @@ OUTPUT_SUFFIXES = {
 GAN_OUTPUTS = tuple(name for name in OUTPUT_SUFFIXES if name != "samples_out")
 
 
-def _training_data(args: argparse.Namespace, config, processes: int = 1):
+def _training_data(args: argparse.Namespace, config):
     """The sets a training job trains on, and its budget: each label's shard as a chunk of
     per-label GANs with the per-label budget, or every label's as one conditional GAN with the
     labels' budget together (``TrainConfig.for_labels``). Checks that the output options name
@@ -212,7 +212,7 @@ def _training_data(args: argparse.Namespace, config, processes: int = 1):
         sets = [TrainingSet.of_label(shard) for shard in shards]
     else:
         sets = [TrainingSet.of_labels(shards)]
-        config = config.for_labels(len(shards), processes)
+        config = config.for_labels(len(shards))
     _check_outputs(args, config, len(sets), len(shards))
     return sets, config
 
@@ -316,7 +316,7 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
             args.checkpoint_dir,
             nodes=dist_config.nodes,
             threads=args.threads or 1,
-            gpus=config.device.startswith("cuda"),
+            gpus=_wants_gpus(config.device),
             max_restarts=dist_config.max_restarts,
             log=log,
         )
@@ -335,23 +335,35 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
         raise
 
 
+def _wants_gpus(device: str) -> bool:
+    """Whether the group's processes get a GPU each: train.device cuda, or auto where this
+    machine (the job's first node) has one."""
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
+
+
 def _train_rank(args: argparse.Namespace, member, shards: list[str], config, dist_config, record) -> None:
     """One rank's part: join the group, train, and on the server write the outputs."""
     import torch
     import torch.distributed as dist
 
     from wcgan.distributed import rank_device, resolve_backend, train_distributed
+    from wcgan.launch import collective
 
     device = rank_device(config.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     log(f"{member.describe()}: {member.launcher} rank {member.rank} of {member.world_size}, on {device}")
-    dist.init_process_group(
-        resolve_backend(dist_config.backend, device),
-        init_method=member.init_method,
-        rank=member.rank,
-        world_size=member.world_size,
-    )
+    with collective("the rendezvous"):  # a process missing: the group is lost, not refused
+        dist.init_process_group(
+            resolve_backend(dist_config.backend, device),
+            init_method=member.init_method,
+            rank=member.rank,
+            world_size=member.world_size,
+        )
     try:
         outcome = train_distributed(
             shards,
@@ -787,7 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(name: str, run, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+        # Options spelled out in full: train-distributed hands its command line on to its ranks.
+        sub = commands.add_parser(name, help=help, description=help, allow_abbrev=False)
         sub.set_defaults(handler=run)
         return sub
 

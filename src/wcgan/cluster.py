@@ -90,7 +90,8 @@ def check_slurm_gpu_request(rule: str, resources: Mapping[str, Any], partition: 
     """A training job (of ``rule``, with its ``resources``) that asks for GPUs, as ``gpu`` or as
     ``--gpus-per-task`` in ``slurm_extra`` (a distributed job's), must go to a partition that
     has some."""
-    extra = re.search(r"--gpus-per-task[= ]\S+", str(resources.get("slurm_extra") or ""))
+    # The raw value: a command-line one may still carry its quotes.
+    extra = re.search(r"--gpus-per-task[= ][\w:]+", str(resources.get("slurm_extra") or ""))
     request = f"gpu={resources['gpu']}" if resources.get("gpu") else extra and f"slurm_extra {extra.group()}"
     if not request or not isinstance(partition, str):
         return

@@ -58,7 +58,6 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,7 +72,8 @@ from wcgan.cluster import scheduler_job
 from wcgan.config import DistributedConfig, TrainConfig, label_seed
 from wcgan.data import CONDITIONAL, Shard, TrainingSet, load_shard
 from wcgan.errors import QuietExit, WcganError
-from wcgan.launch import GroupBroken, describe_rank
+from wcgan.labels import Label
+from wcgan.launch import collective, describe_rank
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.model_files import identity
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
@@ -167,17 +167,6 @@ def resolve_backend(name: str, device: torch.device) -> str:
 # --- collectives --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _collective(what: str) -> Iterator[None]:
-    """A collective; its failure means another process of the group is gone."""
-    try:
-        yield
-    except RuntimeError as exc:
-        # gloo's "[file:line] Read error [host]:port: Connection reset by peer. This is ..."
-        reason = re.sub(r"^\[[^\]]*\] ", "", str(exc).strip()).split(". ")[0].splitlines()[0]
-        raise GroupBroken(f"lost the group during {what}: {reason}") from exc
-
-
 def _state(*modules: torch.nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The modules' parameters and buffers, floating and integer apart, in state-dict order. They
     share storage with the modules: copying into them loads the modules."""
@@ -218,7 +207,7 @@ class _Link:
     @contextlib.contextmanager
     def _timed(self, what: str) -> Iterator[None]:
         start = time.perf_counter()
-        with _collective(what):
+        with collective(what):
             yield
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -244,8 +233,8 @@ class _Link:
         """The server's header: the command and G's integer buffers (batch norm's counters)."""
         _, ints = _state(generator)
         header = torch.cat([torch.tensor([command], device=self.device), *(t.reshape(-1) for t in ints)])
+        self.listening = False  # until the command's exchange is over (or the group is lost)
         self.broadcast(header)
-        self.listening = False  # until the command's exchange is over
 
     def receive(self, generator: Generator) -> int:
         """A device's next command; G's integer buffers are loaded for a round."""
@@ -259,14 +248,14 @@ class _Link:
     def gather(self, state: Any) -> list[Any] | None:
         """Every rank's ``state`` on the server (None elsewhere)."""
         gathered = [None] * (self.devices + 1) if dist.get_rank() == SERVER else None
-        with _collective("the checkpoint's gather"):
+        with collective("the checkpoint's gather"):
             dist.gather_object(state, gathered, dst=SERVER)
         return gathered
 
     def scatter(self, states: list[Any] | None) -> Any:
         """``states[rank]`` to each rank, from the server's list."""
         out = [None]
-        with _collective("the start's scatter"):
+        with collective("the start's scatter"):
             dist.scatter_object_list(out, states, src=SERVER)
         return out[0]
 
@@ -330,10 +319,11 @@ def train_distributed(
 ) -> tuple[TrainResult, TrainingSet] | None:
     """Run this process's part of distributed training (or resume it) until the server's budget
     is spent: the server's on rank 0, which returns the result and the data's description, a
-    device's on the others, which return None. ``shards`` are every label's shard files in label
-    order; a device reads only its own (``by_label``) or all of them (``iid``), the server none.
-    Needs an initialised process group of ``dist_config.devices + 1`` processes. ``checkpointed``
-    hears of each checkpoint the server writes (where a restarted group resumes)."""
+    device's on the others, which return None. ``shards`` are every label's shard files, in
+    the order ``by_label`` shares them out; a device reads only its own (``by_label``) or all of
+    them (``iid``), the server none. Needs an initialised process group of
+    ``dist_config.devices + 1`` processes. ``checkpointed`` hears of each checkpoint the server
+    writes or resumes from (where a restarted group resumes)."""
     config.check()
     dist_config.check()
     world, devices, rank = dist.get_world_size(), dist_config.devices, dist.get_rank()
@@ -390,6 +380,16 @@ def _read_shards(shards: Sequence[str], dist_config: DistributedConfig) -> list[
     return sorted((load_shard(path) for path in shards), key=lambda shard: shard.label.index)
 
 
+def _refuse_repeated_labels(labels: Sequence[Label]) -> None:
+    seen: set[int] = set()
+    for label in labels:
+        if label.index in seen:
+            raise WcganError(
+                f"label '{label.name}' (index {label.index}) has more than one shard: give each label's once"
+            )
+        seen.add(label.index)
+
+
 def _share_data(
     shards: Sequence[str], dist_config: DistributedConfig, seed: int
 ) -> tuple[TrainingSet, list[int], list[list[str]], str]:
@@ -410,6 +410,7 @@ def _share_data(
     report: dict[str, Any] = {}
     try:
         own = _read_shards(shards, dist_config)
+        _refuse_repeated_labels([s.label for s in own])
         if own:
             shapes = {tuple(shard.images.shape[1:]) for shard in own}
             if len(shapes) > 1:
@@ -423,7 +424,7 @@ def _share_data(
     except WcganError as exc:
         report = {"error": str(exc)}
     reports: list[Any] = [None] * (devices + 1)
-    with _collective("the start's exchange"):
+    with collective("the start's exchange"):
         dist.all_gather_object(reports, report)
     refused = {r: rep["error"] for r, rep in enumerate(reports) if "error" in rep}
     if refused:
@@ -435,6 +436,11 @@ def _share_data(
     shapes = {rep["shape"] for rep in held}
     if len(shapes) > 1:
         _refuse_alike(f"the devices' shards hold images of different shapes {sorted(shapes)}")
+    if dist_config.partition == "by_label":
+        try:
+            _refuse_repeated_labels([label for rep in held for label in rep["labels"]])
+        except WcganError as exc:
+            _refuse_alike(str(exc))
     counts = {label.index: n for rep in held for label, n in zip(rep["labels"], rep["counts"], strict=True)}
     digests = {label.index: d for rep in held for label, d in zip(rep["labels"], rep["digests"], strict=True)}
     labels = sorted(
@@ -564,6 +570,8 @@ def _serve(
             round_, trained_seconds = state["round"], state["seconds"]
             history.rows = state["history"]
             timings, snapshots, device_states = state["timings"], state["snapshots"], state["devices"]
+            if checkpointed:  # a group restarted again before its next checkpoint resumes here too
+                checkpointed(checkpoint_path, round_)
             log(
                 f"[{name}] resumed from {checkpoint_path} at round {round_} ({trained_seconds:.1f} s trained)"
             )
@@ -654,9 +662,11 @@ def _serve(
             history.flush()
             save_checkpoint()
     finally:
-        if link.listening:
-            link.send(END, generator)
-        lock.close()
+        try:
+            if link.listening:
+                link.send(END, generator)
+        finally:
+            lock.close()
 
     session_seconds, done = house.session_seconds, house.done
     summary = {

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wcgan.atomic import atomic_open
+from wcgan.atomic import LOCK_NAME, atomic_open, exclusive_lock
 from wcgan.errors import QuietExit, TrainingInterrupted, WcganError
 
 LAUNCHERS = ("torchrun", "srun", "jsrun")
@@ -52,6 +53,19 @@ NOT_RETRIED = (REFUSED, STOPPED, FAILED)  # a rerun would end the same way, or w
 
 class GroupBroken(WcganError):
     """A collective failed: another process of the group is gone (or unreachable)."""
+
+
+@contextlib.contextmanager
+def collective(what: str) -> Iterator[None]:
+    """A collective (or the rendezvous); its failure means another process of the group is gone."""
+    try:
+        yield
+    except RuntimeError as exc:
+        # gloo's "[file:line] Read error [host]:port: Connection reset by peer. This is ..."
+        reason = re.sub(r"^\[[^\]]*\] ", "", str(exc).strip()).split(". ")[0]
+        raise GroupBroken(
+            f"lost the group during {what}: {reason.splitlines()[0] if reason else type(exc).__name__}"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -220,10 +234,10 @@ def read_records(checkpoint_dir: str | Path, processes: int) -> dict[int, dict[s
 
 
 def _clear_records(checkpoint_dir: str | Path) -> None:
-    folder = group_folder(checkpoint_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in folder.iterdir():
-        path.unlink()
+    """The last launch's records and rendezvous files (not the launcher's lock)."""
+    for path in group_folder(checkpoint_dir).iterdir():
+        if path.name != LOCK_NAME:
+            path.unlink()
 
 
 # --- the launcher -----------------------------------------------------------------------------
@@ -314,32 +328,51 @@ def launch_group(
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        attempt = 0
-        while True:
-            _clear_records(checkpoint_dir)
-            rendezvous = (group_folder(checkpoint_dir) / f"rendezvous-{attempt}").resolve().as_uri()
-            argv, extra = group_command(
-                launcher, command, processes, nodes=nodes, threads=threads, gpus=gpus, rendezvous=rendezvous
-            )
-            child = subprocess.Popen(argv, env={**os.environ, **extra})
-            returncode = child.wait()
-            if returncode == 0 or stopping:
-                return returncode
-            records = read_records(checkpoint_dir, processes)
-            lost = _lost(records, processes)
-            if not lost or any(r["state"] in NOT_RETRIED for r in records.values()):
-                return returncode  # the ranks' own lines say why
-            where = _resume_point(records)
-            if attempt == max_restarts:
-                raise WcganError(
-                    f"{'; '.join(lost)} was lost, and the group was restarted {max_restarts} times; "
-                    f"rerun to resume from {where}"
+        group_folder(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        # One launcher per checkpoint folder: a second would clear the first one's records.
+        with exclusive_lock(group_folder(checkpoint_dir)):
+            attempt = 0
+            while not stopping:
+                _clear_records(checkpoint_dir)
+                rendezvous = (group_folder(checkpoint_dir) / f"rendezvous-{attempt}").resolve().as_uri()
+                argv, extra = group_command(
+                    launcher,
+                    command,
+                    processes,
+                    nodes=nodes,
+                    threads=threads,
+                    gpus=gpus,
+                    rendezvous=rendezvous,
                 )
-            attempt += 1
-            log(
-                f"wcgan: {'; '.join(lost)} was lost ({launcher} exit {returncode}); restarting the "
-                f"group from {where} (restart {attempt} of {max_restarts})"
-            )
+                try:
+                    child = subprocess.Popen(argv, env={**os.environ, **extra})
+                except OSError as exc:
+                    raise WcganError(f"--launch {launcher}: cannot run '{argv[0]}': {exc.strerror}") from None
+                if stopping:  # the signal came while the group was starting
+                    child.send_signal(signal.SIGTERM)
+                returncode = child.wait()
+                if returncode == 0 or stopping:
+                    return returncode
+                records = read_records(checkpoint_dir, processes)
+                if not records or any(r["state"] in NOT_RETRIED for r in records.values()):
+                    # No rank got as far as its record (the launcher or the launch refused), or one
+                    # refused: their own lines say why, and a rerun would end the same way.
+                    return returncode
+                lost = "; ".join(_lost(records, processes))
+                if not lost:
+                    return returncode
+                where = _resume_point(records)
+                if attempt == max_restarts:
+                    times = "once" if max_restarts == 1 else f"{max_restarts} times"
+                    raise WcganError(
+                        f"{lost} was lost, and the group was restarted {times}; rerun to resume from {where}"
+                    )
+                attempt += 1
+                log(
+                    f"wcgan: {lost} was lost ({launcher} exit {returncode}); restarting the group from {where} "
+                    f"(restart {attempt} of {max_restarts})"
+                )
+            return 128 + signal.SIGTERM
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
