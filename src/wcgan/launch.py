@@ -14,9 +14,10 @@ alive.
   machine), srun (``devices + 1`` tasks in the job's allocation, over ``distributed.nodes``
   nodes, a GPU per task on cuda) or jsrun, and when a process is lost restarts the whole group,
   up to ``distributed.max_restarts`` times: every rank resumes from the server's last
-  checkpoint, so a loss costs at most one checkpoint interval. Refused input, a signal and a
-  bug are not retried. Out of restarts, it ends with one line naming the lost rank, its host
-  and the checkpoint to resume from.
+  checkpoint, so a loss costs at most one checkpoint interval. Refused input, a signal, a bug
+  and a launch in which no rank got as far as its record are not retried. Out of restarts, it
+  ends with one line naming the lost rank, its host and the checkpoint to resume from. One
+  launcher per checkpoint folder: it holds the group folder's lock.
 """
 
 from __future__ import annotations
