@@ -293,9 +293,10 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
     import os
 
     from wcgan.config import DistributedConfig, TrainConfig
-    from wcgan.launch import environment_rank, launch_group, member_from_environment, recorded
+    from wcgan.launch import environment_rank, launch_group, member_from_environment, recorded, refused_alike
 
-    try:
+    # Every rank of a group finds the same fault in its command line: rank 0 says it.
+    with refused_alike(0 if args.launch else environment_rank(os.environ)):
         config = config_from_args(TrainConfig, args, generator="distributed")
         dist_config = config_from_args(DistributedConfig, args)
         config.check()
@@ -303,11 +304,6 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
         shards = files_in(args.shard)
         _check_outputs(args, config, 1, len(shards))
         member = None if args.launch else member_from_environment(os.environ, dist_config.processes)
-    except WcganError as exc:
-        # Every rank of a group finds the same fault in its command line: rank 0 says it.
-        if not args.launch and environment_rank(os.environ) != 0 and not isinstance(exc, QuietExit):
-            raise QuietExit(str(exc)) from None
-        raise
     if member is None:  # this process starts the group, each rank this command without --launch
         code = launch_group(
             args.launch,

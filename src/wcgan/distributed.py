@@ -73,7 +73,7 @@ from wcgan.config import DistributedConfig, TrainConfig, label_seed
 from wcgan.data import CONDITIONAL, Shard, TrainingSet, load_shard
 from wcgan.errors import QuietExit, WcganError
 from wcgan.labels import Label
-from wcgan.launch import collective, describe_rank
+from wcgan.launch import collective, describe_rank, refused_alike
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.model_files import identity
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
@@ -328,10 +328,11 @@ def train_distributed(
     dist_config.check()
     world, devices, rank = dist.get_world_size(), dist_config.devices, dist.get_rank()
     if world != devices + 1:
-        _refuse_alike(
-            f"the launch has world size {world}, but distributed.devices {devices} needs {devices + 1} "
-            f"(the server and one per device)"
-        )
+        with refused_alike(rank):
+            raise WcganError(
+                f"the launch has world size {world}, but distributed.devices {devices} needs {devices + 1} "
+                f"(the server and one per device)"
+            )
     if threads:
         torch.set_num_threads(threads)
     device = rank_device(config.device)
@@ -364,19 +365,15 @@ def train_distributed(
     return None
 
 
-def _refuse_alike(message: str) -> None:
-    """A refusal every rank reaches alike: the server says it, the others end quietly."""
-    raise WcganError(message) if dist.get_rank() == SERVER else QuietExit(message)
-
-
-def _read_shards(shards: Sequence[str], dist_config: DistributedConfig) -> list[Shard]:
-    """This rank's shards, in label order: a device's labels under ``by_label``, every label's
-    under ``iid`` (it draws its share of the images from all of them), none on the server."""
+def _read_shards(shards: Sequence[str], shares: list[range] | None) -> list[Shard]:
+    """This rank's shards, in label order: a device's share of the labels under ``by_label``,
+    every label's under ``iid`` (no ``shares``: it draws its share of the images from all of
+    them), none on the server."""
     rank = dist.get_rank()
     if rank == SERVER:
         return []
-    if dist_config.partition == "by_label":
-        shards = [shards[i] for i in label_shares(len(shards), dist_config.devices)[rank - 1]]
+    if shares is not None:
+        shards = [shards[i] for i in shares[rank - 1]]
     return sorted((load_shard(path) for path in shards), key=lambda shard: shard.label.index)
 
 
@@ -401,15 +398,13 @@ def _share_data(
     checkpoint's name follows). A device that cannot read a shard names it in its own line;
     the other ranks end quietly."""
     devices, rank = dist_config.devices, dist.get_rank()
-    if dist_config.partition == "by_label":
-        try:
-            label_shares(len(shards), devices)
-        except WcganError as exc:
-            _refuse_alike(str(exc))
+    by_label = dist_config.partition == "by_label"
+    with refused_alike(rank):
+        shares = label_shares(len(shards), devices) if by_label else None
     own: list[Shard] = []
     report: dict[str, Any] = {}
     try:
-        own = _read_shards(shards, dist_config)
+        own = _read_shards(shards, shares)
         _refuse_repeated_labels([s.label for s in own])
         if own:
             shapes = {tuple(shard.images.shape[1:]) for shard in own}
@@ -434,13 +429,11 @@ def _share_data(
         raise QuietExit(f"{', '.join(describe_rank(r, None) for r in refused)} could not read its shards")
     held = reports[1:]
     shapes = {rep["shape"] for rep in held}
-    if len(shapes) > 1:
-        _refuse_alike(f"the devices' shards hold images of different shapes {sorted(shapes)}")
-    if dist_config.partition == "by_label":
-        try:
+    with refused_alike(rank):
+        if len(shapes) > 1:
+            raise WcganError(f"the devices' shards hold images of different shapes {sorted(shapes)}")
+        if by_label:
             _refuse_repeated_labels([label for rep in held for label in rep["labels"]])
-        except WcganError as exc:
-            _refuse_alike(str(exc))
     counts = {label.index: n for rep in held for label, n in zip(rep["labels"], rep["counts"], strict=True)}
     digests = {label.index: d for rep in held for label, d in zip(rep["labels"], rep["digests"], strict=True)}
     labels = sorted(
@@ -450,11 +443,9 @@ def _share_data(
     classes = torch.repeat_interleave(
         torch.arange(len(labels)), torch.tensor([counts[lb.index] for lb in labels])
     )
-    if dist_config.partition == "iid":
-        try:
+    if not by_label:
+        with refused_alike(rank):
             partition = iid_rows(len(classes), devices, seed)
-        except WcganError as exc:
-            _refuse_alike(str(exc))
     else:
         partition = [
             torch.isin(classes, torch.tensor([position[lb.index] for lb in rep["labels"]]))
@@ -472,7 +463,7 @@ def _share_data(
         return TrainingSet(images, labels, classes, CONDITIONAL), sizes, device_labels, data_key
     images = torch.cat([shard.images for shard in own])
     own_classes = torch.cat([torch.full((len(s.images),), position[s.label.index]) for s in own])
-    if dist_config.partition == "iid":  # it read every label's images: keep its share
+    if not by_label:  # it read every label's images: keep its share
         rows = partition[rank - 1]
         images, own_classes = images[rows], own_classes[rows]
     return TrainingSet(images, labels, own_classes, CONDITIONAL), sizes, device_labels, data_key

@@ -57,6 +57,20 @@ class GroupBroken(WcganError):
 
 
 @contextlib.contextmanager
+def refused_alike(rank: int) -> Iterator[None]:
+    """Refusals that every rank of a group reaches alike (its command line, its size, the data's
+    shapes): rank 0 says them, the others end quietly."""
+    try:
+        yield
+    except QuietExit:
+        raise
+    except WcganError as exc:
+        if rank != 0:
+            raise QuietExit(str(exc)) from None
+        raise
+
+
+@contextlib.contextmanager
 def collective(what: str) -> Iterator[None]:
     """A collective (or the rendezvous); its failure means another process of the group is gone."""
     try:
@@ -153,11 +167,11 @@ def member_from_environment(
     rank_name, size_name, local_name = LAUNCH_VARIABLES[launcher]
     rank, size = int(environ[rank_name]), int(environ[size_name])
     if size != processes:
-        message = (
-            f"the {launcher} launch has {size} processes, but distributed.devices {processes - 1} needs "
-            f"{processes} (the server and one per device): {LAUNCH_HINTS[launcher].format(processes)}"
-        )
-        raise WcganError(message) if rank == 0 else QuietExit(message)
+        with refused_alike(rank):
+            raise WcganError(
+                f"the {launcher} launch has {size} processes, but distributed.devices {processes - 1} "
+                f"needs {processes} (the server and one per device): {LAUNCH_HINTS[launcher].format(processes)}"
+            )
     if launcher == "torchrun":
         init_method = "env://"
     elif "WCGAN_RENDEZVOUS" in environ:  # the launcher's choice
