@@ -4,6 +4,8 @@ from wcgan.errors import WcganError
 from wcgan.labels import (
     Label,
     check_chunk_checkpoints,
+    chunk_folders,
+    chunk_names,
     find_label,
     make_chunks,
     make_labels,
@@ -64,6 +66,14 @@ def test_chunks_group_labels_in_index_order_the_last_shorter():
     assert [chunk.name for chunk in make_chunks(labels, 7)] == ["c000-006"]
     wide = make_labels([f"l{i}" for i in range(12345)])
     assert make_chunks(wide, 10000)[-1].name == "c10000-12344"  # padded to the widest index
+
+
+@pytest.mark.parametrize(("n_labels", "per_job"), [(1, 1), (7, 3), (10, 10), (1001, 7), (12345, 10000)])
+def test_chunk_names_from_two_numbers_are_the_chunks_names(n_labels, per_job, tmp_path):
+    labels = make_labels([f"l{i}" for i in range(n_labels)])
+    names = [chunk.name for chunk in make_chunks(labels, per_job)]
+    assert chunk_names(n_labels, per_job) == names
+    assert chunk_folders(tmp_path, n_labels, per_job) == [tmp_path / name for name in names]
 
 
 @pytest.mark.parametrize(

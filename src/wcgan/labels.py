@@ -79,13 +79,33 @@ def make_chunks(labels: Sequence[Label], per_job: int) -> list[Chunk]:
             f"labels_per_job must be between 1 and the number of labels ({len(labels)}), got {per_job}"
         )
     ordered = sorted(labels, key=lambda label: label.index)
-    width = max(3, len(str(ordered[-1].index)))
+    last = ordered[-1].index
     chunks = []
     for start in range(0, len(ordered), per_job):
         members = tuple(ordered[start : start + per_job])
-        name = f"c{members[0].index:0{width}d}-{members[-1].index:0{width}d}"
-        chunks.append(Chunk(name, members))
+        chunks.append(Chunk(_chunk_name(members[0].index, members[-1].index, last), members))
     return chunks
+
+
+def _chunk_name(first: int, last: int, last_of_run: int) -> str:
+    width = max(3, len(str(last_of_run)))
+    return f"c{first:0{width}d}-{last:0{width}d}"
+
+
+def chunk_names(n_labels: int, per_job: int) -> list[str]:
+    """The chunk names of a run of ``n_labels`` labels (indices 0 to n_labels - 1) at
+    ``labels_per_job``, as ``make_chunks`` names them: a command that reads every chunk is
+    given these two numbers, not one folder per chunk, so that its command line stays short at
+    any number of labels."""
+    return [
+        _chunk_name(start, min(start + per_job, n_labels) - 1, n_labels - 1)
+        for start in range(0, n_labels, per_job)
+    ]
+
+
+def chunk_folders(root: str | os.PathLike, n_labels: int, per_job: int) -> list[Path]:
+    """Every chunk's folder under ``root`` (a run's shards/, samples/, features/, ...)."""
+    return [Path(root) / name for name in chunk_names(n_labels, per_job)]
 
 
 def check_chunk_checkpoints(folder: str | os.PathLike, chunks: Sequence[Chunk]) -> None:
