@@ -246,7 +246,8 @@ CODE_CHECKS = {
 # Keys the workflow passes on as command options or Snakemake resources, unchecked after the
 # schema: their bounds are the schema's alone.
 SCHEMA_ONLY = {
-    ("sampling",), ("metrics", "max_real_per_label"), ("metrics", "prc_max_images"), ("figures",), ("resources",),
+    ("sampling",), ("metrics", "max_real_per_label"), ("metrics", "prc_max_images"),
+    ("metrics", "overall_per_label"), ("figures",), ("resources",),
     ("scaling", "iterations"), ("scaling", "projection_jobs"), ("compare",),
 }  # fmt: skip
 # A key whose boundary needs other keys to make sense (a loss option needs its loss).

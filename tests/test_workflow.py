@@ -61,12 +61,13 @@ def test_tiny_run_makes_every_output(tiny_run):
     ]
     assert [count for _, count, _ in table][:3] == [178, 182, 177]
     for chunk, slugs in CHUNKS.items():
-        for path in (f"logs/train/{chunk}.log", f"benchmarks/train/{chunk}.tsv", f"logs/split/{chunk}.log"):
+        for path in (f"logs/train/{chunk}.log", f"benchmarks/train/{chunk}.tsv", f"logs/split/{chunk}.log",
+                     f"features/{chunk}.pt"):  # fmt: skip
             assert (run / path).stat().st_size > 0, path
         log = (run / f"logs/train/{chunk}.log").read_text()
         for slug in slugs:
             for path in (f"shards/{chunk}/{slug}.pt", f"models/{chunk}/{slug}.pt", f"samples/{chunk}/{slug}.pt",
-                         f"features/{chunk}/{slug}.pt", f"figures/samples/{slug}.png"):  # fmt: skip
+                         f"figures/samples/{slug}.png"):  # fmt: skip
                 assert (run / path).stat().st_size > 0, path
             rows = (run / f"losses/{chunk}/{slug}.csv").read_text().splitlines()
             assert rows[0].startswith("iteration,seconds,critic_loss,wasserstein,penalty") and len(rows) == 13

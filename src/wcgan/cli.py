@@ -492,57 +492,52 @@ def cmd_features(args: argparse.Namespace) -> None:
     from wcgan.metrics import (
         extract_label_features,
         extract_snapshot_features,
-        save_label_features,
-        save_snapshot_features,
+        save_chunk_scores,
+        score_chunk,
     )
     from wcgan.sampling import load_samples, load_snapshot_samples
 
     # Folders (a chunk's) list their files by name, the same label order for each of them.
     args.samples, args.shards = files_in(args.samples), files_in(args.shards)
-    args.snapshots = files_in(args.snapshots) if args.snapshots else args.snapshots
+    _same_length(args, "samples", "shards")
     samples = [load_samples(path) for path in args.samples]
-    labels = [label for _, label in samples]
-    per_label_files(args, {"out": ".pt", "snapshot_features": ".pt"}, labels)
-    _same_length(args, "samples", "shards", "out")
-    _same_length(args, "snapshots", "snapshot_features")
     network = _open_extractor(args)
     shards = [load_shard(path, mmap=True) for path in args.shards]
     labels = extract_label_features(network, samples, shards, args.max_real_per_label, log=log)
-    for features, path in zip(labels, args.out, strict=True):
-        save_label_features(features, path)
-    for source, path in zip(args.snapshots or (), args.snapshot_features or (), strict=True):
-        save_snapshot_features(extract_snapshot_features(network, load_snapshot_samples(source)), path)
+    snapshots = [
+        extract_snapshot_features(network, load_snapshot_samples(path))
+        for path in files_in(args.snapshots or ())
+    ]
+    scores = score_chunk(
+        labels,
+        overall_per_label=args.overall_per_label,
+        snapshots=snapshots,
+        prc_max_images=args.prc_max_images,
+        seed=args.seed,
+        device=network.device,
+        log=log,
+    )
+    save_chunk_scores(scores, args.out)
 
 
 def cmd_merge_scores(args: argparse.Namespace) -> None:
-    from wcgan.metrics import load_label_feature_files, score_labels
+    from wcgan.metrics import load_chunk_score_files, merge_scores
     from wcgan.tables import write_metrics
 
     _torch_setup(args)
-    labels = load_label_feature_files(files_in(args.features))
-    records = score_labels(labels, prc_max_images=args.prc_max_images, seed=args.seed, log=log)
-    write_metrics(records, args.out)
+    chunks = load_chunk_score_files(files_in(args.features))
+    write_metrics(merge_scores(chunks, prc_max_images=args.prc_max_images, seed=args.seed, log=log), args.out)
 
 
 def cmd_merge_curve(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from wcgan.metrics import (
-        check_one_extractor,
-        load_label_feature_files,
-        load_snapshot_features,
-        score_curve,
-    )
+    from wcgan.metrics import load_chunk_score_files, merge_curve
     from wcgan.tables import write_tsv
 
     _torch_setup(args)
-    labels = load_label_feature_files(files_in(args.features))
-    snapshot_files = files_in(args.snapshot_features)
-    units = [load_snapshot_features(path) for path in snapshot_files]
-    extractors = [labels[0].extractor] + [unit.extractor for unit in units]
-    check_one_extractor(extractors, [args.features[0], *snapshot_files])
-    real = [(features.label, features.real_features) for features in labels]
-    write_tsv(pd.DataFrame(score_curve(units, real, seed=args.seed, log=log)), args.out)
+    chunks = load_chunk_score_files(files_in(args.features))
+    write_tsv(pd.DataFrame(merge_curve(chunks, seed=args.seed, log=log)), args.out)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -555,7 +550,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     samples = sorted((load_samples(p) for p in files_in(args.samples)), key=lambda s: s[1].index)
     shards = sorted((load_shard(p, mmap=True) for p in files_in(args.shards)), key=lambda s: s.label.index)
     records = score_run(
-        samples, shards, network, args.max_real_per_label, prc_max_images=args.prc_max_images, log=log
+        samples,
+        shards,
+        network,
+        args.max_real_per_label,
+        overall_per_label=args.overall_per_label,
+        prc_max_images=args.prc_max_images,
+        log=log,
     )
     write_metrics(records, args.out)
 
@@ -571,7 +572,9 @@ def cmd_score_curve(args: argparse.Namespace) -> None:
     network = _open_extractor(args)
     points = [load_snapshot_samples(path) for path in files_in(args.snapshots)]
     shards = sorted((load_shard(p, mmap=True) for p in files_in(args.shards)), key=lambda s: s.label.index)
-    rows = score_snapshots(points, shards, network, args.max_real_per_label, log=log)
+    rows = score_snapshots(
+        points, shards, network, args.max_real_per_label, overall_per_label=args.overall_per_label, log=log
+    )
     write_tsv(pd.DataFrame(rows), args.out)
 
 
@@ -788,7 +791,14 @@ def cmd_plot_scaling(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wcgan.config import PRC_MAX_IMAGES, SCORE_SEED, ClassifierConfig, DistributedConfig, TrainConfig
+    from wcgan.config import (
+        OVERALL_PER_LABEL,
+        PRC_MAX_IMAGES,
+        SCORE_SEED,
+        ClassifierConfig,
+        DistributedConfig,
+        TrainConfig,
+    )
 
     parser = argparse.ArgumentParser(prog="wcgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"wcgan {__version__}")
@@ -909,11 +919,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(sub, ClassifierConfig, "classifier (the config's metrics.classifier section)")
 
     def extraction(sub: argparse.ArgumentParser, shards: str = "every label's real images (.pt)") -> None:
-        """Real images, extractor and device: what every command that extracts features reads."""
+        """Real images, extractor and device: what every command that extracts features reads;
+        and how many of each label's features the overall IS, KID and precision/recall read."""
         sub.add_argument("--shards", nargs="+", required=True, help=shards)
         sub.add_argument("--classifier", help="wcgan classifier file (the default extractor)")
         sub.add_argument("--inception-weights", help="Inception-v3 weights file, or 'download'")
         sub.add_argument("--max-real-per-label", type=int, help="use at most this many real images per label")
+        sub.add_argument(
+            "--overall-per-label",
+            type=int,
+            default=OVERALL_PER_LABEL,
+            help="of each label, a seeded subset of at most this many generated and real features "
+            "for the overall IS, KID and precision/recall (FID reads the moments of all)",
+        )
         sub.add_argument("--device", default="auto")
         sub.add_argument("--threads", type=int)
 
@@ -924,7 +942,6 @@ def build_parser() -> argparse.ArgumentParser:
             default=SCORE_SEED,
             help="of KID's subsets, IS's shuffle and the precision/recall subset",
         )
-        sub.add_argument("--threads", type=int)
 
     def precision_recall(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
@@ -937,8 +954,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(
         "features",
         cmd_features,
-        "map step of scoring: features of a chunk of labels' samples and real images (and of "
-        "snapshot samples), the extractor built once, each image through it once",
+        "map step of scoring: a chunk's features (each image through the extractor once), each "
+        "label's scores, the features' moments and kept subsets (and those of snapshot samples)",
     )
     sub.add_argument(
         "--samples",
@@ -946,35 +963,33 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the labels' samples (.pt), in label order, or their folder",
     )
+    sub.add_argument("--out", required=True, help="the chunk's scores file (.pt)")
     sub.add_argument(
-        "--out", nargs="+", required=True, help="one features file per label (.pt), same order, or a folder"
+        "--snapshots", nargs="+", help="the chunk's training jobs' snapshot samples (.pt), or their folder"
     )
-    sub.add_argument("--snapshots", nargs="+", help="training jobs' snapshot samples (.pt)")
-    sub.add_argument("--snapshot-features", nargs="+", help="one features file per --snapshots file (.pt)")
-    extraction(sub, shards="the same labels' real images (.pt), same order")
+    extraction(sub, shards="the same labels' real images (.pt), same order, or their folder")
+    precision_recall(sub)
+    merging(sub)
 
     sub = command(
         "merge-scores",
         cmd_merge_scores,
-        "reduce step of scoring: metrics.tsv (all labels merged, and per label) from every label's features",
+        "reduce step of scoring: metrics.tsv (all labels merged, and per label) from every chunk's scores",
     )
-    sub.add_argument("--features", nargs="+", required=True, help="every label's features (.pt)")
+    sub.add_argument("--features", nargs="+", required=True, help="every chunk's scores file (.pt)")
     sub.add_argument("--out", required=True, help="metrics table (.tsv)")
+    sub.add_argument("--threads", type=int)
     precision_recall(sub)
     merging(sub)
 
     sub = command(
         "merge-curve",
         cmd_merge_curve,
-        "reduce step of the curve: FID against budget from the snapshot features, all labels merged",
+        "reduce step of the curve: FID against budget from every chunk's snapshot scores, all labels merged",
     )
-    sub.add_argument(
-        "--snapshot-features", nargs="+", required=True, help="every training job's snapshot features (.pt)"
-    )
-    sub.add_argument(
-        "--features", nargs="+", required=True, help="every label's features, for its real images"
-    )
+    sub.add_argument("--features", nargs="+", required=True, help="every chunk's scores file (.pt)")
     sub.add_argument("--out", required=True, help="curve table (.tsv)")
+    sub.add_argument("--threads", type=int)
     merging(sub)
 
     sub = command(

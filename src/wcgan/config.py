@@ -19,6 +19,9 @@ OPTIMIZERS = ("adam", "rmsprop")
 ADAM_DEFAULT_BETAS = (0.9, 0.999)  # for Adam chosen on a loss whose recipe has no betas
 INCEPTION_DOWNLOAD = "download"  # metrics.inception_weights value: torch-fidelity's published file
 SCORE_SEED = 2020  # of KID's subsets, IS's shuffle and precision/recall's subset: torch-fidelity's default
+# Of each label's generated and real features, the overall IS, KID and precision/recall read a
+# seeded subset of at most this many (FID reads the moments of all).
+OVERALL_PER_LABEL = 1_000
 PRC_MAX_IMAGES = 10_000  # precision/recall is quadratic in the images: a seeded subset above this
 
 

@@ -1,25 +1,24 @@
-"""Scoring as map and reduce over saved features, with torch-fidelity's metric functions.
+"""Scoring as map and reduce, with torch-fidelity's definitions ([Metrics](../../docs/metrics.md)).
 
-Map (``extract_label_features``, ``extract_snapshot_features``; ``wcgan features``): a job
-builds its feature extractor once and sends each real and generated image through it once,
-keeping what the metrics read: the pooled features of real and generated images (FID, KID,
-precision/recall) and the logits of generated ones (IS). Reduce (``score_labels``,
-``score_curve``; ``wcgan merge-scores``, ``wcgan merge-curve``): the metrics from those
-features, all labels merged and per label, with torch-fidelity's feature-level functions and
-the arguments ``torch_fidelity.calculate_metrics`` was called with before, so the numbers are
-the ones it gave; nothing is re-implemented here.
+Map (``wcgan features``, a job per chunk): the feature extractor built once, each real and
+generated image through it once, then each label's own FID, KID and precision/recall on the
+job's device, the moments of all features and a seeded subset of each label's
+(``ChunkScores``). Reduce (``wcgan merge-scores``, ``wcgan merge-curve``): the per-label rows
+concatenated; overall FID from the summed moments, exact; overall IS, KID and precision/recall
+from the subsets, so that its cost grows with the labels, not the images.
 
 Extractors: the run's classifier, or torch-fidelity's Inception-v3 network built from a state
-dict loaded once with ``weights_only=True``: a local file, or torch-fidelity's published file,
-downloaded and checked against its SHA-256. Nothing is unpickled beyond tensors: feature files
-load with ``weights_only=True``, and torch-fidelity's pickle feature cache is not used.
+dict loaded once with ``weights_only=True`` (a local file, or torch-fidelity's published file,
+downloaded and checked against its SHA-256). Nothing but tensors and plain values is unpickled.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
+import operator
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,16 +31,15 @@ import torch_fidelity
 from torch_fidelity.defaults import DEFAULTS
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
-from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
-from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from wcgan.atomic import load_torch, load_torch_hashed, save_torch
 from wcgan.compare import curve_rows
-from wcgan.config import INCEPTION_DOWNLOAD, PRC_MAX_IMAGES, SCORE_SEED
+from wcgan.config import INCEPTION_DOWNLOAD, OVERALL_PER_LABEL, PRC_MAX_IMAGES, SCORE_SEED
 from wcgan.data import Shard, sample_rows
 from wcgan.errors import WcganError
+from wcgan.feature_stats import Moments, frechet_distance, frechet_distance_of_moments, kernel_distance
 from wcgan.labels import Label
 from wcgan.model_files import classifier_from_file_data
 from wcgan.networks import Classifier, images_to_float
@@ -54,8 +52,8 @@ DOWNLOADED_INCEPTION_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's publi
 # whole file.
 INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 
-FEATURES_FORMAT = "wcgan-features-1"
-SNAPSHOT_FEATURES_FORMAT = "wcgan-snapshot-features-1"
+CHUNK_SCORES_FORMAT = "wcgan-chunk-scores-1"
+SNAPSHOT_BUDGET = ("iteration", "seconds", "device_seconds")
 BATCH_SIZE = DEFAULTS["batch_size"]  # torch-fidelity's: images are batched as it batched them
 
 # Our names for torch-fidelity's result keys, in table order.
@@ -282,111 +280,217 @@ def extract_label_features(
     ]
 
 
-@dataclass(frozen=True)
-class SnapshotFeatures:
-    """The features of one training job's snapshot samples (``wcgan.sampling.save_snapshot_samples``):
+def extract_snapshot_features(network: FeatureNetwork, points: Sequence[dict]) -> list[dict[str, Any]]:
+    """The features of every snapshot point's samples (``wcgan.sampling.load_snapshot_samples``):
     per point its iteration, seconds, device-seconds, each sample's class ``indices`` and the
     samples' ``features`` and ``logits``."""
-
-    extractor: Extractor
-    points: list[dict[str, Any]]
-
-
-def extract_snapshot_features(network: FeatureNetwork, points: Sequence[dict]) -> SnapshotFeatures:
-    """The features of every snapshot point's samples (``wcgan.sampling.load_snapshot_samples``)."""
     featured = []
     for point in points:
         features, logits = network.extract(point["images"])
-        kept = {key: point[key] for key in ("iteration", "seconds", "device_seconds", "indices")}
+        kept = {key: point[key] for key in (*SNAPSHOT_BUDGET, "indices")}
         featured.append({**kept, "features": features, "logits": logits})
-    return SnapshotFeatures(network.extractor, featured)
+    return featured
 
 
-# --- feature files ------------------------------------------------------------------------
+# --- map: per-label scores, moments and kept subsets -------------------------------------
 
 
-def save_label_features(features: LabelFeatures, path: str | os.PathLike) -> None:
+@dataclass(frozen=True)
+class SnapshotPart:
+    """One snapshot point of a chunk's training jobs: the moments of its samples' features (for
+    FID), and of each label a seeded subset of its samples' features, logits and class indices
+    (for IS and KID)."""
+
+    fake: Moments
+    features: torch.Tensor
+    logits: torch.Tensor
+    indices: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ChunkScores:
+    """What the map step of scoring keeps of a chunk of labels: each label's own scores, the
+    moments of all its generated and real features (overall FID, merged exactly), and of each
+    label a seeded subset of them (overall IS, KID and precision/recall); with snapshots, the
+    same for every snapshot point and each training job's budget at each point."""
+
+    extractor: Extractor
+    labels: list[Label]
+    rows: list[dict[str, Any]]  # per label: n_fake, n_real and its metric values
+    fake: Moments
+    real: Moments
+    kept_fake: list[torch.Tensor]  # per label
+    kept_logits: list[torch.Tensor]
+    kept_real: list[torch.Tensor]
+    budgets: list[list[dict[str, float]]] = dataclasses.field(default_factory=list)  # per job, per point
+    snapshots: list[SnapshotPart] = dataclasses.field(default_factory=list)  # per point
+
+
+def _kept(values: torch.Tensor, per_label: int | None, label: Label) -> torch.Tensor:
+    return sample_rows(values, per_label, seed=SCORE_SEED + label.index).cpu().clone()
+
+
+def _summed(moments: Sequence[Moments]) -> Moments:
+    return functools.reduce(operator.add, moments)
+
+
+def _budgets(units: Sequence[Sequence[dict]]) -> list[list[dict[str, float]]]:
+    """Each training job's budget used at each of its snapshot points."""
+    return [[{key: float(point[key]) for key in SNAPSHOT_BUDGET} for point in points] for points in units]
+
+
+def _snapshot_parts(
+    units: Sequence[Sequence[dict]], labels: Sequence[Label], per_label: int | None
+) -> list[SnapshotPart]:
+    """Each snapshot point of every training job's featured points
+    (``extract_snapshot_features``): its moments, and its samples' kept subsets label by label."""
+    if not units:
+        return []
+    counts = {len(points) for points in units}
+    if len(counts) != 1:
+        raise WcganError(f"the training jobs kept different numbers of snapshots {sorted(counts)}")
+    parts = []
+    for k in range(counts.pop()):
+        points = [points[k] for points in units]
+        features = torch.cat([point["features"] for point in points])
+        logits = torch.cat([point["logits"] for point in points])
+        indices = torch.cat([point["indices"] for point in points])
+        rows = [indices == label.index for label in labels]
+
+        def kept(values: torch.Tensor, rows: list[torch.Tensor] = rows) -> torch.Tensor:
+            return torch.cat(
+                [_kept(values[r], per_label, label) for r, label in zip(rows, labels, strict=True)]
+            )
+
+        parts.append(SnapshotPart(Moments.of(features), kept(features), kept(logits), kept(indices)))
+    return parts
+
+
+def score_chunk(
+    labels: Sequence[LabelFeatures],
+    *,
+    overall_per_label: int | None = OVERALL_PER_LABEL,
+    snapshots: Sequence[Sequence[dict]] = (),
+    prc_max_images: int = PRC_MAX_IMAGES,
+    seed: int = SCORE_SEED,
+    device: torch.device | None = None,
+    log: Callable[[str], None] = print,
+) -> ChunkScores:
+    """The map step's scores of a chunk's labels (``extract_label_features``), each label's
+    on ``device``; ``snapshots``: each training job's featured snapshot points
+    (``extract_snapshot_features``)."""
+    labels = sorted(labels, key=lambda features: features.label.index)
+    rows = []
+    for features in labels:
+        fake, real = (features.fake_features.to(device), features.real_features.to(device))
+        values = metric_values(fake, real, precision_recall=True, prc_max_images=prc_max_images, seed=seed)
+        log(f"label '{features.label.name}': {_shown(values)}")
+        rows.append({"n_fake": len(fake), "n_real": len(real), **values})
+    return ChunkScores(
+        extractor=labels[0].extractor,
+        labels=[features.label for features in labels],
+        rows=rows,
+        fake=_summed([Moments.of(features.fake_features) for features in labels]),
+        real=_summed([Moments.of(features.real_features) for features in labels]),
+        kept_fake=[_kept(f.fake_features, overall_per_label, f.label) for f in labels],
+        kept_logits=[_kept(f.fake_logits, overall_per_label, f.label) for f in labels],
+        kept_real=[_kept(f.real_features, overall_per_label, f.label) for f in labels],
+        budgets=_budgets(snapshots),
+        snapshots=_snapshot_parts(snapshots, [f.label for f in labels], overall_per_label),
+    )
+
+
+# --- the map's file -----------------------------------------------------------------------
+
+
+def save_chunk_scores(scores: ChunkScores, path: str | os.PathLike) -> None:
     save_torch(
         {
-            "format": FEATURES_FORMAT,
-            "label": dataclasses.asdict(features.label),
-            "extractor": dataclasses.asdict(features.extractor),
-            "n_real": len(features.real_features),
-            "n_fake": len(features.fake_features),
-            "real_features": features.real_features,
-            "fake_features": features.fake_features,
-            "fake_logits": features.fake_logits,
+            "format": CHUNK_SCORES_FORMAT,
+            "extractor": dataclasses.asdict(scores.extractor),
+            "labels": [dataclasses.asdict(label) for label in scores.labels],
+            "rows": scores.rows,
+            "fake": scores.fake.to_dict(),
+            "real": scores.real.to_dict(),
+            "kept_fake": scores.kept_fake,
+            "kept_logits": scores.kept_logits,
+            "kept_real": scores.kept_real,
+            "budgets": scores.budgets,
+            "snapshots": [
+                {
+                    "fake": part.fake.to_dict(),
+                    "features": part.features,
+                    "logits": part.logits,
+                    "indices": part.indices,
+                }
+                for part in scores.snapshots
+            ],
         },
         path,
     )
 
 
-def _extractor_of(data: dict, path: str | os.PathLike, what: str) -> Extractor:
+def _moments(data: Any, path: str | os.PathLike, what: str) -> Moments:
     try:
-        return Extractor(**data["extractor"])
-    except (KeyError, TypeError) as exc:
-        raise WcganError(f"{what} '{path}' do not say which extractor made them") from exc
+        moments = Moments(int(data["count"]), data["total"], data["outer"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WcganError(f"{what} '{path}' hold no feature moments") from exc
+    dims = moments.total.shape if torch.is_tensor(moments.total) else None
+    if (
+        dims is None
+        or len(dims) != 1
+        or not torch.is_tensor(moments.outer)
+        or moments.outer.shape != dims * 2
+    ):
+        raise WcganError(f"{what} '{path}': the feature moments are not a D vector and a D x D matrix")
+    return moments
 
 
-def _matrix(data: dict, key: str, rows: int | None, path: str | os.PathLike, what: str) -> torch.Tensor:
-    value = data.get(key)
-    if not torch.is_tensor(value) or value.dim() != 2 or not value.is_floating_point():
-        raise WcganError(f"{what} '{path}': '{key}' is not a matrix of floats")
-    if rows is not None and len(value) != rows:
-        raise WcganError(f"{what} '{path}': '{key}' has {len(value)} rows, not {rows}")
-    return value
+def _matrices(data: dict, key: str, count: int, path: str | os.PathLike, what: str) -> list[torch.Tensor]:
+    values = data.get(key)
+    if not isinstance(values, list) or len(values) != count:
+        raise WcganError(f"{what} '{path}': '{key}' is not a list of {count} matrices")
+    for value in values:
+        if not torch.is_tensor(value) or value.dim() != 2 or not value.is_floating_point():
+            raise WcganError(f"{what} '{path}': '{key}' is not a list of {count} matrices of floats")
+    return values
 
 
-def load_label_features(path: str | os.PathLike) -> LabelFeatures:
-    """A file of ``save_label_features``; it loads with ``weights_only=True``, so a file that
-    holds anything but tensors and plain values is refused before any of it runs."""
-    what = "features"
+def load_chunk_scores(path: str | os.PathLike) -> ChunkScores:
+    """A file of ``save_chunk_scores``; it loads with ``weights_only=True``, so a file that holds
+    anything but tensors and plain values is refused before any of it runs."""
+    what = "chunk scores"
     data = load_torch(path, what)
-    if not isinstance(data, dict) or data.get("format") != FEATURES_FORMAT:
-        raise WcganError(f"{what} '{path}' is not a wcgan features file (made by 'wcgan features')")
+    if not isinstance(data, dict) or data.get("format") != CHUNK_SCORES_FORMAT:
+        raise WcganError(f"{what} '{path}' is not a wcgan chunk scores file (made by 'wcgan features')")
     try:
-        label = Label(**data["label"])
+        extractor = Extractor(**data["extractor"])
+        labels = [Label(**label) for label in data["labels"]]
     except (KeyError, TypeError) as exc:
-        raise WcganError(f"{what} '{path}' do not say which label they are of") from exc
-    return LabelFeatures(
-        label,
-        _extractor_of(data, path, what),
-        _matrix(data, "real_features", data.get("n_real"), path, what),
-        _matrix(data, "fake_features", data.get("n_fake"), path, what),
-        _matrix(data, "fake_logits", data.get("n_fake"), path, what),
-    )
-
-
-def save_snapshot_features(features: SnapshotFeatures, path: str | os.PathLike) -> None:
-    save_torch(
-        {
-            "format": SNAPSHOT_FEATURES_FORMAT,
-            "extractor": dataclasses.asdict(features.extractor),
-            "points": features.points,
-        },
-        path,
-    )
-
-
-def load_snapshot_features(path: str | os.PathLike) -> SnapshotFeatures:
-    """A file of ``save_snapshot_features``, loaded with ``weights_only=True``."""
-    what = "snapshot features"
-    data = load_torch(path, what)
-    if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FEATURES_FORMAT:
-        raise WcganError(f"{what} '{path}' is not a wcgan snapshot features file (made by 'wcgan features')")
-    points = data.get("points")
-    if not isinstance(points, list) or not all(isinstance(point, dict) for point in points):
-        raise WcganError(f"{what} '{path}' hold no list of snapshot points")
-    for point in points:
-        missing = {"iteration", "seconds", "device_seconds"} - point.keys()
-        if missing:
-            raise WcganError(f"{what} '{path}': a snapshot point has no {', '.join(sorted(missing))}")
-        indices = point.get("indices")
+        raise WcganError(f"{what} '{path}' do not say which extractor and labels they are of") from exc
+    rows = data.get("rows")
+    if not isinstance(rows, list) or len(rows) != len(labels) or not all(isinstance(r, dict) for r in rows):
+        raise WcganError(f"{what} '{path}' hold no scores row per label")
+    snapshots = []
+    for point in data.get("snapshots", []):
+        indices = point.get("indices") if isinstance(point, dict) else None
         if not torch.is_tensor(indices) or indices.dim() != 1:
             raise WcganError(f"{what} '{path}': a snapshot point has no class indices")
-        _matrix(point, "features", len(indices), path, what)
-        _matrix(point, "logits", len(indices), path, what)
-    return SnapshotFeatures(_extractor_of(data, path, what), points)
+        matrices = [point.get(key) for key in ("features", "logits")]
+        for key, matrix in zip(("features", "logits"), matrices, strict=True):
+            if not torch.is_tensor(matrix) or matrix.dim() != 2 or len(matrix) != len(indices):
+                raise WcganError(f"{what} '{path}': a snapshot point's '{key}' do not match its indices")
+        snapshots.append(SnapshotPart(_moments(point.get("fake"), path, what), *matrices, indices))
+    return ChunkScores(
+        extractor,
+        labels,
+        rows,
+        _moments(data.get("fake"), path, what),
+        _moments(data.get("real"), path, what),
+        *(_matrices(data, key, len(labels), path, what) for key in ("kept_fake", "kept_logits", "kept_real")),
+        budgets=data.get("budgets", []),
+        snapshots=snapshots,
+    )
 
 
 def check_one_extractor(extractors: Sequence[Extractor], paths: Sequence[str | os.PathLike]) -> None:
@@ -402,21 +506,22 @@ def check_one_extractor(extractors: Sequence[Extractor], paths: Sequence[str | o
             )
 
 
-def load_label_feature_files(paths: Sequence[str | os.PathLike]) -> list[LabelFeatures]:
-    """Every label's features, one extractor's, no label twice."""
-    labels = [load_label_features(path) for path in paths]
-    check_one_extractor([features.extractor for features in labels], paths)
+def load_chunk_score_files(paths: Sequence[str | os.PathLike]) -> list[ChunkScores]:
+    """Every chunk's scores, one extractor's, no label twice."""
+    chunks = [load_chunk_scores(path) for path in paths]
+    check_one_extractor([chunk.extractor for chunk in chunks], paths)
     seen: dict[int, str | os.PathLike] = {}
-    for features, path in zip(labels, paths, strict=True):
-        if features.label.index in seen:
-            raise WcganError(
-                f"features '{path}' repeat label '{features.label.name}' of '{seen[features.label.index]}'"
-            )
-        seen[features.label.index] = path
-    return labels
+    for chunk, path in zip(chunks, paths, strict=True):
+        for label in chunk.labels:
+            if label.index in seen:
+                raise WcganError(
+                    f"chunk scores '{path}' repeat label '{label.name}' of '{seen[label.index]}'"
+                )
+            seen[label.index] = path
+    return chunks
 
 
-# --- reduce: metrics ----------------------------------------------------------------------
+# --- metrics ------------------------------------------------------------------------------
 
 
 def metric_values(
@@ -427,30 +532,28 @@ def metric_values(
     precision_recall: bool = False,
     prc_max_images: int = PRC_MAX_IMAGES,
     seed: int = SCORE_SEED,
+    moments: tuple[Moments, Moments] | None = None,
 ) -> dict[str, float]:
     """FID and KID of generated against real features, IS when ``fake_logits`` are given, and
     precision/recall on request, from at most ``prc_max_images`` of each side (a subset seeded
-    by ``seed`` above that; ``prc_n_fake`` and ``prc_n_real`` say how many were used).
+    by ``seed`` above that; ``prc_n_fake`` and ``prc_n_real`` say how many were used). FID from
+    the features' ``moments`` (generated, real) when given: those of every feature where the
+    features given are a subset.
 
-    The arguments are those ``torch_fidelity.calculate_metrics`` was called with before.
+    Torch-fidelity's definitions and arguments: FID and KID computed as ``wcgan.feature_stats``
+    does, IS and precision/recall by torch-fidelity's own functions.
     """
     n_fake, n_real = len(fake_features), len(real_features)
     if n_fake < 2 or n_real < 2:
         raise WcganError(f"scoring needs at least 2 generated and 2 real images, got {n_fake} and {n_real}")
     values: dict[str, float] = {}
     if fake_logits is not None:
-        values.update(isc_features_to_metric(fake_logits, splits=min(10, n_fake), rng_seed=seed))
-    statistics = [fid_features_to_statistics(features) for features in (fake_features, real_features)]
-    values.update(fid_statistics_to_metric(*statistics, verbose=False))
-    values.update(
-        kid_features_to_metric(
-            fake_features,
-            real_features,
-            kid_subset_size=min(1000, n_fake, n_real),
-            rng_seed=seed,
-            verbose=False,
-        )
+        values.update(isc_features_to_metric(fake_logits.cpu(), splits=min(10, n_fake), rng_seed=seed))
+    values[torch_fidelity.KEY_METRIC_FID] = (
+        frechet_distance_of_moments(*moments) if moments else frechet_distance(fake_features, real_features)
     )
+    kid = kernel_distance(fake_features, real_features, subset_size=min(1000, n_fake, n_real), seed=seed)
+    values[torch_fidelity.KEY_METRIC_KID_MEAN], values[torch_fidelity.KEY_METRIC_KID_STD] = kid
     sizes = {}
     # Precision/recall compares each image with its k nearest neighbours: a label with k or
     # fewer images on a side has none to give (NaN in its row, not a failed merge of them all).
@@ -472,20 +575,37 @@ def _shown(values: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.4g}" for name, value in values.items())
 
 
-def score_labels(
-    labels: Sequence[LabelFeatures],
+# --- reduce -------------------------------------------------------------------------------
+
+
+def _in_label_order(chunks: Sequence[ChunkScores]) -> list[ChunkScores]:
+    """Chunks by their first label: moments are summed in one order, whatever order the files
+    come in."""
+    return sorted(chunks, key=lambda chunk: min(label.index for label in chunk.labels))
+
+
+def merge_scores(
+    chunks: Sequence[ChunkScores],
     *,
     prc_max_images: int = PRC_MAX_IMAGES,
     seed: int = SCORE_SEED,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """The metrics table of a run: all labels merged (IS, FID, KID, precision/recall), then each
-    label against its own real images (FID, KID, precision/recall: a label's recall is how much
+    """The metrics table of a run: all labels merged (FID from every feature's moments; IS, KID,
+    precision/recall from the kept subsets, ``kept_n_fake`` and ``kept_n_real`` features), then
+    each label's own row from the map (FID, KID, precision/recall: a label's recall is how much
     of its real images its samples cover), labels in class-index order."""
-    labels = sorted(labels, key=lambda features: features.label.index)
-    extractor = labels[0].extractor
+    chunks = _in_label_order(chunks)
+    extractor = chunks[0].extractor
+    labels = sorted(
+        ((chunk.labels[i], chunk.rows[i], chunk, i) for chunk in chunks for i in range(len(chunk.labels))),
+        key=lambda item: item[0].index,
+    )
 
-    def record(label: Label | None, n_fake: int, n_real: int, values: dict) -> dict:
+    def kept(name: str) -> torch.Tensor:
+        return torch.cat([getattr(chunk, name)[i] for _, _, chunk, i in labels])
+
+    def record(label: Label | None, values: dict) -> dict:
         return {
             "scope": "label" if label else "overall",
             "label": label.name if label else "",
@@ -494,54 +614,80 @@ def score_labels(
             "extractor": extractor.name,
             "extractor_weights": extractor.weights,
             "extractor_accuracy": extractor.accuracy,
-            "n_fake": n_fake,
-            "n_real": n_real,
             **values,
         }
 
-    def merged(name: str) -> torch.Tensor:
-        return torch.cat([getattr(features, name) for features in labels])
-
-    fake, real = merged("fake_features"), merged("real_features")
-    common = dict(precision_recall=True, prc_max_images=prc_max_images, seed=seed)
-    overall = metric_values(fake, real, merged("fake_logits"), **common)
+    fake, real = _summed([chunk.fake for chunk in chunks]), _summed([chunk.real for chunk in chunks])
+    kept_fake, kept_real = kept("kept_fake"), kept("kept_real")
+    overall = metric_values(
+        kept_fake,
+        kept_real,
+        kept("kept_logits"),
+        precision_recall=True,
+        prc_max_images=prc_max_images,
+        seed=seed,
+        moments=(fake, real),
+    )
     log(f"all {len(labels)} labels: {_shown(overall)}")
-    records = [record(None, len(fake), len(real), overall)]
-    for features in labels:
-        values = metric_values(features.fake_features, features.real_features, **common)
-        log(f"label '{features.label.name}': {_shown(values)}")
-        records.append(
-            record(features.label, len(features.fake_features), len(features.real_features), values)
-        )
-    return records
+    sizes = {
+        "n_fake": fake.count,
+        "n_real": real.count,
+        "kept_n_fake": len(kept_fake),
+        "kept_n_real": len(kept_real),
+    }
+    return [record(None, sizes | overall)] + [record(label, row) for label, row, _, _ in labels]
 
 
-def score_curve(
-    units: Sequence[SnapshotFeatures],
-    real: Sequence[tuple[Label, torch.Tensor]],
+def merge_curve(
+    chunks: Sequence[ChunkScores], *, seed: int = SCORE_SEED, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """The quality-against-compute curve of every chunk's snapshot points: ``curve``."""
+    chunks = _in_label_order(chunks)
+    real = [
+        (label, kept) for chunk in chunks for label, kept in zip(chunk.labels, chunk.kept_real, strict=True)
+    ]
+    return curve(
+        [points for chunk in chunks for points in chunk.budgets],
+        [chunk.snapshots for chunk in chunks],
+        _summed([chunk.real for chunk in chunks]),
+        real,
+        chunks[0].extractor,
+        seed=seed,
+        log=log,
+    )
+
+
+def curve(
+    budgets: Sequence[Sequence[dict]],
+    parts: Sequence[Sequence[SnapshotPart]],
+    real: Moments,
+    kept_real: Sequence[tuple[Label, torch.Tensor]],
+    extractor: Extractor,
     *,
     seed: int = SCORE_SEED,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """The quality-against-compute curve: at each snapshot point, the budget used so far
-    (``wcgan.compare.curve_rows``) and IS, FID and KID of the k-th snapshot samples of every
-    training job (``units``) merged, against every label's ``real`` features. Both are taken in
-    label-index order whatever order they come in (KID's subsets and IS's splits follow the
-    order of the rows)."""
-    real = sorted(real, key=lambda item: item[0].index)
-    units = sorted(units, key=lambda unit: int(unit.points[0]["indices"].min()))
-    real_features = torch.cat([features for _, features in real])
-    wanted = sorted(label.index for label, _ in real)
+    """At each snapshot point, the budget every training job used so far (``budgets``;
+    ``wcgan.compare.curve_rows``) and IS, FID and KID of every label's snapshot samples merged
+    (``parts``: each group's points) against the real features (FID from the moments, IS and
+    KID from the kept subsets, in label-index order)."""
+    parts = sorted(parts, key=lambda points: int(points[0].indices.min()))
+    kept_real = sorted(kept_real, key=lambda item: item[0].index)
+    real_features = torch.cat([features for _, features in kept_real])
+    wanted = [label.index for label, _ in kept_real]
     rows = []
-    for row in curve_rows([unit.points for unit in units]):
+    for row in curve_rows(budgets):
         k = row["point"] - 1
-        indices = torch.cat([unit.points[k]["indices"] for unit in units])
+        point = [points[k] for points in parts]
+        indices = torch.cat([part.indices for part in point])
         if sorted(indices.unique().tolist()) != wanted:
             raise WcganError(f"snapshot point {k + 1}: the samples do not cover the real images' labels")
-        fake = [torch.cat([unit.points[k][key] for unit in units]) for key in ("features", "logits")]
-        values = metric_values(fake[0], real_features, fake[1], seed=seed)
+        features = torch.cat([part.features for part in point])
+        logits = torch.cat([part.logits for part in point])
+        fake = _summed([part.fake for part in point])
+        values = metric_values(features, real_features, logits, seed=seed, moments=(fake, real))
         log(f"snapshot {k + 1}: {_shown(values)}")
-        rows.append({**row, **values, "extractor": units[0].extractor.name})
+        rows.append({**row, **values, "extractor": extractor.name})
     return rows
 
 
@@ -554,12 +700,21 @@ def score_run(
     network: FeatureNetwork,
     max_real_per_label: int | None = None,
     *,
+    overall_per_label: int | None = OVERALL_PER_LABEL,
     prc_max_images: int = PRC_MAX_IMAGES,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """``score_labels`` of ``extract_label_features``: the metrics table without feature files."""
+    """The metrics table of every label's samples in one process: ``merge_scores`` of one chunk
+    of every label."""
     features = extract_label_features(network, samples, shards, max_real_per_label, log)
-    return score_labels(features, prc_max_images=prc_max_images, log=log)
+    scores = score_chunk(
+        features,
+        overall_per_label=overall_per_label,
+        prc_max_images=prc_max_images,
+        device=network.device,
+        log=log,
+    )
+    return merge_scores([scores], prc_max_images=prc_max_images, log=log)
 
 
 def score_snapshots(
@@ -568,13 +723,22 @@ def score_snapshots(
     network: FeatureNetwork,
     max_real_per_label: int | None = None,
     *,
+    overall_per_label: int | None = OVERALL_PER_LABEL,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """``score_curve`` of ``extract_snapshot_features`` and ``extract_real_features``: the
-    curve of every training job's snapshot samples (``wcgan.sampling.load_snapshot_samples``)
-    without feature files."""
+    """The curve of every training job's snapshot samples (``wcgan.sampling.load_snapshot_samples``)
+    in one process."""
     units = [extract_snapshot_features(network, points) for points in points_per_unit]
     real = extract_real_features(network, shards, max_real_per_label)
-    return score_curve(
-        units, [(shard.label, features) for shard, features in zip(shards, real, strict=True)], log=log
+    labels = [shard.label for shard in shards]
+    return curve(
+        _budgets(units),
+        [_snapshot_parts(units, labels, overall_per_label)],
+        _summed([Moments.of(features) for features in real]),
+        [
+            (label, _kept(features, overall_per_label, label))
+            for label, features in zip(labels, real, strict=True)
+        ],
+        network.extractor,
+        log=log,
     )

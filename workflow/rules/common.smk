@@ -188,7 +188,8 @@ def extractor_option():
 
 def feature_options():
     limit = config["metrics"]["max_real_per_label"]
-    return f"--max-real-per-label {limit}" if limit else ""
+    overall = f"--overall-per-label {config['metrics']['overall_per_label']}"
+    return f"--max-real-per-label {limit} {overall}" if limit else overall
 
 
 def merge_options():

@@ -24,8 +24,9 @@ rule train_classifier:
 
 
 # Scoring as map and reduce: one feature job per chunk sends each of its labels' real and
-# generated images through the extractor once (features/<chunk>/<label>.pt); one merge job
-# computes every metric, all labels merged and each label alone, from the saved features.
+# generated images through the extractor once and scores each label on the job's device; its
+# file (features/<chunk>.pt) keeps the scores, the moments of the features and a subset of each
+# label's. One merge job concatenates the label rows and scores all labels merged from those.
 
 
 rule features_chunk:
@@ -35,7 +36,7 @@ rule features_chunk:
         snapshots=chunk_snapshots(),
         extractor=extractor_input(),
     output:
-        features=directory(f"{RESULTS}/features/{{chunk}}"),
+        features=f"{RESULTS}/features/{{chunk}}.pt",
     log:
         f"{RESULTS}/logs/features/{{chunk}}.log",
     benchmark:
@@ -46,15 +47,15 @@ rule features_chunk:
     params:
         files=feature_files,
         extractor=extractor_option(),
-        options=feature_options(),
+        options=f"{feature_options()} {merge_options()}",
     shell:
         "wcgan features {params.files} {params.extractor} {params.options}"
-        " --threads {threads} 2> {log}"
+        " --threads {threads} --out {output.features} 2> {log}"
 
 
 rule score:
     input:
-        features=per_chunk(f"{RESULTS}/features/{{chunk}}"),
+        features=per_chunk(f"{RESULTS}/features/{{chunk}}.pt"),
     output:
         table=report(
             f"{RESULTS}/scores/metrics.tsv",
@@ -78,9 +79,9 @@ if TRAIN.snapshots and GENERATOR == "per_label":
 
     rule score_curve:
         # FID against compute: every train.snapshots point, all labels merged, from the
-        # snapshot features of the feature jobs.
+        # snapshot scores of the feature jobs.
         input:
-            features=per_chunk(f"{RESULTS}/features/{{chunk}}"),
+            features=per_chunk(f"{RESULTS}/features/{{chunk}}.pt"),
         output:
             table=f"{RESULTS}/scores/curve.tsv",
         log:
@@ -89,11 +90,8 @@ if TRAIN.snapshots and GENERATOR == "per_label":
             f"{RESULTS}/benchmarks/score_curve.tsv"
         conda:
             "../../envs/wcgan.yaml"
-        params:
-            snapshot_features=per_chunk(f"{RESULTS}/features/{{chunk}}/snapshots"),
         shell:
-            "wcgan merge-curve --snapshot-features {params.snapshot_features}"
-            " --features {input.features} --out {output.table} 2> {log}"
+            "wcgan merge-curve --features {input.features} --out {output.table} 2> {log}"
 
 else:
 

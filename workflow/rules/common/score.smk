@@ -3,20 +3,12 @@
 
 
 def feature_files(wildcards):
-    """The folders of ``wcgan features`` for the job's chunk: samples, real images and (with
-    train.snapshots) snapshot samples, and their feature files (one file per label in each).
-    """
+    """The folders ``wcgan features`` reads for the job's chunk: samples, real images and (with
+    train.snapshots) snapshot samples, one file per label in each."""
     chunk = wildcards.chunk
-    options = [
-        ("--samples", f"samples/{chunk}"),
-        ("--shards", f"shards/{chunk}"),
-        ("--out", f"features/{chunk}"),
-    ]
+    options = [("--samples", f"samples/{chunk}"), ("--shards", f"shards/{chunk}")]
     if TRAIN.snapshots and GENERATOR == "per_label":
-        options += [
-            ("--snapshots", f"snapshots/{chunk}"),
-            ("--snapshot-features", f"features/{chunk}/snapshots"),
-        ]
+        options.append(("--snapshots", f"snapshots/{chunk}"))
     return " ".join(f"{option} {RESULTS}/{folder}" for option, folder in options)
 
 
