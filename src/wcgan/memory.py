@@ -25,10 +25,11 @@ from wcgan.errors import WcganError
 MB = 1_000_000  # Snakemake's mem_mb, and --mem-mb
 # Measured peak resident memory of `wcgan train` on a CPU, less the other terms: Python, torch
 # and the job's own code (bench/chunk_memory.py, docs/many-labels.md).
-RUNTIME_BYTES = 800 * MB
+RUNTIME_BYTES = 850 * MB
 # A step's activations as a multiple of one image's feature maps through the generator and
-# the critic (float32) times the batch: the penalty's double backward keeps several copies.
-ACTIVATION_FACTOR = 12
+# the critic (float32) times the batch, fitted to the growth of peak memory with K on a CPU
+# (bench/chunk_memory.py, docs/many-labels.md) and rounded up.
+ACTIVATION_FACTOR = 2
 MOMENTS = {"adam": 2, "rmsprop": 1}  # optimizer state per parameter
 
 
