@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from wcgan import training as training_module
 from wcgan.atomic import load_torch, save_torch
 from wcgan.config import TrainConfig
 from wcgan.data import TrainingSet, save_shard
@@ -21,7 +22,7 @@ from wcgan.errors import WcganError
 from wcgan.labels import Label
 from wcgan.losses import LOSSES, make_optimizer
 from wcgan.model_files import load_generator
-from wcgan.networks import Critic, Generator, NetworkStack
+from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
 from wcgan.training import critic_steps_on, generator_step, train, train_chunk
 
 TINY = dict(batch_size=8, z_dim=8, width=4, log_seconds=0.05, checkpoint_seconds=600)
@@ -166,6 +167,38 @@ def test_a_chunk_trains_each_label_as_its_own_gan(digit_shards, tmp_path):
     for index, moments in optimizer.state_dict()["state"].items():
         for name, value in moments.items():
             torch.testing.assert_close(value, expected[index][name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("training", ["two_stage", "one_stage"])
+def test_a_chunk_keeps_its_images_as_bytes_and_trains_as_on_float_ones(
+    digit_shards, tmp_path, monkeypatch, training
+):
+    """The loop holds each label's images as uint8 and converts a batch at a time; the
+    reference holds them as float32 (the former loop), and every number comes out the same."""
+    sets, config = shards_of(digit_shards)[:2], tiny(iterations=3, training=training)
+    held = []
+    critic_steps = training_module.critic_steps_on
+
+    def watched(*args, **kwargs):
+        held.append([x.dtype for x in args[4]])  # the loop's images, as it holds them
+        return critic_steps(*args, **kwargs)
+
+    monkeypatch.setattr(training_module, "critic_steps_on", watched)
+    as_bytes = train_chunk(sets, config, tmp_path / "bytes", log=quiet)
+    assert held and all(dtypes == [torch.uint8] * 2 for dtypes in held)
+
+    held.clear()
+    monkeypatch.setattr(
+        training_module,
+        "resident_images",
+        lambda sets, device: [images_to_float(data.images.to(device)) for data in sets],
+    )
+    as_float = train_chunk(sets, config, tmp_path / "float", log=quiet)
+    assert held and all(dtypes == [torch.float32] * 2 for dtypes in held)
+    for a, b in zip(as_bytes, as_float, strict=True):
+        assert torch.equal(a.history[:, 2:], b.history[:, 2:])
+        for x, y in zip(generator_weights(a), generator_weights(b), strict=True):
+            assert torch.equal(x, y)
 
 
 def test_a_seconds_budget_is_per_label(digit_shards, tmp_path):

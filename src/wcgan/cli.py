@@ -273,6 +273,27 @@ def _write_training_outputs(args: argparse.Namespace, results, sets) -> None:
             json.dump(summary, fh, indent=2)
 
 
+def _check_training_memory(args: argparse.Namespace, config) -> None:
+    """Refuse a job whose images and networks would not fit ``--mem-mb``, from the shards'
+    headers, before any image is read or anything written."""
+    from wcgan.data import load_shard
+    from wcgan.memory import check_fits, training_memory
+
+    shards = [load_shard(path, mmap=True) for path in files_in(args.shard)]  # headers only
+    if not shards:
+        return  # the training data's own check says so
+    count, (channels, resolution) = len(shards), shards[0].images.shape[1:3]
+    images = sum(len(shard.images) for shard in shards)
+    if config.generator == "per_label":
+        chunk = Path(args.shard[0]).name if len(args.shard) == 1 and Path(args.shard[0]).is_dir() else None
+        subject = f"{f'chunk {chunk}: ' if chunk else ''}K = {count} labels"
+        estimate = training_memory(config, count, images, channels, resolution)
+    else:
+        subject = f"the conditional GAN's {count} labels"
+        estimate = training_memory(config, 1, images, channels, resolution, classes=count)
+    check_fits(estimate, args.mem_mb, subject)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from wcgan.config import TrainConfig
     from wcgan.training import train_chunk
@@ -282,6 +303,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise WcganError(
             "train.generator distributed runs as a group of processes: use wcgan train-distributed --launch torchrun"
         )
+    if args.mem_mb is not None:
+        _check_training_memory(args, config)
     sets, config = _training_data(args, config)
     results = train_chunk(
         sets, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log
@@ -867,6 +890,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training_outputs(sub)
     sub.add_argument("--profile", action="store_true", help="synchronize the GPU to time each phase")
+    sub.add_argument(
+        "--mem-mb",
+        type=int,
+        help="the job's memory limit (MB): a job estimated above it is refused at its start",
+    )
     add_config_options(sub, TrainConfig, "training (the config's train section)")
 
     sub = command(

@@ -76,7 +76,7 @@ from wcgan.labels import Label
 from wcgan.launch import collective, describe_rank, refused_alike
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.model_files import identity
-from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
+from wcgan.networks import Critic, Generator, NetworkStack
 from wcgan.training import (
     Housekeeping,
     LossHistory,
@@ -473,7 +473,7 @@ def _work(run: _Run) -> None:
     """A device: its share of the images, its local critic's optimizer and critic stream; it
     does what the server's commands say until told to end."""
     rank, link, generator, critic = dist.get_rank(), run.link, run.generator, run.critic
-    images = images_to_float(run.data.images.to(run.device))
+    images = run.data.images.to(run.device)  # uint8: critic_steps_on converts each batch
     classes = run.data.classes.to(run.device)
     weight = len(images) / sum(run.sizes)
     optimizer = run.optimizer(critic)

@@ -96,6 +96,7 @@ class Source:
     label_names: Callable[[DataSpec], list[str]]  # cheap: never reads images
     images: Callable[[DataSpec, str], Iterator[ImageItem]]  # one label's images
     channels: int  # channels when the spec gives none
+    resolution: int | None = None  # its images' own size when they all share one (memory requests)
     reads_root: bool = True  # whether data.root must exist (digits ships inside scikit-learn)
 
 
@@ -318,11 +319,11 @@ def _cifar_source(dataset_name: str, classes: Sequence[str]) -> Source:
         for row in np.flatnonzero(np.asarray(dataset.targets) == target):
             yield f"{dataset_name}[{row}]", lambda a=dataset.data[row]: Image.fromarray(a)
 
-    return Source(lambda spec: list(classes), images, channels=3)
+    return Source(lambda spec: list(classes), images, channels=3, resolution=32)
 
 
 SOURCES: dict[str, Source] = {
-    "digits": Source(_digits_labels, _digits_images, channels=1, reads_root=False),
+    "digits": Source(_digits_labels, _digits_images, channels=1, resolution=8, reads_root=False),
     "imagefolder": Source(_imagefolder_labels, _imagefolder_images, channels=3),
     "cifar10": _cifar_source("CIFAR10", CIFAR10_CLASSES),
     "cifar100": _cifar_source("CIFAR100", CIFAR100_CLASSES),

@@ -183,15 +183,17 @@ def critic_steps_on(
     one_stage_optimizer: torch.optim.Optimizer | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``steps`` critic updates of K labels' critics at once, label k's on batches of
-    ``images[k]`` (float; with their ``classes`` for a conditional GAN, K = 1) and fakes of its
+    ``images[k]`` (with their ``classes`` for a conditional GAN, K = 1) and fakes of its
     generator, drawing rows, latents and penalty interpolates from ``rngs[k]`` in that order.
+    uint8 images become float a batch at a time (``images_to_float``, elementwise, so the
+    batch equals those rows of the converted set): the set stays at its bytes on the device.
     With ``one_stage_optimizer`` (the generators') the last step's backward pass also leaves the
     generators' gradients, and their losses are returned; the caller steps that optimizer.
     Returns each label's mean (critic loss, gap, penalty) over the steps, ``(K, 3)``, and the
     generator losses ``(K,)`` or None."""
     clock = clock or PhaseClock(synchronize=False)
-    device, dtype = images[0].device, images[0].dtype
-    z_dim = generators.networks[0].z_dim
+    first = next(generators.networks[0].parameters())
+    device, dtype, z_dim = first.device, first.dtype, generators.networks[0].z_dim
     sums = torch.zeros(len(images), 3, device=device, dtype=dtype)  # critic loss, gap, penalty
     generator_loss = None
     for step in range(steps):
@@ -200,7 +202,7 @@ def critic_steps_on(
                 torch.randint(len(x), (batch,), generator=rng, device=device)
                 for x, rng in zip(images, rngs, strict=True)
             ]
-            real = stack_labels([x[r] for x, r in zip(images, rows, strict=True)])
+            real = stack_labels([as_float(x[r]) for x, r in zip(images, rows, strict=True)])
             # A conditional GAN's fakes take the real batch's classes: the critic and its
             # penalty compare the two class by class.
             labels = None if classes is None else classes[rows[0]][None]
@@ -231,6 +233,11 @@ def critic_steps_on(
         sums[:, 0] += critic_loss.detach()
         sums[:, 1] += gap.detach()
     return sums / steps, generator_loss
+
+
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images as the networks' float input; float ones as they are."""
+    return images_to_float(images) if images.dtype == torch.uint8 else images
 
 
 def generator_step(
@@ -499,7 +506,7 @@ def train_chunk(
     opt_d = make_optimizer(settings["optimizer"], critics.parameters(), settings["lr"], settings["betas"])
     critic_rngs = [member.critic_rng for member in labels]
     generator_rngs = [member.generator_rng for member in labels]
-    real_images = [images_to_float(data.images.to(device)) for data in sets]
+    real_images = resident_images(sets, device)
     real_classes = None if sets[0].classes is None else sets[0].classes.to(device)
     batch, critic_steps = config.batch_size, settings["critic_steps"]
     one_stage = config.training == "one_stage"
@@ -650,6 +657,12 @@ def train_chunk(
         )
         results.append(TrainResult(member.generator.eval(), member.history.rows, summary, points))
     return results
+
+
+def resident_images(sets: Sequence[TrainingSet], device: torch.device) -> list[torch.Tensor]:
+    """Each set's images as the loop holds them on ``device``: uint8, a quarter of float32's
+    bytes (on a CPU the shard's own tensor, no copy); ``critic_steps_on`` converts each batch."""
+    return [data.images.to(device) for data in sets]
 
 
 def check_finite(member: _Label, iteration: int) -> None:

@@ -1,6 +1,8 @@
 # What the training rules (rules/train.smk) share: parse-time checks and input,
 # output and parameter functions. Included by rules/common.smk.
 
+from wcgan.memory import training_memory
+from wcgan.sources import SOURCES
 
 # A training job's budget: a chunk's K labels share one device for K times a label's seconds;
 # a conditional or distributed GAN gets the labels' budget together. The scheduler's time limit
@@ -73,13 +75,43 @@ def _per_label_outputs(wildcards):
     return " ".join(f"{option} {paths}" for option, paths in files.items())
 
 
+def training_mem_mb():
+    """A chunk's (or the conditional GAN's) memory: resources.train_mem_mb for the runtime,
+    plus the estimate (wcgan.memory) of its images, at resources.train_images_per_label each,
+    and networks; train_mem_mb alone where the images' size is not known before the split
+    (data.resolution null on a source of many sizes). A distributed job's processes each get
+    train_mem_mb."""
+    fixed = config["resources"]["train_mem_mb"]
+    source = SOURCES[DATA["source"]]
+    resolution = DATA["resolution"] or source.resolution
+    if GENERATOR == "distributed" or resolution is None:
+        return fixed * TRAINING_PROCESSES
+    channels = DATA["channels"] or source.channels
+    labels = (
+        min(config["labels_per_job"], len(LABELS))
+        if GENERATOR == "per_label"
+        else len(LABELS)
+    )
+    images = labels * config["resources"]["train_images_per_label"]
+    if GENERATOR == "per_label":
+        estimate = training_memory(TRAIN, labels, images, channels, resolution)
+    else:
+        estimate = training_memory(
+            TRAIN, 1, images, channels, resolution, classes=labels
+        )
+    return fixed + estimate.data_mb
+
+
+TRAIN_MEM_MB = training_mem_mb()
+
+
 def training_resources():
     """Memory and time limit of a training job; a distributed job's also for a cluster: its
     DIST.processes tasks over distributed.nodes nodes, each with the threads and memory of one
     process (Slurm's --ntasks, --nodes, --cpus-per-task, --mem-per-cpu)."""
     threads = config["resources"]["train_threads"]
     resources = {
-        "mem_mb": config["resources"]["train_mem_mb"] * TRAINING_PROCESSES,
+        "mem_mb": TRAIN_MEM_MB,
         "runtime": TRAIN_RUNTIME,
     }
     if GENERATOR == "distributed":
@@ -118,7 +150,8 @@ def training_params():
 def training_command():
     """The shell command of a training job: ``wcgan train``, or ``wcgan train-distributed``
     launching its group (and restarting it when a process is lost)."""
-    launch = "wcgan train"
+    # The job refuses at its start an estimate over the memory it was given.
+    launch = "wcgan train --mem-mb {resources.mem_mb}"
     if GENERATOR == "distributed":
         launch = "wcgan train-distributed --launch {params.launcher}"
     return (
