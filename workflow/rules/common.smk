@@ -112,14 +112,11 @@ def per_chunk(pattern):
     return expand(pattern, chunk=CHUNKS)
 
 
-def all_label_files(folder):
-    """Every label's file in ``folder``/<chunk>/, in label order, shell-quoted for a command
-    line (one conditional GAN draws every label's samples)."""
-    return " ".join(
-        shlex.quote(f"{folder}/{chunk.name}/{label.slug}.pt")
-        for chunk in CHUNKS.values()
-        for label in chunk.labels
-    )
+# A command that reads (or writes) every chunk gets the kind's root folder (results/<run>/samples)
+# and these two numbers, from which it names every chunk's folder (wcgan.cli.add_chunks_option):
+# one argument per chunk would pass Linux's 128 KiB limit on a command at a few thousand chunks.
+# The rules still declare each chunk's folder as input or output, for the DAG.
+CHUNKS_OPTION = f"--chunks {len(LABELS)} {config['labels_per_job']}"
 
 
 def model_files():
@@ -168,6 +165,14 @@ def all_trained(kind):
     if GENERATOR == "per_label":
         return per_chunk(f"{RESULTS}/{kind}/{{chunk}}")
     return [trained_files(kind)]
+
+
+def all_trained_option(kind):
+    """``all_trained(kind)`` as a command names it: the root of every chunk's folder and the
+    chunks option, or the one generator's file."""
+    if GENERATOR == "per_label":
+        return f"{RESULTS}/{kind} {CHUNKS_OPTION}"
+    return trained_files(kind)
 
 
 def extractor_input():

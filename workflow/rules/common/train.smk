@@ -43,7 +43,8 @@ def training_outputs():
 
 def _per_label_outputs(wildcards):
     """The file options of ``wcgan train`` for the job's chunk, one file per label (or, for
-    one generator, its files and every label's samples), and its checkpoint folder. One
+    one generator, its files and the roots of every chunk's shards and samples), and its
+    checkpoint folder. One
     function, not one per option: Snakemake inspects every input function of every job.
     """
     if GENERATOR == "per_label":
@@ -62,15 +63,17 @@ def _per_label_outputs(wildcards):
     else:
         files = {
             "--checkpoint-dir": f"{RESULTS}/checkpoints/{GENERATOR}",
-            "--shard": " ".join(per_chunk(f"{RESULTS}/shards/{{chunk}}")),
+            # Roots of every chunk's folder: the job writes each label's samples in its chunk's.
+            "--shard": f"{RESULTS}/shards",
+            "--samples-out": f"{RESULTS}/samples",
             "--model-out": trained_files("models"),
             "--losses-out": trained_files("losses"),
             "--summary-out": trained_files("training"),
-            "--samples-out": all_label_files(f"{RESULTS}/samples"),
         }
         if TRAIN.snapshots:
             files["--snapshots-out"] = trained_files("snapshots")
-    return " ".join(f"{option} {paths}" for option, paths in files.items())
+    options = " ".join(f"{option} {paths}" for option, paths in files.items())
+    return options if GENERATOR == "per_label" else f"{options} {CHUNKS_OPTION}"
 
 
 def training_resources():
