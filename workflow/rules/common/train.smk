@@ -113,7 +113,8 @@ def training_params():
         "samples": config["sampling"]["per_label"],
         "samples_seed": config["sampling"]["seed"],
     }
-    if GENERATOR == "distributed":  # not for chunks: it evaluates each job's resources early
+    # Only the distributed command launches a group: a params function costs every job.
+    if GENERATOR == "distributed":
         params["launcher"] = _launcher
     return params
 
