@@ -119,6 +119,13 @@ def per_chunk(pattern):
 CHUNKS_OPTION = f"--chunks {len(LABELS)} {config['labels_per_job']}"
 
 
+def every_chunk(name):
+    """A params function: the rule's input ``name`` (every chunk's folder) as a command takes
+    it, their root and CHUNKS_OPTION. The root is read off the input, so that it follows the
+    files wherever Snakemake puts them (a function of one job's rule costs nothing)."""
+    return lambda wildcards, input: f"{os.path.dirname(input[name][0])} {CHUNKS_OPTION}"
+
+
 def model_files():
     """Each label's generator (or the one generator), for the message after a failed run:
     built only then, not on every parse of thousands of labels."""
@@ -168,11 +175,11 @@ def all_trained(kind):
 
 
 def all_trained_option(kind):
-    """``all_trained(kind)`` as a command names it: the root of every chunk's folder and the
-    chunks option, or the one generator's file."""
+    """A params function: the rule's input ``kind`` (``all_trained(kind)``) as a command takes
+    it, every chunk's folder (``every_chunk``) or the one generator's file."""
     if GENERATOR == "per_label":
-        return f"{RESULTS}/{kind} {CHUNKS_OPTION}"
-    return trained_files(kind)
+        return every_chunk(kind)
+    return lambda wildcards, input: input[kind]
 
 
 def extractor_input():

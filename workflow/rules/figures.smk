@@ -29,11 +29,10 @@ rule plot_sample_grids:
     conda:
         "../../envs/wcgan.yaml"
     params:
-        samples=f"{RESULTS}/samples",
-        chunks=CHUNKS_OPTION,
+        samples=every_chunk("samples"),
         per_grid=config["figures"]["grid_samples"],
     shell:
-        "wcgan plot-grids --samples {params.samples} {params.chunks} --count {params.per_grid}"
+        "wcgan plot-grids --samples {params.samples} --count {params.per_grid}"
         " --out-dir {output.grids} 2> {log}"
 
 
@@ -54,12 +53,11 @@ rule plot_merged_grid:
     conda:
         "../../envs/wcgan.yaml"
     params:
-        samples=f"{RESULTS}/samples",
-        chunks=CHUNKS_OPTION,
+        samples=every_chunk("samples"),
         per_label=config["figures"]["merged_per_label"],
         max_labels=config["figures"]["merged_max_labels"],
     shell:
-        "wcgan plot-merged --samples {params.samples} {params.chunks} --per-label {params.per_label}"
+        "wcgan plot-merged --samples {params.samples} --per-label {params.per_label}"
         " --max-labels {params.max_labels} --out {output.grid} 2> {log}"
 
 

@@ -33,7 +33,6 @@ rule label_table:
     conda:
         "../../envs/wcgan.yaml"
     params:
-        shards=f"{RESULTS}/shards",
-        chunks=CHUNKS_OPTION,
+        shards=every_chunk("shards"),
     shell:
-        "wcgan label-table --shards {params.shards} {params.chunks} --out {output.table} 2> {log}"
+        "wcgan label-table --shards {params.shards} --out {output.table} 2> {log}"
