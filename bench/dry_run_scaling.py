@@ -1,17 +1,23 @@
 """Time a dry run (snakemake -n) of the workflow at many labels and labels_per_job (K).
 
-    python bench/dry_run_scaling.py [--cases 10000:10 100000:100 10000:1 ...] [--repeats 2]
+    python bench/dry_run_scaling.py [--cases 10000:10 100000:100 10000:1 ...] [--repeats 3]
+    python bench/dry_run_scaling.py --cases 10000:10 --vs eb32881   # this tree beside a commit
 
 Each case is LABELS:K. The default cases are the goals (10,000 labels at K = 10 in at most 5 s,
 100,000 at K = 100 in at most 15 s) with K = 1 beside them.
 Each size gets a working folder whose config lists synthetic labels of a class-per-folder data
 set that is not there (as on a login node without data) at a fixed resolution, and times
-``snakemake -n --quiet rules`` end to end (Python start-up included), best of the repeats.
-Prints seconds, jobs in the DAG, and milliseconds per label, side by side.
+``snakemake -n --quiet rules`` end to end (Python start-up included), the median of the repeats.
+With ``--vs REF`` the same dry runs of the commit REF (checked out in a temporary git worktree,
+its own package on PYTHONPATH) alternate with this tree's, so that a machine whose speed drifts
+slows both alike; the ratio REF / this tree is the median of the pairs' ratios.
+Prints seconds, jobs in the DAG, and milliseconds per job, side by side.
 """
 
 import argparse
+import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,43 +33,82 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument(
     "--cases", nargs="+", default=["1000:1", "1000:10", "10000:1", "10000:10", "100000:100"], help="LABELS:K"
 )
-parser.add_argument("--repeats", type=int, default=2)
+parser.add_argument("--repeats", type=int, default=3)
+parser.add_argument("--vs", metavar="REF", help="also time the commit REF, alternating with this tree")
 args = parser.parse_args()
 
-default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-rows = []
-for case in args.cases:
-    n, per_job = (int(part) for part in case.split(":"))
-    with tempfile.TemporaryDirectory() as folder:
-        workdir = Path(folder)
-        config = dict(default, run=f"synthetic{n}", labels_per_job=per_job)
-        config["data"] = dict(
-            default["data"],
-            source="imagefolder",
-            root="/data/not-here",
-            resolution=32,
-            labels=[f"class{i:05d}" for i in range(n)],
-        )
-        (workdir / "config").mkdir()
-        (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-        command = [
-            str(BIN / "snakemake"),
-            "--snakefile",
-            str(REPO / "workflow" / "Snakefile"),
-            "-n",
-            "--quiet",
-            "rules",
-        ]
-        best = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
-            best = min(best, time.perf_counter() - start)
-            if result.returncode != 0:
-                sys.exit(result.stderr[-2000:])
-        jobs = int(re.search(r"^total\s+(\d+)$", result.stdout + result.stderr, re.MULTILINE).group(1))
-        rows.append((n, per_job, best, jobs))
 
-print(f"{'labels':>8} {'K':>5} {'jobs':>7} {'dry run s':>10} {'ms/label':>9}")
-for n, per_job, seconds, jobs in rows:
-    print(f"{n:>8} {per_job:>5} {jobs:>7} {seconds:>10.2f} {1000 * seconds / n:>9.3f}")
+def write_config(repo: Path, workdir: Path, n: int, per_job: int) -> None:
+    """``repo``'s default config with ``n`` listed labels of a data set that is not there."""
+    default = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config = dict(default, run=f"synthetic{n}", labels_per_job=per_job)
+    config["data"] = dict(
+        default["data"],
+        source="imagefolder",
+        root="/data/not-here",
+        resolution=32,
+        labels=[f"class{i:05d}" for i in range(n)],
+    )
+    (workdir / "config").mkdir(parents=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def dry_run(repo: Path, workdir: Path) -> tuple[float, int]:
+    """Seconds of one dry run of ``repo``'s workflow in ``workdir``, and its number of jobs."""
+    command = [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(repo / "workflow" / "Snakefile"),
+        "-n",
+        "--quiet",
+        "rules",
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=workdir, env=environment, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(result.stderr[-2000:])
+    return seconds, int(re.search(r"^total\s+(\d+)$", result.stdout + result.stderr, re.MULTILINE).group(1))
+
+
+with tempfile.TemporaryDirectory() as scratch:
+    trees = {"this tree": REPO}
+    if args.vs:
+        other = Path(scratch) / "vs"
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(other), args.vs], check=True
+        )
+        trees = {args.vs: other, **trees}
+    try:
+        rows = []
+        for case in args.cases:
+            n, per_job = (int(part) for part in case.split(":"))
+            workdirs = {name: Path(scratch) / f"{case}-{i}".replace(":", "_") for i, name in enumerate(trees)}
+            for name, repo in trees.items():
+                write_config(repo, workdirs[name], n, per_job)
+            times: dict[str, list[float]] = {name: [] for name in trees}
+            for _ in range(args.repeats):
+                for name, repo in trees.items():  # alternating: REF, this tree, REF, ...
+                    seconds, jobs = dry_run(repo, workdirs[name])
+                    times[name].append(seconds)
+            rows.append((n, per_job, jobs, times))
+    finally:
+        if args.vs:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(other)], check=True)
+
+names = list(trees)
+print(
+    f"{'labels':>8} {'K':>5} {'jobs':>7} " + " ".join(f"{name + ' s':>14} {'ms/job':>7}" for name in names),
+    end="",
+)
+print(f" {'ratio':>6}" if args.vs else "")
+for n, per_job, jobs, times in rows:
+    medians = {name: statistics.median(times[name]) for name in names}
+    line = f"{n:>8} {per_job:>5} {jobs:>7} " + " ".join(
+        f"{medians[name]:>14.2f} {1000 * medians[name] / jobs:>7.2f}" for name in names
+    )
+    if args.vs:
+        ratio = statistics.median(a / b for a, b in zip(times[names[0]], times[names[1]], strict=True))
+        line += f" {ratio:>6.2f}"
+    print(line)

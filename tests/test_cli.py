@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from conftest import run_wcgan, save_png
-from wcgan.cli import format_options
+from wcgan.cli import OUTPUT_SUFFIXES, build_parser, format_options, per_label_files
 from wcgan.data import Shard, save_shard
+from wcgan.errors import WcganError
 from wcgan.labels import Label, read_table
 
 
@@ -36,6 +37,43 @@ def test_labels_and_split_of_an_image_tree(image_tree, tmp_path):
         (Label(1, "red-car", "red car"), 4, "c001-002"),
         (Label(2, "x-y", "x+y"), 4, "c001-002"),
     ]
+
+
+def test_a_command_given_a_root_and_chunks_reads_every_chunks_folder(image_tree, tmp_path):
+    split = ("split", "--source", "imagefolder", "--root", str(image_tree))
+    for chunk, names in {"c000-001": ["Café", "red car"], "c002-002": ["x+y"]}.items():
+        result = run_wcgan(*split, "--out-dir", str(tmp_path / "shards" / chunk), *names)
+        assert result.returncode == 0, result.stderr
+    table = tmp_path / "labels.tsv"
+    label_table = ("label-table", "--shards", str(tmp_path / "shards"), "--out", str(table), "--chunks")
+    result = run_wcgan(*label_table, "3", "2")
+    assert result.returncode == 0, result.stderr
+    assert [(label.slug, chunk) for label, _, chunk in read_table(table)] == [
+        ("cafe", "c000-001"),
+        ("red-car", "c000-001"),
+        ("x-y", "c002-002"),
+    ]
+    table.unlink()
+    missing = tmp_path / "shards" / "c000-000"
+    line = one_error_line(run_wcgan(*label_table, "3", "1"))
+    assert line.endswith(f"chunk folder '{missing}' does not exist: --chunks 3 1 names another run's chunks")
+    line = one_error_line(run_wcgan(*label_table, "3", "4"))
+    assert line.endswith("--chunks 3 4: labels_per_job must be between 1 and the number of labels (3), got 4")
+    assert not table.exists()
+
+
+def test_a_root_and_chunks_put_each_labels_output_in_its_chunks_folder():
+    common = ["--shard", "s", "--model-out", "m.pt", "--losses-out", "l.csv", "--summary-out", "s.json",
+              "--checkpoint-dir", "ck", "--samples-out", "samples"]  # fmt: skip
+    labels = [Label(i, f"l{i}", f"l{i}") for i in range(5)]
+    args = build_parser().parse_args(["train", *common, "--chunks", "5", "2"])
+    per_label_files(args, OUTPUT_SUFFIXES, labels)
+    chunks = ["c000-001", "c000-001", "c002-003", "c002-003", "c004-004"]
+    assert args.samples_out == [f"samples/{chunk}/l{i}.pt" for i, chunk in enumerate(chunks)]
+    assert args.model_out == ["m.pt"]  # a file, not a root
+    args = build_parser().parse_args(["train", *common, "--chunks", "4", "2"])
+    with pytest.raises(WcganError, match="label 'l4' has index 4, but --chunks 4 2 names labels 0 to 3"):
+        per_label_files(args, OUTPUT_SUFFIXES, labels)
 
 
 @pytest.mark.parametrize(

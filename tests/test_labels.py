@@ -89,6 +89,8 @@ def test_chunk_names_from_two_numbers_are_the_chunks_names(n_labels, per_job, tm
 def test_labels_per_job_outside_one_to_the_labels_is_refused(per_job, message):
     with pytest.raises(WcganError, match=message):
         make_chunks(make_labels(["a", "b", "c"]), per_job)
+    with pytest.raises(WcganError, match=message):
+        chunk_names(3, per_job)
 
 
 def test_find_label_by_name_or_slug_and_unknown_label():

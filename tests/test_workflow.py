@@ -286,6 +286,28 @@ def test_imagenet_dry_run_plans_a_job_per_chunk_without_the_data(tmp_path):
     assert max(len(c) for c in commands if "wcgan split" not in c) < 4000
 
 
+def test_no_command_grows_with_the_labels(tmp_path):
+    """ImageNet-21k's 21,841 labels at K = 1: the jobs that read every chunk get the kind's root
+    and --chunks, so no shell command (Linux refuses one argument, such as bash -c's command,
+    over 128 KiB) comes near the limit. One dry run (minutes: 65,531 jobs) for every rule."""
+    data = {"source": "imagefolder", "root": str(tmp_path / "not-here"), "resolution": 32}
+    labels = [f"n{index:08d}" for index in range(21841)]
+    write_config(tmp_path, {"run": "in21k", "labels_per_job": 1, "data": {**data, "labels": labels}})
+    result = run_snakemake(tmp_path, "-n", "-p", timeout=3600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    longest: dict[str, int] = {}
+    rule = None
+    for line in result.stdout.splitlines():
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
+            rule = match.group(1)
+        elif line.startswith("Shell command: wcgan "):
+            longest[rule] = max(longest.get(rule, 0), len(line) - len("Shell command: "))
+    every_chunk = {"label_table", "plot_sample_grids", "plot_merged_grid", "plot_losses", "score"}
+    assert every_chunk | {"split_chunk", "train_chunk", "features_chunk"} <= longest.keys()
+    too_long = {rule: length for rule, length in longest.items() if length > 4096}
+    assert not too_long, f"commands over 4 KB, longest per rule: {too_long}"
+
+
 def test_the_committed_rule_graph_is_the_workflows(tmp_path):
     write_config(tmp_path, {})
     result = run_snakemake(tmp_path, "--rulegraph")

@@ -41,14 +41,76 @@ def files_in(paths: Sequence[str], suffix: str = ".pt") -> list[str]:
     return files
 
 
+def add_chunks_option(parser: argparse.ArgumentParser) -> None:
+    """``--chunks LABELS PER_JOB`` of a command that reads or writes every chunk: its folder
+    options then name a kind's root (``results/<run>/samples``), and the command finds every
+    chunk's folder in it from the two numbers (``wcgan.labels.chunk_names``), so that its
+    command line is as long at 20,000 labels as at 10."""
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        nargs=2,
+        metavar=("LABELS", "PER_JOB"),
+        help="the run's number of labels and labels_per_job: each folder option then names the "
+        "root of every chunk's folder (results/<run>/shards), not the folders themselves",
+    )
+
+
+def chunk_paths(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
+    """``paths`` as given, or with ``--chunks`` each root replaced by every chunk's folder in it,
+    in label order (``files_in`` then lists their files). A chunk folder that is not there is
+    refused by name: the numbers are not those of the run that made the folders."""
+    if getattr(args, "chunks", None) is None:
+        return list(paths)
+    from wcgan.labels import chunk_folders
+
+    n_labels, per_job = args.chunks
+    try:
+        folders = [folder for root in paths for folder in chunk_folders(root, n_labels, per_job)]
+    except WcganError as error:
+        raise WcganError(f"--chunks {n_labels} {per_job}: {error}") from None
+    missing = next((folder for folder in folders if not folder.is_dir()), None)
+    if missing is not None:
+        raise WcganError(
+            f"chunk folder '{missing}' does not exist: --chunks {n_labels} {per_job} names another run's chunks"
+        )
+    return [str(folder) for folder in folders]
+
+
+def _label_folders(args: argparse.Namespace, labels: Sequence) -> list[str]:
+    """Each label's folder under an output root: its chunk's with ``--chunks``, else the root."""
+    if getattr(args, "chunks", None) is None:
+        return [""] * len(labels)
+    from wcgan.labels import chunk_names
+
+    n_labels, per_job = args.chunks
+    names = chunk_names(n_labels, per_job)
+    outside = next((label for label in labels if not 0 <= label.index < n_labels), None)
+    if outside is not None:
+        raise WcganError(
+            f"label '{outside.name}' has index {outside.index}, but --chunks {n_labels} {per_job} "
+            f"names labels 0 to {n_labels - 1}"
+        )
+    return [names[label.index // per_job] for label in labels]
+
+
 def per_label_files(args: argparse.Namespace, suffixes: Mapping[str, str], labels: Sequence) -> None:
     """Replace each option of ``suffixes`` (option name -> file suffix) that names one folder,
     not a file with its suffix, by that folder's file of each label, ``<slug><suffix>`` in
-    label order. The rules pass a chunk's folders, so a command line stays short at any K."""
+    label order; with ``--chunks`` the folder is a root, and each label's file goes in its
+    chunk's folder there. The rules pass folders, so a command line stays short at any K."""
+    folders = _label_folders(args, labels)
     for name, suffix in suffixes.items():
         given = getattr(args, name, None)
         if given and len(given) == 1 and not given[0].endswith(suffix):
-            setattr(args, name, [str(Path(given[0]) / f"{label.slug}{suffix}") for label in labels])
+            setattr(
+                args,
+                name,
+                [
+                    str(Path(given[0], folder, f"{label.slug}{suffix}"))
+                    for label, folder in zip(labels, folders, strict=True)
+                ],
+            )
 
 
 def _option_kwargs(annotation: str) -> dict[str, Any]:
@@ -165,7 +227,7 @@ def cmd_label_table(args: argparse.Namespace) -> None:
     from wcgan.labels import make_chunks, write_table
 
     labels, counts, shapes = [], [], {}
-    for path in files_in(args.shards):
+    for path in files_in(chunk_paths(args, args.shards)):
         shard = load_shard(path, mmap=True)  # only the header is read, not the images
         labels.append(shard.label)
         counts.append(len(shard.images))
@@ -178,7 +240,8 @@ def cmd_label_table(args: argparse.Namespace) -> None:
         )
     order = sorted(range(len(labels)), key=lambda i: labels[i].index)
     labels = [labels[i] for i in order]
-    write_table(labels, [counts[i] for i in order], make_chunks(labels, args.labels_per_job), args.out)
+    per_job = args.chunks[1] if args.chunks else args.labels_per_job
+    write_table(labels, [counts[i] for i in order], make_chunks(labels, per_job), args.out)
 
 
 # --- training and sampling ----------------------------------------------------------------
@@ -206,7 +269,9 @@ def _training_data(args: argparse.Namespace, config):
     from wcgan.data import TrainingSet, load_shard
 
     # In label order: a folder of shards lists them by file name.
-    shards = sorted((load_shard(path) for path in files_in(args.shard)), key=lambda s: s.label.index)
+    shards = sorted(
+        (load_shard(path) for path in files_in(chunk_paths(args, args.shard))), key=lambda s: s.label.index
+    )
     per_label_files(args, OUTPUT_SUFFIXES, [shard.label for shard in shards])
     if config.generator == "per_label":
         sets = [TrainingSet.of_label(shard) for shard in shards]
@@ -324,7 +389,7 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
         dist_config = config_from_args(DistributedConfig, args)
         config.check()
         dist_config.check()
-        shards = files_in(args.shard)
+        shards = files_in(chunk_paths(args, args.shard))
         _check_outputs(args, config, 1, len(shards))
         member = None if args.launch else member_from_environment(os.environ, dist_config.processes)
     if member is None:  # this process starts the group, each rank this command without --launch
@@ -488,7 +553,10 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 
     device = _torch_setup(args)
     config = config_from_args(ClassifierConfig, args)
-    shards = sorted((load_shard(p, mmap=True) for p in files_in(args.shards)), key=lambda s: s.label.index)
+    shards = sorted(
+        (load_shard(p, mmap=True) for p in files_in(chunk_paths(args, args.shards))),
+        key=lambda s: s.label.index,
+    )
     model, report = train_classifier(shards, config, device, log=log)
     save_classifier(model, [s.label.name for s in shards], report, args.out)
     with atomic_open(args.report_out) as fh:
@@ -759,7 +827,7 @@ def cmd_plot_grids(args: argparse.Namespace) -> None:
     from wcgan.figures import save_grid
     from wcgan.sampling import load_samples
 
-    for path in files_in(args.samples):
+    for path in files_in(chunk_paths(args, args.samples)):
         images, label = load_samples(path)
         save_grid(images[: args.count], Path(args.out_dir) / f"{label.slug}.png", columns=args.columns)
 
@@ -769,7 +837,7 @@ def cmd_plot_merged(args: argparse.Namespace) -> None:
     from wcgan.sampling import load_samples
 
     rows = []
-    for path in files_in(args.samples):
+    for path in files_in(chunk_paths(args, args.samples)):
         images, label = load_samples(path)
         # A copy of the few shown, not a view: a view would keep every label's samples in memory.
         rows.append((label.index, label.name, images[: args.per_label].clone()))
@@ -785,7 +853,8 @@ def cmd_plot_losses(args: argparse.Namespace) -> None:
 
     names = {label.slug: label.name for label, _, _ in read_table(args.labels)}
     histories = [
-        (names.get(Path(p).stem, Path(p).stem), pd.read_csv(p)) for p in files_in(args.losses, ".csv")
+        (names.get(Path(p).stem, Path(p).stem), pd.read_csv(p))
+        for p in files_in(chunk_paths(args, args.losses), ".csv")
     ]
     plot_losses(histories, args.out)
 
@@ -851,7 +920,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("label-table", cmd_label_table, "write labels.tsv from the shards")
     sub.add_argument("--shards", nargs="+", required=True, help="shard files, or folders of them")
-    sub.add_argument("--labels-per-job", type=int, default=1, help="labels per chunk (names the chunks)")
+    sub.add_argument(
+        "--labels-per-job",
+        type=int,
+        default=1,
+        help="labels per chunk, which names the chunks (without --chunks)",
+    )
+    add_chunks_option(sub)
     sub.add_argument("--out", required=True)
 
     def training_outputs(sub: argparse.ArgumentParser) -> None:
@@ -874,6 +949,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--samples-seed", type=int, default=0, help="base seed of their latents")
         sub.add_argument("--checkpoint-dir", required=True, help="resume state; kept after the run")
         sub.add_argument("--threads", type=int, help="torch intra-op threads (per process)")
+        add_chunks_option(sub)  # --shard and --samples-out as the roots of every chunk's folder
 
     sub = command(
         "train",
@@ -940,6 +1016,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("train-classifier", cmd_train_classifier, "train the classifier used as feature extractor")
     sub.add_argument("--shards", nargs="+", required=True)
+    add_chunks_option(sub)
     sub.add_argument("--out", required=True)
     sub.add_argument("--report-out", required=True)
     sub.add_argument("--device", default="auto")
@@ -1089,12 +1166,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("plot-grids", cmd_plot_grids, "a grid of samples per label, <out-dir>/<slug>.png")
     sub.add_argument("--samples", nargs="+", required=True)
+    add_chunks_option(sub)
     sub.add_argument("--count", type=int, default=64)
     sub.add_argument("--columns", type=int, default=8)
     sub.add_argument("--out-dir", required=True)
 
     sub = command("plot-merged", cmd_plot_merged, "one row of samples per label")
     sub.add_argument("--samples", nargs="+", required=True)
+    add_chunks_option(sub)
     sub.add_argument("--per-label", type=int, default=10)
     sub.add_argument(
         "--max-labels", type=int, default=50, help="at most this many rows, spread evenly over the labels"
@@ -1107,6 +1186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "loss curves: each label's (up to 10 labels), else median and 10-90 percent band, worst labels named",
     )
     sub.add_argument("--losses", nargs="+", required=True)
+    add_chunks_option(sub)
     sub.add_argument("--labels", required=True, help="labels.tsv, for label names")
     sub.add_argument("--out", required=True)
 

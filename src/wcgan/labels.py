@@ -72,12 +72,7 @@ def make_chunks(labels: Sequence[Label], per_job: int) -> list[Chunk]:
     A chunk's name depends only on its first and last label index and the number of labels, so
     it is the same in every run of the same labels and ``labels_per_job``; runs with another
     ``labels_per_job`` name their chunks differently, and never share a chunk's files."""
-    if isinstance(per_job, bool) or not isinstance(per_job, int):
-        raise WcganError(f"labels_per_job must be a whole number, got {per_job!r}")
-    if not 1 <= per_job <= len(labels):
-        raise WcganError(
-            f"labels_per_job must be between 1 and the number of labels ({len(labels)}), got {per_job}"
-        )
+    _check_per_job(len(labels), per_job)
     ordered = sorted(labels, key=lambda label: label.index)
     last = ordered[-1].index
     chunks = []
@@ -85,6 +80,15 @@ def make_chunks(labels: Sequence[Label], per_job: int) -> list[Chunk]:
         members = tuple(ordered[start : start + per_job])
         chunks.append(Chunk(_chunk_name(members[0].index, members[-1].index, last), members))
     return chunks
+
+
+def _check_per_job(n_labels: int, per_job: int) -> None:
+    if isinstance(per_job, bool) or not isinstance(per_job, int):
+        raise WcganError(f"labels_per_job must be a whole number, got {per_job!r}")
+    if not 1 <= per_job <= n_labels:
+        raise WcganError(
+            f"labels_per_job must be between 1 and the number of labels ({n_labels}), got {per_job}"
+        )
 
 
 def _chunk_name(first: int, last: int, last_of_run: int) -> str:
@@ -97,6 +101,7 @@ def chunk_names(n_labels: int, per_job: int) -> list[str]:
     ``labels_per_job``, as ``make_chunks`` names them: a command that reads every chunk is
     given these two numbers, not one folder per chunk, so that its command line stays short at
     any number of labels."""
+    _check_per_job(n_labels, per_job)
     return [
         _chunk_name(start, min(start + per_job, n_labels) - 1, n_labels - 1)
         for start in range(0, n_labels, per_job)

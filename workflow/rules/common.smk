@@ -112,14 +112,18 @@ def per_chunk(pattern):
     return expand(pattern, chunk=CHUNKS)
 
 
-def all_label_files(folder):
-    """Every label's file in ``folder``/<chunk>/, in label order, shell-quoted for a command
-    line (one conditional GAN draws every label's samples)."""
-    return " ".join(
-        shlex.quote(f"{folder}/{chunk.name}/{label.slug}.pt")
-        for chunk in CHUNKS.values()
-        for label in chunk.labels
-    )
+# A command that reads (or writes) every chunk gets the kind's root folder (results/<run>/samples)
+# and these two numbers, from which it names every chunk's folder (wcgan.cli.add_chunks_option):
+# one argument per chunk would pass Linux's 128 KiB limit on a command at a few thousand chunks.
+# The rules still declare each chunk's folder as input or output, for the DAG.
+CHUNKS_OPTION = f"--chunks {len(LABELS)} {config['labels_per_job']}"
+
+
+def every_chunk(name):
+    """A params function: the rule's input ``name`` (every chunk's folder) as a command takes
+    it, their root and CHUNKS_OPTION. The root is read off the input, so that it follows the
+    files wherever Snakemake puts them (a function of one job's rule costs nothing)."""
+    return lambda wildcards, input: f"{os.path.dirname(input[name][0])} {CHUNKS_OPTION}"
 
 
 def model_files():
@@ -168,6 +172,14 @@ def all_trained(kind):
     if GENERATOR == "per_label":
         return per_chunk(f"{RESULTS}/{kind}/{{chunk}}")
     return [trained_files(kind)]
+
+
+def all_trained_option(kind):
+    """A params function: the rule's input ``kind`` (``all_trained(kind)``) as a command takes
+    it, every chunk's folder (``every_chunk``) or the one generator's file."""
+    if GENERATOR == "per_label":
+        return every_chunk(kind)
+    return lambda wildcards, input: input[kind]
 
 
 def extractor_input():

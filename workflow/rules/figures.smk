@@ -29,9 +29,10 @@ rule plot_sample_grids:
     conda:
         "../../envs/wcgan.yaml"
     params:
+        samples=every_chunk("samples"),
         per_grid=config["figures"]["grid_samples"],
     shell:
-        "wcgan plot-grids --samples {input.samples} --count {params.per_grid}"
+        "wcgan plot-grids --samples {params.samples} --count {params.per_grid}"
         " --out-dir {output.grids} 2> {log}"
 
 
@@ -52,10 +53,11 @@ rule plot_merged_grid:
     conda:
         "../../envs/wcgan.yaml"
     params:
+        samples=every_chunk("samples"),
         per_label=config["figures"]["merged_per_label"],
         max_labels=config["figures"]["merged_max_labels"],
     shell:
-        "wcgan plot-merged --samples {input.samples} --per-label {params.per_label}"
+        "wcgan plot-merged --samples {params.samples} --per-label {params.per_label}"
         " --max-labels {params.max_labels} --out {output.grid} 2> {log}"
 
 
@@ -77,8 +79,10 @@ rule plot_losses:
         f"{RESULTS}/benchmarks/figures/losses.tsv"
     conda:
         "../../envs/wcgan.yaml"
+    params:
+        losses=all_trained_option("losses"),
     shell:
-        "wcgan plot-losses --losses {input.losses} --labels {input.labels}"
+        "wcgan plot-losses --losses {params.losses} --labels {input.labels}"
         " --out {output.plot} 2> {log}"
 
 

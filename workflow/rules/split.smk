@@ -33,7 +33,6 @@ rule label_table:
     conda:
         "../../envs/wcgan.yaml"
     params:
-        labels_per_job=config["labels_per_job"],
+        shards=every_chunk("shards"),
     shell:
-        "wcgan label-table --shards {input.shards} --labels-per-job {params.labels_per_job}"
-        " --out {output.table} 2> {log}"
+        "wcgan label-table --shards {params.shards} --out {output.table} 2> {log}"

@@ -43,36 +43,37 @@ def training_outputs():
     return outputs
 
 
-def _per_label_outputs(wildcards):
-    """The file options of ``wcgan train`` for the job's chunk, one file per label (or, for
-    one generator, its files and every label's samples), and its checkpoint folder. One
-    function, not one per option: Snakemake inspects every input function of every job.
+def training_files():
+    """The file options of ``wcgan train``: for a chunk, its folders (the command makes one file
+    per label in each), else the one generator's files and the roots of every chunk's shards
+    and samples; and the checkpoint folder. A string whose {chunk} Snakemake fills in, not a
+    function: Snakemake calls a params function through its introspection for every job.
     """
     if GENERATOR == "per_label":
-        # The chunk's folders: the command makes one file per label in each.
-        chunk = wildcards.chunk
         files = {
-            "--checkpoint-dir": f"{RESULTS}/checkpoints/{chunk}",
-            "--shard": f"{RESULTS}/shards/{chunk}",
-            "--model-out": f"{RESULTS}/models/{chunk}",
-            "--losses-out": f"{RESULTS}/losses/{chunk}",
-            "--summary-out": f"{RESULTS}/training/{chunk}",
-            "--samples-out": f"{RESULTS}/samples/{chunk}",
+            "--checkpoint-dir": f"{RESULTS}/checkpoints/{{chunk}}",
+            "--shard": f"{RESULTS}/shards/{{chunk}}",
+            "--model-out": f"{RESULTS}/models/{{chunk}}",
+            "--losses-out": f"{RESULTS}/losses/{{chunk}}",
+            "--summary-out": f"{RESULTS}/training/{{chunk}}",
+            "--samples-out": f"{RESULTS}/samples/{{chunk}}",
         }
         if TRAIN.snapshots:
-            files["--snapshots-out"] = f"{RESULTS}/snapshots/{chunk}"
+            files["--snapshots-out"] = f"{RESULTS}/snapshots/{{chunk}}"
     else:
         files = {
             "--checkpoint-dir": f"{RESULTS}/checkpoints/{GENERATOR}",
-            "--shard": " ".join(per_chunk(f"{RESULTS}/shards/{{chunk}}")),
+            # The job writes each label's samples in its chunk's folder.
+            "--shard": f"{RESULTS}/shards",
+            "--samples-out": f"{RESULTS}/samples",
             "--model-out": trained_files("models"),
             "--losses-out": trained_files("losses"),
             "--summary-out": trained_files("training"),
-            "--samples-out": all_label_files(f"{RESULTS}/samples"),
         }
         if TRAIN.snapshots:
             files["--snapshots-out"] = trained_files("snapshots")
-    return " ".join(f"{option} {paths}" for option, paths in files.items())
+    options = " ".join(f"{option} {paths}" for option, paths in files.items())
+    return options if GENERATOR == "per_label" else f"{options} {CHUNKS_OPTION}"
 
 
 def training_mem_mb():
@@ -136,15 +137,18 @@ def training_params():
     if GENERATOR == "distributed":
         sections.append(config["distributed"])
     options = " ".join(format_options(section) for section in sections)
-    return {
-        "files": _per_label_outputs,
+    params = {
+        "files": training_files(),
         "options": options,
         # Per process: a distributed job runs DIST.processes of them.
         "threads": config["resources"]["train_threads"],
         "samples": config["sampling"]["per_label"],
         "samples_seed": config["sampling"]["seed"],
-        "launcher": _launcher,
     }
+    # Only the distributed command launches a group: a params function costs every job.
+    if GENERATOR == "distributed":
+        params["launcher"] = _launcher
+    return params
 
 
 def training_command():
