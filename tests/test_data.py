@@ -164,15 +164,19 @@ def test_links_are_followed_once_and_dangling_ones_are_named(image_tree, capsys)
     (image_tree / "x+y" / "copy.png").symlink_to("0.png")  # the same file twice
     (image_tree / "x+y" / "theirs.png").symlink_to("../Café/0.png")  # another class's file
     (image_tree / "x+y" / "broken.png").symlink_to("missing.png")
+    # Linked folders: the files in them are the real folder's (another class's, or reached twice).
+    save_png(image_tree / "x+y" / "sub" / "4.png")
+    (image_tree / "x+y" / "again").symlink_to("sub")
+    (image_tree / "x+y" / "their folder").symlink_to("../Café")
     spec = DataSpec("imagefolder", str(image_tree))
     assert label_names(spec) == ["Café", "red car", "x+y"]
     said = capsys.readouterr().err
     assert "1 dangling links ('gone')" in said
     assert "1 links to files of class 'red car' (counted there) ('alias')" in said
-    assert load_label_images(spec, "x+y").shape == (4, 3, 8, 8)
+    assert load_label_images(spec, "x+y").shape == (5, 3, 8, 8)
     said = capsys.readouterr().err
-    assert "1 files reached twice (counted once) ('copy.png')" in said
-    assert "1 files of class 'Café' (counted there) ('theirs.png')" in said
+    assert "2 files reached twice (counted once) ('copy.png', 'sub/4.png')" in said
+    assert "5 files of class 'Café' (counted there) ('their folder/0.png', 'their folder/1.png'," in said
     assert "1 dangling links ('broken.png')" in said
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -6,7 +8,7 @@ import torch
 from PIL import Image
 
 from wcgan import figures
-from wcgan.figures import plot_label_scores, plot_losses, save_grid, save_merged_grid, tile
+from wcgan.figures import plot_label_scores, plot_losses, plot_ranked_grids, save_grid, save_merged_grid, tile
 
 
 @pytest.fixture
@@ -162,3 +164,52 @@ def test_fid_figure_names_few_labels_on_the_axis_worst_first(tmp_path, drawn):
     plot_label_scores(label_scores(fids), tmp_path / "fid.png")
     ticks = [tick.get_text() for tick in drawn[0].axes[0].get_xticklabels()]
     assert ticks == ["label 001", "label 003", "label 002", "label 000"]
+
+
+def ranked_grids_run(tmp_path, fids: np.ndarray) -> tuple[pd.DataFrame, Path]:
+    """The metrics table of ``fids`` and a folder of their labels' grids, label i's grid all
+    pixels i % 256 in red and i // 256 in green, to tell from the figure which grid it shows."""
+    grids = tmp_path / "grids"
+    grids.mkdir(parents=True)
+    table = label_scores(fids).assign(slug=lambda t: t["label"].str.replace(" ", "-"))
+    for i, slug in enumerate(table["slug"].iloc[1:]):
+        Image.new("RGB", (4, 4), (i % 256, i // 256, 0)).save(grids / f"{slug}.png")
+    return table, grids
+
+
+def shown_grids(figure: plt.Figure) -> list[tuple[str, int]]:
+    """(title, label index of the grid drawn) of every panel that shows one, in order."""
+    shown = []
+    for axis in (axis for part in figure.subfigs for axis in part.axes if axis.images):
+        red, green = axis.images[0].get_array()[0, 0, :2]
+        shown.append((axis.get_title(), int(red) + 256 * int(green)))
+    return shown
+
+
+def test_ranked_grids_show_the_worst_and_best_labels_grids(tmp_path, drawn):
+    fids = np.random.default_rng(1).gamma(4, 5, 300) + 1
+    fids[[17, 150, 298]] = [300.0, 90.0, 120.0]
+    fids[[5, 260]] = [0.5, 0.25]
+    fids[42] = np.nan  # a label without a score
+    table, grids = ranked_grids_run(tmp_path, fids)
+    plot_ranked_grids(table, grids, tmp_path / "ranked.png", count=8)
+    worst, best = np.argsort(-np.nan_to_num(fids, nan=-1))[:8], np.argsort(np.nan_to_num(fids, nan=1e9))[:8]
+    ranks = [*zip(range(1, 9), worst, strict=True), *zip(range(299, 291, -1), best, strict=True)]
+    assert shown_grids(drawn[0]) == [(f"{rank}. label {i:03d}: {fids[i]:.3g}", i) for rank, i in ranks]
+    assert worst[:3].tolist() == [17, 298, 150] and best[:2].tolist() == [260, 5]
+    titles = [part.get_suptitle() for part in drawn[0].subfigs]
+    assert titles[0].startswith("the 8 worst of 299 labels by FID")
+    assert "1 labels without a value" in titles[0] and titles[1] == "the 8 best, best first"
+    # The figure does not grow with the labels: 17 labels make one just as large.
+    plot_ranked_grids(*ranked_grids_run(tmp_path / "few", fids[:17]), tmp_path / "few.png", count=8)
+    with Image.open(tmp_path / "ranked.png") as many, Image.open(tmp_path / "few.png") as few:
+        assert many.size == few.size
+
+
+def test_ranked_grids_of_few_labels_show_each_label_once_worst_first(tmp_path, drawn):
+    fids = np.array([5.0, 30.0, 10.0, 20.0, 1.0])
+    plot_ranked_grids(*ranked_grids_run(tmp_path, fids), tmp_path / "ranked.png", count=3)
+    assert [index for _, index in shown_grids(drawn[0])] == [1, 3, 2, 0, 4]
+    assert [part.get_suptitle() for part in drawn[0].subfigs] == [
+        "every label by FID (wcgan-classifier), worst first"
+    ]

@@ -130,7 +130,7 @@ def test_deleting_one_chunks_models_reruns_only_that_chunk(tiny_run, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (run / "models").glob("*/*.pt")}
     assert planned_jobs(workdir) == {
         "train_chunk": 1, "features_chunk": 1, "score": 1, "plot_sample_grids": 1, "plot_merged_grid": 1,
-        "plot_losses": 1, "plot_label_scores": 1, "all": 1,
+        "plot_losses": 1, "plot_label_scores": 1, "plot_ranked_grids": 1, "all": 1,
     }  # fmt: skip
     result = run_snakemake(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -149,6 +149,7 @@ def test_figures_target_regenerates_figures_without_retraining(tiny_run, tmp_pat
         "plot_merged_grid",
         "plot_losses",
         "plot_label_scores",
+        "plot_ranked_grids",
         "figures",
     }
     result = run_snakemake(workdir, "figures", "--report", str(RUN / "report2.html"), "--report-after-run")

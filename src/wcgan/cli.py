@@ -866,6 +866,13 @@ def cmd_plot_scores(args: argparse.Namespace) -> None:
     plot_label_scores(read_metrics(args.metrics), args.out)
 
 
+def cmd_plot_ranked_grids(args: argparse.Namespace) -> None:
+    from wcgan.figures import plot_ranked_grids
+    from wcgan.tables import read_metrics
+
+    plot_ranked_grids(read_metrics(args.metrics), args.grids, args.out, args.count)
+
+
 def cmd_plot_scaling(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -1192,6 +1199,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("plot-scores", cmd_plot_scores, "per-label FID sorted worst first, the worst labels named")
     sub.add_argument("--metrics", required=True, help="metrics.tsv")
+    sub.add_argument("--out", required=True)
+
+    sub = command(
+        "plot-ranked-grids", cmd_plot_ranked_grids, "the sample grids of the labels of highest and lowest FID"
+    )
+    sub.add_argument("--metrics", required=True, help="metrics.tsv")
+    sub.add_argument("--grids", required=True, help="the folder of per-label grids from plot-grids")
+    sub.add_argument("--count", type=int, default=8, help="this many worst and this many best labels")
     sub.add_argument("--out", required=True)
 
     sub = command("plot-scaling", cmd_plot_scaling, "weak-scaling figures from the scaling tables")

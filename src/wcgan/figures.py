@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from wcgan.atomic import atomic_path
+from wcgan.errors import WcganError
 
 if TYPE_CHECKING:
     # Imported where used: the loss and score figures need no torch, whose import takes seconds.
@@ -36,6 +37,8 @@ WORST_COLORS = ("tab:red", "tab:orange", "tab:purple")
 TICKED_LABELS = 40  # up to this many labels, the FID figure names every label on its axis
 WORST_NAMED = 5  # the FID figure names this many worst labels
 TAIL_SPANS = 5  # a run's end: its last 5 spans (points of the curves), each 1 % of the longest run
+RANKED_COLUMNS = 4  # label grids per row in the figure of the worst and best labels
+RANKED_PANEL_INCHES = 2.6  # each grid's width there: the figure's size does not follow the images'
 
 
 def tile(images: torch.Tensor, columns: int, padding: int = 1) -> np.ndarray:
@@ -347,6 +350,47 @@ def plot_label_scores(table: pd.DataFrame, path: str | os.PathLike, metric: str 
     axis.tick_params(axis="x", labelsize=7)
     axis.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_ranked_grids(
+    table: pd.DataFrame, grids: str | os.PathLike, path: str | os.PathLike, count: int, metric: str = "fid"
+) -> None:
+    """The sample grids (``grids``/<slug>.png, from ``save_grid``) of the ``count`` labels with
+    the highest per-label ``metric`` (for FID, the worst) and of the ``count`` with the lowest,
+    each named with its value and its rank, worst first; of 2 x ``count`` labels or fewer, every
+    label, worst first. Labels without a value are left out and counted in the title. The
+    figure's size follows ``count`` alone, not the labels or the image size: the report shows
+    it instead of a grid per label."""
+    labels = table[table["scope"] == "label"]
+    scored = labels[labels[metric].notna()].sort_values(metric, ascending=False, kind="stable")
+    scored = scored.assign(rank=np.arange(1, len(scored) + 1))
+    total, unscored = len(scored), len(labels) - len(scored)
+    name = f"{metric.upper()} ({table['extractor'].iloc[0]})"
+    left_out = f"; {unscored} labels without a value left out" if unscored else ""
+    if total <= 2 * count:
+        blocks = [(f"every label by {name}, worst first{left_out}", scored)]
+    else:
+        blocks = [
+            (f"the {count} worst of {total} labels by {name}, worst first{left_out}", scored.iloc[:count]),
+            (f"the {count} best, best first", scored.iloc[::-1].iloc[:count]),
+        ]
+    rows = [max(1, math.ceil(len(block) / RANKED_COLUMNS)) for _, block in blocks]
+    panel = RANKED_PANEL_INCHES
+    fig = plt.figure(figsize=(RANKED_COLUMNS * panel, sum(rows) * (panel + 0.3) + 0.4 * len(blocks)))
+    parts = fig.subfigures(len(blocks), 1, height_ratios=rows, squeeze=False)[:, 0]
+    for part, (title, block), block_rows in zip(parts, blocks, rows, strict=True):
+        part.suptitle(title, fontsize=9)
+        axes = part.subplots(block_rows, RANKED_COLUMNS, squeeze=False).ravel()
+        for axis in axes:
+            axis.set_axis_off()
+        for axis, row in zip(axes, block.itertuples(), strict=False):
+            grid_path = os.path.join(grids, f"{row.slug}.png")
+            if not os.path.exists(grid_path):
+                raise WcganError(f"label '{row.label}' has no sample grid '{grid_path}' (made by plot-grids)")
+            with Image.open(grid_path) as grid:
+                axis.imshow(np.asarray(grid.convert("RGB")))
+            axis.set_title(f"{row.rank}. {row.label}: {getattr(row, metric):.3g}", fontsize=8)
     _save_figure(fig, path)
 
 

@@ -226,6 +226,7 @@ def get_figures():
         f"{RESULTS}/figures/samples_merged.png",
         f"{RESULTS}/figures/losses.png",
         f"{RESULTS}/figures/fid_per_label.png",
+        f"{RESULTS}/figures/grids_by_fid.png",
     ]
 
 
