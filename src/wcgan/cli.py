@@ -56,10 +56,11 @@ def add_chunks_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def chunk_paths(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
-    """``paths`` as given, or with ``--chunks`` each root replaced by every chunk's folder in it,
-    in label order (``files_in`` then lists their files). A chunk folder that is not there is
-    refused by name: the numbers are not those of the run that made the folders."""
+def chunk_paths(args: argparse.Namespace, paths: Sequence[str], suffix: str = "") -> list[str]:
+    """``paths`` as given, or with ``--chunks`` each root replaced by every chunk's folder in it
+    (its file ``<chunk><suffix>`` with a ``suffix``), in label order (``files_in`` then lists a
+    folder's files). A chunk's folder or file that is not there is refused by name: the numbers
+    are not those of the run that made them."""
     if getattr(args, "chunks", None) is None:
         return list(paths)
     from wcgan.labels import chunk_folders
@@ -69,12 +70,14 @@ def chunk_paths(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
         folders = [folder for root in paths for folder in chunk_folders(root, n_labels, per_job)]
     except WcganError as error:
         raise WcganError(f"--chunks {n_labels} {per_job}: {error}") from None
-    missing = next((folder for folder in folders if not folder.is_dir()), None)
+    chunks = [Path(f"{folder}{suffix}") for folder in folders]
+    missing = next((chunk for chunk in chunks if not chunk.exists()), None)
     if missing is not None:
         raise WcganError(
-            f"chunk folder '{missing}' does not exist: --chunks {n_labels} {per_job} names another run's chunks"
+            f"chunk {'file' if suffix else 'folder'} '{missing}' does not exist: --chunks {n_labels} "
+            f"{per_job} names another run's chunks"
         )
-    return [str(folder) for folder in folders]
+    return [str(chunk) for chunk in chunks]
 
 
 def _label_folders(args: argparse.Namespace, labels: Sequence) -> list[str]:
@@ -616,7 +619,7 @@ def cmd_merge_scores(args: argparse.Namespace) -> None:
     from wcgan.tables import write_metrics
 
     _torch_setup(args)
-    chunks = load_chunk_score_files(files_in(args.features))
+    chunks = load_chunk_score_files(chunk_paths(args, args.features, ".pt"))
     write_metrics(merge_scores(chunks, prc_max_images=args.prc_max_images, seed=args.seed, log=log), args.out)
 
 
@@ -627,7 +630,7 @@ def cmd_merge_curve(args: argparse.Namespace) -> None:
     from wcgan.tables import write_tsv
 
     _torch_setup(args)
-    chunks = load_chunk_score_files(files_in(args.features))
+    chunks = load_chunk_score_files(chunk_paths(args, args.features, ".pt"))
     write_tsv(pd.DataFrame(merge_curve(chunks, seed=args.seed, log=log)), args.out)
 
 
@@ -662,7 +665,10 @@ def cmd_score_curve(args: argparse.Namespace) -> None:
 
     network = _open_extractor(args)
     points = [load_snapshot_samples(path) for path in files_in(args.snapshots)]
-    shards = sorted((load_shard(p, mmap=True) for p in files_in(args.shards)), key=lambda s: s.label.index)
+    shards = sorted(
+        (load_shard(p, mmap=True) for p in files_in(chunk_paths(args, args.shards))),
+        key=lambda s: s.label.index,
+    )
     rows = score_snapshots(
         points, shards, network, args.max_real_per_label, overall_per_label=args.overall_per_label, log=log
     )
@@ -1088,7 +1094,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_merge_scores,
         "reduce step of scoring: metrics.tsv (all labels merged, and per label) from every chunk's scores",
     )
-    sub.add_argument("--features", nargs="+", required=True, help="every chunk's scores file (.pt)")
+    sub.add_argument(
+        "--features", nargs="+", required=True, help="every chunk's scores file (.pt), or their root"
+    )
+    add_chunks_option(sub)
     sub.add_argument("--out", required=True, help="metrics table (.tsv)")
     sub.add_argument("--threads", type=int)
     precision_recall(sub)
@@ -1099,7 +1108,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_merge_curve,
         "reduce step of the curve: FID against budget from every chunk's snapshot scores, all labels merged",
     )
-    sub.add_argument("--features", nargs="+", required=True, help="every chunk's scores file (.pt)")
+    sub.add_argument(
+        "--features", nargs="+", required=True, help="every chunk's scores file (.pt), or their root"
+    )
+    add_chunks_option(sub)
     sub.add_argument("--out", required=True, help="curve table (.tsv)")
     sub.add_argument("--threads", type=int)
     merging(sub)
@@ -1124,6 +1136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--out", required=True, help="curve table (.tsv)")
     extraction(sub)
+    add_chunks_option(sub)
 
     sub = command("scaling-config", cmd_scaling_config, "the config of one weak-scaling point")
     sub.add_argument("--base", required=True, help="the run's config, as JSON")

@@ -69,9 +69,10 @@ rule score:
     conda:
         "../../envs/wcgan.yaml"
     params:
+        features=every_chunk("features"),
         options=merge_options(),
     shell:
-        "wcgan merge-scores --features {input.features} {params.options}"
+        "wcgan merge-scores --features {params.features} {params.options}"
         " --out {output.table} 2> {log}"
 
 
@@ -90,8 +91,10 @@ if TRAIN.snapshots and GENERATOR == "per_label":
             f"{RESULTS}/benchmarks/score_curve.tsv"
         conda:
             "../../envs/wcgan.yaml"
+        params:
+            features=every_chunk("features"),
         shell:
-            "wcgan merge-curve --features {input.features} --out {output.table} 2> {log}"
+            "wcgan merge-curve --features {params.features} --out {output.table} 2> {log}"
 
 else:
 
@@ -112,9 +115,10 @@ else:
             "../../envs/wcgan.yaml"
         threads: config["resources"]["score_threads"]
         params:
+            shards=every_chunk("shards"),
             extractor=extractor_option(),
             options=feature_options(),
         shell:
-            "wcgan score-curve --snapshots {input.snapshots} --shards {input.shards}"
+            "wcgan score-curve --snapshots {input.snapshots} --shards {params.shards}"
             " {params.extractor} {params.options} --threads {threads} --out {output.table}"
             " 2> {log}"
