@@ -274,7 +274,7 @@ def test_imagenet_dry_run_plans_a_job_per_chunk_without_the_data(tmp_path):
     # About 3 x labels / K jobs plus a constant.
     jobs = planned_jobs(tmp_path, "--configfile", "imagenet1k.yaml", "--config", "labels_per_job=10")
     assert jobs["split_chunk"] == jobs["train_chunk"] == jobs["features_chunk"] == 100
-    assert sum(jobs.values()) == 3 * 100 + 8
+    assert sum(jobs.values()) == 3 * 100 + 9
     # A chunk's commands name its folders, not each label's files: short at any K (Linux refuses
     # one argument, such as bash -c's command, over 128 KiB).
     result = run_snakemake(
