@@ -76,8 +76,12 @@ def test_tiny_run_makes_every_output(tiny_run):
             assert len(load_torch(run / f"samples/{chunk}/{slug}.pt", "samples")["images"]) == 40
         assert log.count("iter 12/12 (100%)") >= 1
     for path in ("classifier/classifier.pt", "figures/samples_merged.png", "figures/losses.png",
-                 "figures/fid_per_label.png", "report.html", "benchmarks/score.tsv"):  # fmt: skip
+                 "figures/fid_per_label.png", "figures/grids_by_fid.png", "report.html",
+                 "benchmarks/score.tsv"):  # fmt: skip
         assert (run / path).stat().st_size > 0, path
+    # The report shows the ranked grids, not a grid per label (thousands would not open).
+    report = (run / "report.html").read_text()
+    assert f'"{RUN}/figures/grids_by_fid.png"' in report and f"{RUN}/figures/samples/" not in report
     assert json.loads((run / "classifier/report.json").read_text())["holdout_accuracy"] > 0.5
     table = (run / "scores/metrics.tsv").read_text().splitlines()
     header = table[0].split("\t")

@@ -375,23 +375,37 @@ def plot_ranked_grids(
             (f"the {count} worst of {total} labels by {name}, worst first{left_out}", scored.iloc[:count]),
             (f"the {count} best, best first", scored.iloc[::-1].iloc[:count]),
         ]
+    images = {
+        row.slug: _read_grid(grids, row.slug, row.label) for _, block in blocks for row in block.itertuples()
+    }
+    # Rows as tall as the grids (all of one shape in a run) and their titles: no gaps between.
+    aspect = max([image.shape[0] / image.shape[1] for image in images.values()], default=1.0)
+    title, panel = 0.3, RANKED_PANEL_INCHES
     rows = [max(1, math.ceil(len(block) / RANKED_COLUMNS)) for _, block in blocks]
-    panel = RANKED_PANEL_INCHES
-    fig = plt.figure(figsize=(RANKED_COLUMNS * panel, sum(rows) * (panel + 0.3) + 0.4 * len(blocks)))
-    parts = fig.subfigures(len(blocks), 1, height_ratios=rows, squeeze=False)[:, 0]
-    for part, (title, block), block_rows in zip(parts, blocks, rows, strict=True):
-        part.suptitle(title, fontsize=9)
-        axes = part.subplots(block_rows, RANKED_COLUMNS, squeeze=False).ravel()
-        for axis in axes:
+    heights = [title + block_rows * (panel * aspect + title) for block_rows in rows]
+    fig = plt.figure(figsize=(RANKED_COLUMNS * panel, sum(heights)))
+    parts = fig.subfigures(len(blocks), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for part, (heading, block), block_rows, height in zip(parts, blocks, rows, heights, strict=True):
+        part.suptitle(heading, fontsize=9, y=1 - 0.05 / height, va="top")
+        axes = part.subplots(block_rows, RANKED_COLUMNS, squeeze=False)
+        part.subplots_adjust(
+            left=0.02, right=0.98, top=1 - 1.6 * title / height, bottom=0.01, wspace=0.08,
+            hspace=title / (panel * aspect),
+        )  # fmt: skip
+        for axis in axes.ravel():
             axis.set_axis_off()
-        for axis, row in zip(axes, block.itertuples(), strict=False):
-            grid_path = os.path.join(grids, f"{row.slug}.png")
-            if not os.path.exists(grid_path):
-                raise WcganError(f"label '{row.label}' has no sample grid '{grid_path}' (made by plot-grids)")
-            with Image.open(grid_path) as grid:
-                axis.imshow(np.asarray(grid.convert("RGB")))
+        for axis, row in zip(axes.ravel(), block.itertuples(), strict=False):
+            axis.imshow(images[row.slug])
             axis.set_title(f"{row.rank}. {row.label}: {getattr(row, metric):.3g}", fontsize=8)
     _save_figure(fig, path)
+
+
+def _read_grid(grids: str | os.PathLike, slug: str, label: str) -> np.ndarray:
+    path = os.path.join(grids, f"{slug}.png")
+    if not os.path.exists(path):
+        raise WcganError(f"label '{label}' has no sample grid '{path}' (made by plot-grids)")
+    with Image.open(path) as grid:
+        return np.asarray(grid.convert("RGB"))
 
 
 def plot_weak_scaling(summary: pd.DataFrame, path: str | os.PathLike) -> None:
