@@ -26,8 +26,9 @@ features and ``--logits``-d logits of the generated ones, float32. Everything on
    label; and ``--kept-large`` at the smallest label count, 0: skip), then read and merged in a
    child process as ``wcgan merge-scores`` does (``load_chunk_score_files``, ``merge_scores``,
    ``write_metrics``): its seconds by phase, its wall clock with the interpreter's start, its
-   peak resident memory (``os.wait4``) and the files' size. The files go under ``--work`` (about
-   74 MB per chunk of 10 labels at 50 kept, 64 MB of it the moments) and are deleted after each.
+   CPU seconds (``os.wait4``), its own peak resident memory (``VmHWM``: wait4's would count the
+   parent's too) and the files' size. The files go under ``--work`` (about 74 MB per chunk of
+   10 labels at 50 kept, 64 MB of it the moments) and are deleted after each.
 
 Seconds are wall clock and CPU seconds of the process: with one thread the CPU seconds are what
 a quiet machine would take; on a shared one the wall clock is larger. The load average is printed.
@@ -285,8 +286,12 @@ loaded = time.perf_counter()
 rows = merge_scores(chunks, log=lambda _: None)
 merged = time.perf_counter()
 write_metrics(rows, sys.argv[2])
+write = time.perf_counter() - merged
+# This process's own peak: getrusage and wait4 would also count the parent's, whose memory
+# the child shares until exec.
+status = open("/proc/self/status").read().split("VmHWM:")[1].split()
 print(json.dumps(dict(start=imported - start, read=loaded - imported, merge=merged - loaded,
-                      write=time.perf_counter() - merged, rows=len(rows))))
+                      write=write, rows=len(rows), peak=int(status[0]) * 1024)))
 """
 
 
@@ -337,7 +342,7 @@ def write_chunks(folder: Path, n_labels: int, kept: int) -> tuple[float, int]:
 
 def reduce(folder: Path) -> dict:
     """``wcgan merge-scores`` of ``folder`` in a child process: its phases, wall clock, CPU
-    seconds and peak resident memory."""
+    seconds (``os.wait4``) and peak resident memory (its VmHWM)."""
     command = [
         sys.executable,
         "-c",
@@ -357,7 +362,6 @@ def reduce(folder: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1]) | {
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime,
-        "peak": usage.ru_maxrss * 1024,  # kB on Linux
     }
 
 
