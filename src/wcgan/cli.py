@@ -619,8 +619,8 @@ def cmd_merge_scores(args: argparse.Namespace) -> None:
     from wcgan.tables import write_metrics
 
     _torch_setup(args)
-    chunks = load_chunk_score_files(chunk_paths(args, args.features, ".pt"))
-    write_metrics(merge_scores(chunks, prc_max_images=args.prc_max_images, seed=args.seed, log=log), args.out)
+    run = load_chunk_score_files(chunk_paths(args, args.features, ".pt"))
+    write_metrics(merge_scores(run, prc_max_images=args.prc_max_images, seed=args.seed, log=log), args.out)
 
 
 def cmd_merge_curve(args: argparse.Namespace) -> None:
@@ -630,8 +630,8 @@ def cmd_merge_curve(args: argparse.Namespace) -> None:
     from wcgan.tables import write_tsv
 
     _torch_setup(args)
-    chunks = load_chunk_score_files(chunk_paths(args, args.features, ".pt"))
-    write_tsv(pd.DataFrame(merge_curve(chunks, seed=args.seed, log=log)), args.out)
+    run = load_chunk_score_files(chunk_paths(args, args.features, ".pt"))
+    write_tsv(pd.DataFrame(merge_curve(run, seed=args.seed, log=log)), args.out)
 
 
 def cmd_score(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ import io
 import math
 import operator
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -506,19 +506,82 @@ def check_one_extractor(extractors: Sequence[Extractor], paths: Sequence[str | o
             )
 
 
-def load_chunk_score_files(paths: Sequence[str | os.PathLike]) -> list[ChunkScores]:
-    """Every chunk's scores, one extractor's, no label twice."""
-    chunks = [load_chunk_scores(path) for path in paths]
-    check_one_extractor([chunk.extractor for chunk in chunks], paths)
-    seen: dict[int, str | os.PathLike] = {}
-    for chunk, path in zip(chunks, paths, strict=True):
+def merged_chunks(chunks: Iterable[tuple[ChunkScores, str | os.PathLike]]) -> ChunkScores:
+    """Every chunk's scores (with the file each came from) folded into one chunk of all their
+    labels, a chunk at a time, so that no more than two chunks' moments are held at once: the
+    moments summed, rows and kept subsets in label order, snapshot points merged point by point
+    (their samples in label order). One extractor's, no label twice."""
+    merged, first_path, seen = None, None, {}
+    for chunk, path in chunks:
         for label in chunk.labels:
             if label.index in seen:
                 raise WcganError(
                     f"chunk scores '{path}' repeat label '{label.name}' of '{seen[label.index]}'"
                 )
             seen[label.index] = path
-    return chunks
+        if merged is None:
+            merged, first_path = chunk, path
+            continue
+        check_one_extractor([merged.extractor, chunk.extractor], [first_path, path])
+        merged = ChunkScores(
+            merged.extractor,
+            merged.labels + chunk.labels,
+            merged.rows + chunk.rows,
+            merged.fake + chunk.fake,
+            merged.real + chunk.real,
+            merged.kept_fake + chunk.kept_fake,
+            merged.kept_logits + chunk.kept_logits,
+            merged.kept_real + chunk.kept_real,
+            merged.budgets + chunk.budgets,
+            _merged_points(merged.snapshots, chunk.snapshots, path),
+        )
+    if merged is None:
+        raise WcganError("no chunk scores to merge")
+    order = sorted(range(len(merged.labels)), key=lambda i: merged.labels[i].index)
+
+    def ordered(values: list) -> list:
+        return [values[i] for i in order]
+
+    return dataclasses.replace(
+        merged,
+        labels=ordered(merged.labels),
+        rows=ordered(merged.rows),
+        kept_fake=ordered(merged.kept_fake),
+        kept_logits=ordered(merged.kept_logits),
+        kept_real=ordered(merged.kept_real),
+        snapshots=[_in_label_order(part) for part in merged.snapshots],
+    )
+
+
+def _merged_points(
+    first: Sequence[SnapshotPart], second: Sequence[SnapshotPart], path: str | os.PathLike
+) -> list[SnapshotPart]:
+    if len(first) != len(second):
+        raise WcganError(
+            f"chunk scores '{path}' hold {len(second)} snapshot points, other chunks {len(first)}: "
+            "the training jobs kept different numbers of snapshots"
+        )
+    return [
+        SnapshotPart(
+            a.fake + b.fake,
+            torch.cat([a.features, b.features]),
+            torch.cat([a.logits, b.logits]),
+            torch.cat([a.indices, b.indices]),
+        )
+        for a, b in zip(first, second, strict=True)
+    ]
+
+
+def _in_label_order(part: SnapshotPart) -> SnapshotPart:
+    """A point's samples by class index, each label's in their order (a stable sort): IS's
+    splits and KID's subsets follow the order of the rows, whatever order the chunks came in."""
+    order = torch.sort(part.indices, stable=True).indices
+    return SnapshotPart(part.fake, part.features[order], part.logits[order], part.indices[order])
+
+
+def load_chunk_score_files(paths: Sequence[str | os.PathLike]) -> ChunkScores:
+    """Every chunk's scores file, read one at a time and merged (``merged_chunks``)."""
+    return merged_chunks((load_chunk_scores(path), path) for path in paths)
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -578,32 +641,19 @@ def _shown(values: dict[str, float]) -> str:
 # --- reduce -------------------------------------------------------------------------------
 
 
-def _in_label_order(chunks: Sequence[ChunkScores]) -> list[ChunkScores]:
-    """Chunks by their first label: moments are summed in one order, whatever order the files
-    come in."""
-    return sorted(chunks, key=lambda chunk: min(label.index for label in chunk.labels))
-
-
 def merge_scores(
-    chunks: Sequence[ChunkScores],
+    run: ChunkScores,
     *,
     prc_max_images: int = PRC_MAX_IMAGES,
     seed: int = SCORE_SEED,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """The metrics table of a run: all labels merged (FID from every feature's moments; IS, KID,
-    precision/recall from the kept subsets, ``kept_n_fake`` and ``kept_n_real`` features), then
-    each label's own row from the map (FID, KID, precision/recall: a label's recall is how much
-    of its real images its samples cover), labels in class-index order."""
-    chunks = _in_label_order(chunks)
-    extractor = chunks[0].extractor
-    labels = sorted(
-        ((chunk.labels[i], chunk.rows[i], chunk, i) for chunk in chunks for i in range(len(chunk.labels))),
-        key=lambda item: item[0].index,
-    )
-
-    def kept(name: str) -> torch.Tensor:
-        return torch.cat([getattr(chunk, name)[i] for _, _, chunk, i in labels])
+    """The metrics table of a run (every chunk merged, ``merged_chunks``): all labels merged (FID
+    from every feature's moments; IS, KID, precision/recall from the kept subsets,
+    ``kept_n_fake`` and ``kept_n_real`` features), then each label's own row from the map (FID,
+    KID, precision/recall: a label's recall is how much of its real images its samples cover),
+    labels in class-index order."""
+    extractor = run.extractor
 
     def record(label: Label | None, values: dict) -> dict:
         return {
@@ -617,76 +667,63 @@ def merge_scores(
             **values,
         }
 
-    fake, real = _summed([chunk.fake for chunk in chunks]), _summed([chunk.real for chunk in chunks])
-    kept_fake, kept_real = kept("kept_fake"), kept("kept_real")
+    kept_fake, kept_real = torch.cat(run.kept_fake), torch.cat(run.kept_real)
     overall = metric_values(
         kept_fake,
         kept_real,
-        kept("kept_logits"),
+        torch.cat(run.kept_logits),
         precision_recall=True,
         prc_max_images=prc_max_images,
         seed=seed,
-        moments=(fake, real),
+        moments=(run.fake, run.real),
     )
-    log(f"all {len(labels)} labels: {_shown(overall)}")
+    log(f"all {len(run.labels)} labels: {_shown(overall)}")
     sizes = {
-        "n_fake": fake.count,
-        "n_real": real.count,
+        "n_fake": run.fake.count,
+        "n_real": run.real.count,
         "kept_n_fake": len(kept_fake),
         "kept_n_real": len(kept_real),
     }
-    return [record(None, sizes | overall)] + [record(label, row) for label, row, _, _ in labels]
+    return [record(None, sizes | overall)] + [
+        record(label, row) for label, row in zip(run.labels, run.rows, strict=True)
+    ]
 
 
 def merge_curve(
-    chunks: Sequence[ChunkScores], *, seed: int = SCORE_SEED, log: Callable[[str], None] = print
+    run: ChunkScores, *, seed: int = SCORE_SEED, log: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
-    """The quality-against-compute curve of every chunk's snapshot points: ``curve``."""
-    chunks = _in_label_order(chunks)
-    real = [
-        (label, kept) for chunk in chunks for label, kept in zip(chunk.labels, chunk.kept_real, strict=True)
-    ]
+    """The quality-against-compute curve of a run (every chunk merged, ``merged_chunks``)."""
+    kept_real = torch.cat(run.kept_real)
     return curve(
-        [points for chunk in chunks for points in chunk.budgets],
-        [chunk.snapshots for chunk in chunks],
-        _summed([chunk.real for chunk in chunks]),
-        real,
-        chunks[0].extractor,
-        seed=seed,
-        log=log,
+        run.budgets, run.snapshots, run.real, kept_real, run.labels, run.extractor, seed=seed, log=log
     )
 
 
 def curve(
     budgets: Sequence[Sequence[dict]],
-    parts: Sequence[Sequence[SnapshotPart]],
+    snapshots: Sequence[SnapshotPart],
     real: Moments,
-    kept_real: Sequence[tuple[Label, torch.Tensor]],
+    kept_real: torch.Tensor,
+    labels: Sequence[Label],
     extractor: Extractor,
     *,
     seed: int = SCORE_SEED,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """At each snapshot point, the budget every training job used so far (``budgets``;
-    ``wcgan.compare.curve_rows``) and IS, FID and KID of every label's snapshot samples merged
-    (``parts``: each group's points) against the real features (FID from the moments, IS and
-    KID from the kept subsets, in label-index order)."""
-    parts = sorted(parts, key=lambda points: int(points[0].indices.min()))
-    kept_real = sorted(kept_real, key=lambda item: item[0].index)
-    real_features = torch.cat([features for _, features in kept_real])
-    wanted = [label.index for label, _ in kept_real]
+    """At each snapshot point, the budget every training job used so far (``budgets``, per job
+    and point; ``wcgan.compare.curve_rows``) and IS, FID and KID of every label's snapshot
+    samples merged (``snapshots``, a point each) against the real features of ``labels`` (FID
+    from the moments, IS and KID from the kept subsets, in label-index order)."""
+    wanted = sorted(label.index for label in labels)
     rows = []
     for row in curve_rows(budgets):
-        k = row["point"] - 1
-        point = [points[k] for points in parts]
-        indices = torch.cat([part.indices for part in point])
-        if sorted(indices.unique().tolist()) != wanted:
-            raise WcganError(f"snapshot point {k + 1}: the samples do not cover the real images' labels")
-        features = torch.cat([part.features for part in point])
-        logits = torch.cat([part.logits for part in point])
-        fake = _summed([part.fake for part in point])
-        values = metric_values(features, real_features, logits, seed=seed, moments=(fake, real))
-        log(f"snapshot {k + 1}: {_shown(values)}")
+        part = snapshots[row["point"] - 1]
+        if part.indices.unique().tolist() != wanted:
+            raise WcganError(
+                f"snapshot point {row['point']}: the samples do not cover the real images' labels"
+            )
+        values = metric_values(part.features, kept_real, part.logits, seed=seed, moments=(part.fake, real))
+        log(f"snapshot {row['point']}: {_shown(values)}")
         rows.append({**row, **values, "extractor": extractor.name})
     return rows
 
@@ -714,7 +751,7 @@ def score_run(
         device=network.device,
         log=log,
     )
-    return merge_scores([scores], prc_max_images=prc_max_images, log=log)
+    return merge_scores(scores, prc_max_images=prc_max_images, log=log)
 
 
 def score_snapshots(
@@ -733,12 +770,12 @@ def score_snapshots(
     labels = [shard.label for shard in shards]
     return curve(
         _budgets(units),
-        [_snapshot_parts(units, labels, overall_per_label)],
+        [_in_label_order(part) for part in _snapshot_parts(units, labels, overall_per_label)],
         _summed([Moments.of(features) for features in real]),
-        [
-            (label, _kept(features, overall_per_label, label))
-            for label, features in zip(labels, real, strict=True)
-        ],
+        torch.cat(
+            [_kept(features, overall_per_label, label) for label, features in zip(labels, real, strict=True)]
+        ),
+        labels,
         network.extractor,
         log=log,
     )
