@@ -17,9 +17,10 @@ rule train_classifier:
         "../../envs/wcgan.yaml"
     threads: config["resources"]["classifier_threads"]
     params:
+        shards=f"{RESULTS}/shards {CHUNKS_OPTION}",
         options=format_options(config["metrics"]["classifier"]),
     shell:
-        "wcgan train-classifier --shards {input.shards} --out {output.model}"
+        "wcgan train-classifier --shards {params.shards} --out {output.model}"
         " --report-out {output.report} --threads {threads} {params.options} 2> {log}"
 
 
