@@ -25,7 +25,8 @@ def classifier_shards(wildcards):
     Snakemake a comparison per chunk for each feature job's look-up of the classifier, quadratic
     in the chunks (a dry run of 21,841 labels at K = 1 did not end in 11 minutes). Refused while
     building the DAG (not after training) when a run that scores with it has one label, which no
-    classifier can tell apart from another. Runs that only train (a scaling point) never ask."""
+    classifier can tell apart from another. Runs that only train (a scaling point) never ask.
+    """
     if len(LABELS) < 2:
         raise WorkflowError(
             f"the data set has one label ('{LABELS[0].name}'): scoring needs two or more for its "
