@@ -42,6 +42,11 @@ def test_fid_from_merged_moments_is_fid_from_the_features(n_1, n_2, dims):
     merged = Moments.of(first[: n_1 // 3]) + Moments.of(first[n_1 // 3 :])  # two jobs' moments
     assert merged.count == n_1
     torch.testing.assert_close(merged.outer, Moments.of(first).outer, rtol=1e-12, atol=1e-12)
+    packed = merged.packed()
+    assert packed["upper"].numel() == dims * (dims + 1) // 2  # a file holds the upper triangle
+    assert torch.equal(Moments.unpacked(**packed).outer, merged.outer)
+    with pytest.raises(ValueError, match="not a D vector and the upper triangle"):
+        Moments.unpacked(n_1, merged.total, packed["upper"][1:])
     from_moments = frechet_distance_of_moments(merged, Moments.of(second))
     # rel 1e-7: the square roots of eigenvalues that are zero but for rounding (40 rows, 64-d)
     assert from_moments == pytest.approx(frechet_distance(first, second), rel=1e-7)

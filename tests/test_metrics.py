@@ -372,6 +372,11 @@ def test_a_malicious_features_file_is_refused_before_it_runs(feature_files, tmp_
         load_chunk_scores(planted)
     paths = [str(feature_files[0]), str(planted)]
     assert main(["merge-scores", "--features", *paths, "--out", str(tmp_path / "m.tsv")]) == 1
+    damaged = torch.load(feature_files[1], weights_only=True)
+    damaged["real"]["upper"] = damaged["real"]["upper"][:-1]
+    torch.save(damaged, tmp_path / "damaged.pt")
+    with pytest.raises(WcganError, match="damaged.pt' hold no feature moments"):
+        load_chunk_scores(tmp_path / "damaged.pt")
     assert main(["merge-curve", "--features", *paths, "--out", str(tmp_path / "c.tsv")]) == 1
     assert not marker.exists() and not (tmp_path / "m.tsv").exists()
 

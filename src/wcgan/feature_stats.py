@@ -43,8 +43,23 @@ class Moments:
         mean = self.total / self.count
         return mean, (self.outer - self.count * torch.outer(mean, mean)) / (self.count - 1)
 
-    def to_dict(self) -> dict:
-        return {"count": self.count, "total": self.total, "outer": self.outer}
+    def packed(self) -> dict:
+        """The moments as plain values and tensors, the symmetric ``outer`` as its upper
+        triangle: half the bytes of a file of them (16 MB for 2,048-d features)."""
+        rows, columns = torch.triu_indices(*self.outer.shape)
+        return {"count": self.count, "total": self.total, "upper": self.outer[rows, columns]}
+
+    @classmethod
+    def unpacked(cls, count: int, total: torch.Tensor, upper: torch.Tensor) -> Moments:
+        """The moments of ``packed``; a ValueError when the parts do not fit together."""
+        dims = len(total)
+        if total.dim() != 1 or upper.shape != (dims * (dims + 1) // 2,):
+            raise ValueError("not a D vector and the upper triangle of a D x D matrix")
+        rows, columns = torch.triu_indices(dims, dims)
+        outer = torch.zeros(dims, dims, dtype=upper.dtype)
+        outer[rows, columns] = upper
+        outer[columns, rows] = upper
+        return cls(count, total, outer)
 
 
 def _covariance_factor(covariance: torch.Tensor) -> torch.Tensor:

@@ -410,15 +410,15 @@ def save_chunk_scores(scores: ChunkScores, path: str | os.PathLike) -> None:
             "extractor": dataclasses.asdict(scores.extractor),
             "labels": [dataclasses.asdict(label) for label in scores.labels],
             "rows": scores.rows,
-            "fake": scores.fake.to_dict(),
-            "real": scores.real.to_dict(),
+            "fake": scores.fake.packed(),
+            "real": scores.real.packed(),
             "kept_fake": scores.kept_fake,
             "kept_logits": scores.kept_logits,
             "kept_real": scores.kept_real,
             "budgets": scores.budgets,
             "snapshots": [
                 {
-                    "fake": part.fake.to_dict(),
+                    "fake": part.fake.packed(),
                     "features": part.features,
                     "logits": part.logits,
                     "indices": part.indices,
@@ -432,17 +432,13 @@ def save_chunk_scores(scores: ChunkScores, path: str | os.PathLike) -> None:
 
 def _moments(data: Any, path: str | os.PathLike, what: str) -> Moments:
     try:
-        moments = Moments(int(data["count"]), data["total"], data["outer"])
+        if not all(torch.is_tensor(data[key]) for key in ("total", "upper")):
+            raise TypeError("not tensors")
+        moments = Moments.unpacked(int(data["count"]), data["total"], data["upper"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise WcganError(f"{what} '{path}' hold no feature moments") from exc
-    dims = moments.total.shape if torch.is_tensor(moments.total) else None
-    if (
-        dims is None
-        or len(dims) != 1
-        or not torch.is_tensor(moments.outer)
-        or moments.outer.shape != dims * 2
-    ):
-        raise WcganError(f"{what} '{path}': the feature moments are not a D vector and a D x D matrix")
+        raise WcganError(
+            f"{what} '{path}' hold no feature moments (a count, a D vector and a D x D matrix's upper triangle)"
+        ) from exc
     return moments
 
 
