@@ -601,10 +601,16 @@ def test_a_killed_device_restarts_the_group_from_the_last_checkpoint(shard_files
 
 
 # A rank that records itself as running and dies: a lost process, as the launcher sees one.
+# Each rank records itself, waits until the other has too (else torchrun may stop it first, on
+# the first exit, and the launcher could name one rank), then is lost.
 LOST_RANK = (
-    "import os, sys\n"
+    "import os, sys, time\n"
     "from wcgan.launch import RankRecord, member_from_environment\n"
-    "RankRecord(sys.argv[1], member_from_environment(os.environ, 2)).write('running')\n"
+    "record = RankRecord(sys.argv[1], member_from_environment(os.environ, 2))\n"
+    "record.write('running')\n"
+    "deadline = time.monotonic() + 60\n"
+    "while len(list(record.path.parent.glob('rank-*.json'))) < 2 and time.monotonic() < deadline:\n"
+    "    time.sleep(0.05)\n"
     "os._exit(9)\n"
 )
 
