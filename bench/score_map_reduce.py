@@ -120,7 +120,18 @@ def former_label(label: LabelFeatures) -> tuple[dict, dict]:
             fake, real, kid_subset_size=min(1000, len(fake), len(real)), rng_seed=seed, verbose=False
         )
     )
-    seconds["PR"], prc = timed(
+    seconds["PR"], prc = timed_precision_recall(fake, real)
+    for name, value in (fid | kid | prc).items():
+        values[name] = float(value)
+    named = dict(
+        zip(("fid", "kid_mean", "kid_std", "precision", "recall", "f_score"), values.values(), strict=True)
+    )
+    return seconds, named
+
+
+def timed_precision_recall(fake: torch.Tensor, real: torch.Tensor) -> tuple[tuple[float, float], dict]:
+    """torch-fidelity's precision/recall as both paths call it (the map calls it unchanged)."""
+    return timed(
         lambda: prc_features_to_metric(
             sample_rows(fake, PRC_MAX_IMAGES, seed),
             sample_rows(real, PRC_MAX_IMAGES, seed),
@@ -128,12 +139,6 @@ def former_label(label: LabelFeatures) -> tuple[dict, dict]:
             verbose=False,
         )
     )
-    for name, value in (fid | kid | prc).items():
-        values[name] = float(value)
-    named = dict(
-        zip(("fid", "kid_mean", "kid_std", "precision", "recall", "f_score"), values.values(), strict=True)
-    )
-    return seconds, named
 
 
 def new_label(label: LabelFeatures) -> tuple[dict, dict]:
@@ -147,14 +152,7 @@ def new_label(label: LabelFeatures) -> tuple[dict, dict]:
     seconds["KID"], _ = timed(
         lambda: kernel_distance(fake, real, subset_size=min(1000, len(fake), len(real)), seed=seed)
     )
-    seconds["PR"], _ = timed(
-        lambda: prc_features_to_metric(
-            sample_rows(fake, PRC_MAX_IMAGES, seed),
-            sample_rows(real, PRC_MAX_IMAGES, seed),
-            save_cpu_ram=True,
-            verbose=False,
-        )
-    )
+    seconds["PR"], _ = timed_precision_recall(fake, real)
     seconds["moments"], _ = timed(lambda: (Moments.of(fake), Moments.of(real)))
     return seconds, scores.rows[0]
 
@@ -250,14 +248,7 @@ if args.former_overall_labels:
     seconds["KID"], _ = timed(
         lambda: kid_features_to_metric(fake, real, kid_subset_size=1000, rng_seed=seed, verbose=False)
     )
-    seconds["PR"], _ = timed(
-        lambda: prc_features_to_metric(
-            sample_rows(fake, PRC_MAX_IMAGES, seed),
-            sample_rows(real, PRC_MAX_IMAGES, seed),
-            save_cpu_ram=True,
-            verbose=False,
-        )
-    )
+    seconds["PR"], _ = timed_precision_recall(fake, real)
     del fake, real, logits, statistics
     former_overall = (n, seconds)
     print(
