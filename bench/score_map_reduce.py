@@ -27,8 +27,8 @@ features and ``--logits``-d logits of the generated ones, float32. Everything on
    child process as ``wcgan merge-scores`` does (``load_chunk_score_files``, ``merge_scores``,
    ``write_metrics``): its seconds by phase, its wall clock with the interpreter's start, its
    CPU seconds (``os.wait4``), its own peak resident memory (``VmHWM``: wait4's would count the
-   parent's too) and the files' size. The files go under ``--work`` (about 74 MB per chunk of
-   10 labels at 50 kept, 64 MB of it the moments) and are deleted after each.
+   parent's too) and the files' size. The files go under ``--work`` (about 44 MB per chunk of
+   10 labels at 50 kept, 32 MB of it the moments) and are deleted after each.
 
 Seconds are wall clock and CPU seconds of the process: with one thread the CPU seconds are what
 a quiet machine would take; on a shared one the wall clock is larger. The load average is printed.
@@ -357,10 +357,9 @@ def reduce(folder: Path) -> dict:
 
 
 def expected_bytes(n_labels: int, kept: int) -> tuple[int, int]:
-    """What the reduce holds: the kept subsets (labels x kept x (2 D + C) float32) and every
-    chunk's two D x D and two D float64 moments, all chunks read before merging."""
-    chunks = -(-n_labels // args.per_chunk)
-    return n_labels * kept * (2 * args.dims + args.logits) * 4, chunks * 2 * (args.dims**2 + args.dims) * 8
+    """What the reduce holds: the kept subsets (labels x kept x (2 D + C) float32) and, as it
+    folds the chunks one at a time, two chunks' two D x D and two D float64 moments."""
+    return n_labels * kept * (2 * args.dims + args.logits) * 4, 2 * 2 * (args.dims**2 + args.dims) * 8
 
 
 work = Path(tempfile.mkdtemp(prefix="score-bench-", dir=args.work))
