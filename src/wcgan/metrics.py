@@ -506,8 +506,15 @@ def merged_chunks(chunks: Iterable[tuple[ChunkScores, str | os.PathLike]]) -> Ch
     """Every chunk's scores (with the file each came from) folded into one chunk of all their
     labels, a chunk at a time, so that no more than two chunks' moments are held at once: the
     moments summed, rows and kept subsets in label order, snapshot points merged point by point
-    (their samples in label order). One extractor's, no label twice."""
-    merged, first_path, seen = None, None, {}
+    (their samples in label order). Lists grow in place and each point's samples are joined
+    once at the end, so the fold costs what the chunks hold. One extractor's, no label twice."""
+    first, first_path, seen = None, None, {}
+    lists: dict[str, list] = {
+        key: [] for key in ("labels", "rows", "kept_fake", "kept_logits", "kept_real", "budgets")
+    }
+    # Per point, each chunk's samples (not its moments, which are summed as they come).
+    points: list[list[tuple[torch.Tensor, ...]]] = []
+    point_moments: list[Moments] = []
     for chunk, path in chunks:
         for label in chunk.labels:
             if label.index in seen:
@@ -515,57 +522,45 @@ def merged_chunks(chunks: Iterable[tuple[ChunkScores, str | os.PathLike]]) -> Ch
                     f"chunk scores '{path}' repeat label '{label.name}' of '{seen[label.index]}'"
                 )
             seen[label.index] = path
-        if merged is None:
-            merged, first_path = chunk, path
-            continue
-        check_one_extractor([merged.extractor, chunk.extractor], [first_path, path])
-        merged = ChunkScores(
-            merged.extractor,
-            merged.labels + chunk.labels,
-            merged.rows + chunk.rows,
-            merged.fake + chunk.fake,
-            merged.real + chunk.real,
-            merged.kept_fake + chunk.kept_fake,
-            merged.kept_logits + chunk.kept_logits,
-            merged.kept_real + chunk.kept_real,
-            merged.budgets + chunk.budgets,
-            _merged_points(merged.snapshots, chunk.snapshots, path),
-        )
-    if merged is None:
+        if first is None:
+            first, first_path, fake, real = chunk, path, chunk.fake, chunk.real
+            points = [[] for _ in chunk.snapshots]
+            point_moments = [part.fake for part in chunk.snapshots]
+        else:
+            check_one_extractor([first.extractor, chunk.extractor], [first_path, path])
+            fake, real = fake + chunk.fake, real + chunk.real
+        if len(chunk.snapshots) != len(points):
+            raise WcganError(
+                f"chunk scores '{path}' hold {len(chunk.snapshots)} snapshot points, other chunks "
+                f"{len(points)}: the training jobs kept different numbers of snapshots"
+            )
+        for key, values in lists.items():
+            values.extend(getattr(chunk, key))
+        for k, part in enumerate(chunk.snapshots):
+            points[k].append((part.features, part.logits, part.indices))
+            if chunk is not first:
+                point_moments[k] = point_moments[k] + part.fake
+    if first is None:
         raise WcganError("no chunk scores to merge")
-    order = sorted(range(len(merged.labels)), key=lambda i: merged.labels[i].index)
-
-    def ordered(values: list) -> list:
-        return [values[i] for i in order]
-
-    return dataclasses.replace(
-        merged,
-        labels=ordered(merged.labels),
-        rows=ordered(merged.rows),
-        kept_fake=ordered(merged.kept_fake),
-        kept_logits=ordered(merged.kept_logits),
-        kept_real=ordered(merged.kept_real),
-        snapshots=[_in_label_order(part) for part in merged.snapshots],
+    order = sorted(range(len(lists["labels"])), key=lambda i: lists["labels"][i].index)
+    ordered = {key: [values[i] for i in order] for key, values in lists.items() if key != "budgets"}
+    return ChunkScores(
+        first.extractor,
+        fake=fake,
+        real=real,
+        budgets=lists["budgets"],
+        snapshots=[
+            _in_label_order(_joined(moments, parts))
+            for moments, parts in zip(point_moments, points, strict=True)
+        ],
+        **ordered,
     )
 
 
-def _merged_points(
-    first: Sequence[SnapshotPart], second: Sequence[SnapshotPart], path: str | os.PathLike
-) -> list[SnapshotPart]:
-    if len(first) != len(second):
-        raise WcganError(
-            f"chunk scores '{path}' hold {len(second)} snapshot points, other chunks {len(first)}: "
-            "the training jobs kept different numbers of snapshots"
-        )
-    return [
-        SnapshotPart(
-            a.fake + b.fake,
-            torch.cat([a.features, b.features]),
-            torch.cat([a.logits, b.logits]),
-            torch.cat([a.indices, b.indices]),
-        )
-        for a, b in zip(first, second, strict=True)
-    ]
+def _joined(moments: Moments, samples: Sequence[tuple[torch.Tensor, ...]]) -> SnapshotPart:
+    """One snapshot point of several chunks: their summed ``moments`` and their samples'
+    (features, logits, indices) joined."""
+    return SnapshotPart(moments, *(torch.cat(column) for column in zip(*samples, strict=True)))
 
 
 def _in_label_order(part: SnapshotPart) -> SnapshotPart:
