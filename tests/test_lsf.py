@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, env, merged, run_snakemake, write_config
+from conftest import REPO, TINY, default_config, env, merged, run_snakemake, write_config
+from wcgan.config import TrainConfig
+from wcgan.memory import training_memory
 
 pytestmark = pytest.mark.e2e
 RUN = Path("results") / "tiny"
@@ -43,13 +45,22 @@ def test_each_training_job_asks_lsf_for_its_queue_project_time_memory_and_gpu(tm
     train = {s["job"]: s for s in submissions if "rule_train_chunk" in s["options"]["-J"][0]}
     split = [s for s in submissions if "rule_split_chunk" in s["options"]["-J"][0]]
     assert len(train) == 2 and len(split) == 2  # a job per chunk of two labels
+    config = merged(default_config(), TINY)
+    estimate = training_memory(
+        TrainConfig.from_mapping(config["train"], "train"),
+        2,
+        2 * config["resources"]["train_images_per_label"],
+        1,
+        8,
+    )
+    expected_mb = config["resources"]["train_mem_mb"] + estimate.data_mb
+    assert expected_mb > config["resources"]["train_mem_mb"]
     for job in train.values():
         options, argv = job["options"], job["argv"]
         assert options["-q"] == ["gpu"] and options["-P"] == ["ci-project"]
         assert options["-W"] == ["7"]  # 2 labels x train.seconds 60 -> 2 minutes + 5 minutes margin
-        assert (
-            options["-n"] == ["1"] and "rusage[mem=16000.0]" in options["-R"]
-        )  # the plugin divides by -n: a float
+        # the rule's own request (the profile sets none): train_mem_mb plus the chunk's estimate
+        assert options["-n"] == ["1"] and f"rusage[mem={float(expected_mb)}]" in options["-R"]
         assert argv[argv.index("-gpu") + 1] == "num=1"
     for job in split:
         assert job["options"]["-q"] == ["cpu"] and job["options"]["-W"] == ["30"]
