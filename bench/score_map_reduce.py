@@ -15,7 +15,7 @@ features and ``--logits``-d logits of the generated ones, float32. Everything on
    ``prc_features_to_metric(save_cpu_ram=True)`` with the arguments commit d305e40's
    ``metric_values`` gave them; against the map's scoring of one label, ``score_chunk`` of that
    label (FID, KID, precision/recall, the moments of both sides, the kept subsets), then its
-   parts timed one by one. The largest relative difference of each metric between the two.
+   parts timed one by one (KID's include the inner products that precision/recall then reads). The largest relative difference of each metric between the two.
 2. The former reduce's merged scoring (IS, FID, KID, precision/recall of all labels' features at
    once) at ``--former-overall-labels`` labels (0: skip), and a projection of the whole former
    reduce at each ``--reduce-labels``: per-label seconds x labels + the merged scoring, its
@@ -53,7 +53,13 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 
 from wcgan.config import PRC_MAX_IMAGES, SCORE_SEED
 from wcgan.data import sample_rows
-from wcgan.feature_stats import Moments, frechet_distance, kernel_distance
+from wcgan.feature_stats import (
+    InnerProducts,
+    Moments,
+    frechet_distance,
+    kernel_distance,
+    precision_and_recall,
+)
 from wcgan.labels import make_labels
 from wcgan.metrics import ChunkScores, Extractor, LabelFeatures, save_chunk_scores, score_chunk
 
@@ -130,7 +136,7 @@ def former_label(label: LabelFeatures) -> tuple[dict, dict]:
 
 
 def timed_precision_recall(fake: torch.Tensor, real: torch.Tensor) -> tuple[tuple[float, float], dict]:
-    """torch-fidelity's precision/recall as both paths call it (the map calls it unchanged)."""
+    """torch-fidelity's precision/recall as d305e40 called it."""
     return timed(
         lambda: prc_features_to_metric(
             sample_rows(fake, PRC_MAX_IMAGES, seed),
@@ -149,10 +155,21 @@ def new_label(label: LabelFeatures) -> tuple[dict, dict]:
         lambda: score_chunk([label], overall_per_label=args.kept, log=lambda _: None)
     )
     seconds["FID"], _ = timed(lambda: frechet_distance(fake, real))
-    seconds["KID"], _ = timed(
-        lambda: kernel_distance(fake, real, subset_size=min(1000, len(fake), len(real)), seed=seed)
+    # KID computes the inner products that precision/recall then reads (metric_values)
+    seconds["KID"], products = timed(lambda: InnerProducts.of(fake, real))
+    kid_seconds, _ = timed(
+        lambda: kernel_distance(
+            fake, real, subset_size=min(1000, len(fake), len(real)), seed=seed, products=products
+        )
     )
-    seconds["PR"], _ = timed_precision_recall(fake, real)
+    seconds["KID"] = tuple(a + b for a, b in zip(seconds["KID"], kid_seconds, strict=True))
+    seconds["PR"], _ = timed(
+        lambda: precision_and_recall(
+            sample_rows(fake, PRC_MAX_IMAGES, seed),
+            sample_rows(real, PRC_MAX_IMAGES, seed),
+            products=products,
+        )
+    )
     seconds["moments"], _ = timed(lambda: (Moments.of(fake), Moments.of(real)))
     return seconds, scores.rows[0]
 

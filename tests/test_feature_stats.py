@@ -4,9 +4,17 @@ import pytest
 import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
 
 import wcgan.feature_stats
-from wcgan.feature_stats import Moments, frechet_distance, frechet_distance_of_moments, kernel_distance
+from wcgan.feature_stats import (
+    InnerProducts,
+    Moments,
+    frechet_distance,
+    frechet_distance_of_moments,
+    kernel_distance,
+    precision_and_recall,
+)
 
 
 def feature_sets(n_1: int, n_2: int, dims: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,3 +76,21 @@ def test_kid_has_torch_fidelitys_subsets_and_value(n_1, n_2, dims, monkeypatch):
     # Above the size of kernel matrices held at once, torch-fidelity's loop over subsets.
     monkeypatch.setattr(wcgan.feature_stats, "KERNEL_MATRIX_LIMIT", 10)
     assert kernel_distance(first, second, subset_size=size, seed=2020) == tuple(rounded.values())
+
+
+# Sizes and a shrink of the second set at which neither is all inside the other's neighbourhoods.
+@pytest.mark.parametrize(
+    ("n_1", "n_2", "dims", "shrink"), [(90, 180, 8, 0.9), (300, 200, 64, 0.9), (300, 200, 2048, 0.8)]
+)
+def test_precision_recall_from_inner_products_is_torch_fidelitys(n_1, n_2, dims, shrink, monkeypatch):
+    first, second = feature_sets(n_1, n_2, dims, seed=2)
+    second = second * shrink
+    theirs = prc_features_to_metric(first, second, save_cpu_ram=True, verbose=False)
+    ours = precision_and_recall(first, second)
+    assert 0 < ours["f_score"] < 1
+    assert ours == theirs
+    assert precision_and_recall(first, second, products=InnerProducts.of(first, second)) == theirs
+    assert precision_and_recall(second, first) == prc_features_to_metric(second, first, verbose=False)
+    # Above the size of products held at once, torch-fidelity's own function.
+    monkeypatch.setattr(wcgan.feature_stats, "KERNEL_MATRIX_LIMIT", 10)
+    assert precision_and_recall(first, second) == theirs

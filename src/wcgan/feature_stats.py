@@ -15,6 +15,12 @@ import numpy as np
 import torch
 from torch_fidelity.defaults import DEFAULTS
 from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import (
+    KEY_METRIC_F_SCORE,
+    KEY_METRIC_PRECISION,
+    KEY_METRIC_RECALL,
+    prc_features_to_metric,
+)
 
 # KID's kernel matrices of all features at once above this many elements (a merged run's
 # features): torch-fidelity's loop over subsets instead, which holds one subset's at a time.
@@ -115,11 +121,33 @@ def frechet_distance_of_moments(moments_1: Moments, moments_2: Moments) -> float
     return _frechet(mean_1, mean_2, covariance_1.trace(), covariance_2.trace(), trace_sqrt_product)
 
 
-def _polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # torch-fidelity's default kernel: (x.y / D + 1) ** 3, the products in float32 as it takes them.
-    gamma = DEFAULTS["kid_kernel_poly_gamma"] or 1.0 / x.shape[1]
-    products = (x.float() @ y.float().T).double()
-    return (products * gamma + DEFAULTS["kid_kernel_poly_coef0"]) ** DEFAULTS["kid_kernel_poly_degree"]
+@dataclass(frozen=True)
+class InnerProducts:
+    """The inner products of two feature sets, within each and between them, in float32 as
+    torch-fidelity takes them: KID's kernels and precision/recall's distances both read them,
+    so a label's three n x n products are computed once for both."""
+
+    within_1: torch.Tensor  # n_1 x n_1
+    within_2: torch.Tensor  # n_2 x n_2
+    between: torch.Tensor  # n_1 x n_2
+
+    @staticmethod
+    def fit(n_1: int, n_2: int) -> bool:
+        """Whether the products of sets this large are held at once (KERNEL_MATRIX_LIMIT)."""
+        return (n_1 + n_2) ** 2 <= KERNEL_MATRIX_LIMIT
+
+    @classmethod
+    def of(cls, features_1: torch.Tensor, features_2: torch.Tensor) -> InnerProducts:
+        first, second = features_1.float(), features_2.float()
+        return cls(first @ first.T, second @ second.T, first @ second.T)
+
+
+def _polynomial_kernel(products: torch.Tensor, dims: int) -> torch.Tensor:
+    # torch-fidelity's default kernel: (x.y / D + 1) ** 3, of the float32 products.
+    gamma = DEFAULTS["kid_kernel_poly_gamma"] or 1.0 / dims
+    return (products.double() * gamma + DEFAULTS["kid_kernel_poly_coef0"]) ** DEFAULTS[
+        "kid_kernel_poly_degree"
+    ]
 
 
 def kernel_distance(
@@ -129,13 +157,15 @@ def kernel_distance(
     subset_size: int,
     seed: int,
     subsets: int = DEFAULTS["kid_subsets"],
+    products: InnerProducts | None = None,
 ) -> tuple[float, float]:
     """KID (mean, standard deviation over ``subsets``) of two feature sets: torch-fidelity's
     ``kid_features_to_metric`` with its polynomial kernel, the same subsets (drawn from its
     random stream in its order). Each subset's kernel sums come from the three kernel matrices
-    of all features, computed once: a product with the subsets' indicator rows."""
+    of all features, computed once (or given as ``products``): a product with the subsets'
+    indicator rows."""
     n_1, n_2 = len(features_1), len(features_2)
-    if (n_1 + n_2) ** 2 > KERNEL_MATRIX_LIMIT:
+    if not InnerProducts.fit(n_1, n_2):
         values = kid_features_to_metric(
             features_1.cpu(), features_2.cpu(), kid_subsets=subsets, kid_subset_size=subset_size,
             rng_seed=seed, verbose=False,
@@ -156,12 +186,50 @@ def kernel_distance(
     def subset_sums(kernel: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         return ((left @ kernel) * right).sum(1)
 
-    kernel_11 = _polynomial_kernel(features_1, features_1)
-    kernel_22 = _polynomial_kernel(features_2, features_2)
+    products = products or InnerProducts.of(features_1, features_2)
+    dims = features_1.shape[1]
+    kernel_11 = _polynomial_kernel(products.within_1, dims)
+    kernel_22 = _polynomial_kernel(products.within_2, dims)
     within_1 = subset_sums(kernel_11, indicator_1, indicator_1) - indicator_1 @ kernel_11.diagonal()
     within_2 = subset_sums(kernel_22, indicator_2, indicator_2) - indicator_2 @ kernel_22.diagonal()
     del kernel_11, kernel_22
-    between = subset_sums(_polynomial_kernel(features_1, features_2), indicator_1, indicator_2)
+    between = subset_sums(_polynomial_kernel(products.between, dims), indicator_1, indicator_2)
     m = subset_size
     mmd = (within_1 + within_2) / (m * (m - 1)) - 2 * between / (m * m)
     return float(mmd.mean()), float(mmd.std(correction=0))
+
+
+def precision_and_recall(
+    features_1: torch.Tensor,
+    features_2: torch.Tensor,
+    *,
+    neighborhood: int = DEFAULTS["prc_neighborhood"],
+    products: InnerProducts | None = None,
+) -> dict[str, float]:
+    """torch-fidelity's ``prc_features_to_metric``: the share of ``features_1`` within the
+    ``neighborhood``-th nearest neighbour distance of some row of ``features_2`` (precision)
+    and the other way round (recall), and their F-score. The squared distances come from the
+    inner products (``|x|^2 + |y|^2 - 2 x.y``, as ``torch.cdist`` computes them for sets this
+    large) computed once or given as ``products``; above KERNEL_MATRIX_LIMIT, torch-fidelity's
+    own function, which holds a batch of distances at a time."""
+    if not InnerProducts.fit(len(features_1), len(features_2)):
+        return prc_features_to_metric(
+            features_1, features_2, prc_neighborhood=neighborhood, save_cpu_ram=True, verbose=False
+        )
+    products = products or InnerProducts.of(features_1, features_2)
+    norms_1, norms_2 = products.within_1.diagonal(), products.within_2.diagonal()
+
+    def squared_distances(inner: torch.Tensor, norms_left: torch.Tensor, norms_right: torch.Tensor):
+        return (norms_left[:, None] + norms_right[None, :] - 2 * inner).clamp_min(0)
+
+    # the (k + 1)-th smallest distance of a row to its own set: the row itself comes first
+    radius_1 = squared_distances(products.within_1, norms_1, norms_1).kthvalue(neighborhood + 1).values
+    radius_2 = squared_distances(products.within_2, norms_2, norms_2).kthvalue(neighborhood + 1).values
+    between = squared_distances(products.between, norms_1, norms_2)
+    precision = (between <= radius_2[None, :]).any(1).float().mean().item()
+    recall = (between <= radius_1[:, None]).any(0).float().mean().item()
+    return {
+        KEY_METRIC_PRECISION: precision,
+        KEY_METRIC_RECALL: recall,
+        KEY_METRIC_F_SCORE: 2 * precision * recall / max(1e-5, precision + recall),
+    }

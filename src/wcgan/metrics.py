@@ -32,14 +32,20 @@ from torch_fidelity.defaults import DEFAULTS
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from torch_fidelity.metric_isc import isc_features_to_metric
-from torch_fidelity.metric_prc import prc_features_to_metric
 
 from wcgan.atomic import load_torch, load_torch_hashed, save_torch
 from wcgan.compare import curve_rows
 from wcgan.config import INCEPTION_DOWNLOAD, OVERALL_PER_LABEL, PRC_MAX_IMAGES, SCORE_SEED
 from wcgan.data import Shard, sample_rows
 from wcgan.errors import WcganError
-from wcgan.feature_stats import Moments, frechet_distance, frechet_distance_of_moments, kernel_distance
+from wcgan.feature_stats import (
+    InnerProducts,
+    Moments,
+    frechet_distance,
+    frechet_distance_of_moments,
+    kernel_distance,
+    precision_and_recall,
+)
 from wcgan.labels import Label
 from wcgan.model_files import classifier_from_file_data
 from wcgan.networks import Classifier, images_to_float
@@ -594,8 +600,8 @@ def metric_values(
     the features' ``moments`` (generated, real) when given: those of every feature where the
     features given are a subset.
 
-    Torch-fidelity's definitions and arguments: FID and KID computed as ``wcgan.feature_stats``
-    does, IS and precision/recall by torch-fidelity's own functions.
+    Torch-fidelity's definitions and arguments: FID, KID and precision/recall computed as
+    ``wcgan.feature_stats`` does, IS by torch-fidelity's own function.
     """
     n_fake, n_real = len(fake_features), len(real_features)
     if n_fake < 2 or n_real < 2:
@@ -606,7 +612,11 @@ def metric_values(
     values[torch_fidelity.KEY_METRIC_FID] = (
         frechet_distance_of_moments(*moments) if moments else frechet_distance(fake_features, real_features)
     )
-    kid = kernel_distance(fake_features, real_features, subset_size=min(1000, n_fake, n_real), seed=seed)
+    # KID's kernels and precision/recall's distances from the same products, computed once
+    products = InnerProducts.of(fake_features, real_features) if InnerProducts.fit(n_fake, n_real) else None
+    kid = kernel_distance(
+        fake_features, real_features, subset_size=min(1000, n_fake, n_real), seed=seed, products=products
+    )
     values[torch_fidelity.KEY_METRIC_KID_MEAN], values[torch_fidelity.KEY_METRIC_KID_STD] = kid
     sizes = {}
     # Precision/recall compares each image with its k nearest neighbours: a label with k or
@@ -619,8 +629,8 @@ def metric_values(
     elif precision_recall:
         fake_subset = sample_rows(fake_features, prc_max_images, seed)
         real_subset = sample_rows(real_features, prc_max_images, seed)
-        # save_cpu_ram: distances a batch at a time, not the whole n_fake x n_real matrix.
-        values.update(prc_features_to_metric(fake_subset, real_subset, save_cpu_ram=True, verbose=False))
+        whole = len(fake_subset) == n_fake and len(real_subset) == n_real
+        values.update(precision_and_recall(fake_subset, real_subset, products=products if whole else None))
         sizes = {"prc_n_fake": len(fake_subset), "prc_n_real": len(real_subset)}
     return {ours: float(values[theirs]) for ours, theirs in METRIC_KEYS.items() if theirs in values} | sizes
 
