@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -204,6 +205,14 @@ class TrainingSet:
             raise WcganError(f"the shards hold images of different shapes {sorted(shapes)}")
         classes = torch.cat([torch.full((len(s.images),), c) for c, s in enumerate(shards)])
         return cls(torch.cat([s.images for s in shards]), [s.label for s in shards], classes, CONDITIONAL)
+
+    def identity(self, name_key: str = "label") -> dict[str, Any]:
+        """Whose GAN it is: one label's index, slug and name (under ``name_key``), or the labels
+        of a conditional GAN (class c is ``labels[c]``, each as [index, slug, name])."""
+        if self.classes is None:
+            label = self.labels[0]
+            return {name_key: label.name, "slug": label.slug, "index": label.index}
+        return {"slug": self.name, "labels": [[lb.index, lb.slug, lb.name] for lb in self.labels]}
 
     @property
     def num_classes(self) -> int | None:

@@ -75,7 +75,6 @@ from wcgan.errors import QuietExit, WcganError
 from wcgan.labels import Label
 from wcgan.launch import collective, describe_rank, refused_alike
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
-from wcgan.model_files import identity
 from wcgan.networks import Critic, Generator, NetworkStack
 from wcgan.training import (
     Housekeeping,
@@ -661,7 +660,7 @@ def _serve(
 
     session_seconds, done = house.session_seconds, house.done
     summary = {
-        **identity(data),
+        **data.identity(),
         "loss": config.loss,
         "iterations": round_,
         "rounds": round_,

@@ -23,15 +23,6 @@ GENERATOR_FORMAT = "wcgan-generator-1"
 CLASSIFIER_FORMAT = "wcgan-classifier-1"
 
 
-def identity(data: TrainingSet, name_key: str = "label") -> dict[str, Any]:
-    """Whose GAN it is: one label's index, slug and name (under ``name_key``), or the labels of
-    a conditional GAN (class c is ``labels[c]``, each as [index, slug, name])."""
-    if data.classes is None:
-        label = data.labels[0]
-        return {name_key: label.name, "slug": label.slug, "index": label.index}
-    return {"slug": data.name, "labels": [[lb.index, lb.slug, lb.name] for lb in data.labels]}
-
-
 def save_generator(result: TrainResult, data: TrainingSet, path: str | Path) -> None:
     """The trained generator with what sampling needs: architecture, label(s), how it was trained."""
     save_torch(
@@ -39,7 +30,7 @@ def save_generator(result: TrainResult, data: TrainingSet, path: str | Path) -> 
             "format": GENERATOR_FORMAT,
             "hparams": result.generator.hparams,
             "state": result.generator.state_dict(),
-            **identity(data, "name"),
+            **data.identity("name"),
             "iterations": result.summary["iterations"],
             "seconds": result.summary["seconds"],
             "loss": result.summary["loss"],

@@ -61,7 +61,6 @@ from wcgan.config import TrainConfig, label_seed
 from wcgan.data import TrainingSet
 from wcgan.errors import TrainingInterrupted, WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
-from wcgan.model_files import identity
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float, stack_labels
 
 CHECKPOINT_FORMAT = "wcgan-checkpoint-3"  # 2: two random streams, snapshots; 3: a chunk of labels
@@ -646,7 +645,7 @@ def train_chunk(
     results = []
     for member in labels:
         summary = {
-            **identity(member.data),
+            **member.data.identity(),
             **shared,
             "images": len(member.data.images),
             "snapshots": [[point["iteration"], point["seconds"]] for point in member.snapshots]
