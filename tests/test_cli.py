@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from conftest import run_wcgan, save_png
-from wcgan.cli import OUTPUT_SUFFIXES, build_parser, format_options, per_label_files
+from wcgan.cli import OUTPUT_SUFFIXES, build_parser, per_label_files
 from wcgan.data import Shard, save_shard
 from wcgan.errors import WcganError
 from wcgan.labels import Label, read_table
+from wcgan.options import config_from_options, format_options
 
 
 def one_error_line(result) -> str:
@@ -164,7 +165,6 @@ def test_train_also_draws_the_labels_samples(tmp_path, digit_shards):
 def test_format_options_round_trips_through_the_parser():
     import shlex
 
-    from wcgan.cli import build_parser, config_from_args
     from wcgan.config import TrainConfig
 
     section = {
@@ -179,7 +179,7 @@ def test_format_options_round_trips_through_the_parser():
     assert "--seconds" not in words  # None means unset: the dataclass default applies
     args = build_parser().parse_args(["train", "--shard", "s", "--model-out", "m", "--losses-out", "l",
                                       "--summary-out", "j", "--checkpoint-dir", "c", *words])  # fmt: skip
-    assert config_from_args(TrainConfig, args) == TrainConfig(
+    assert config_from_options(TrainConfig, vars(args)) == TrainConfig(
         iterations=7, lr=2e-4, betas=(0.5, 0.9), device="cpu"
     )
     assert format_options({"download": False, "loss": "wgan gp"}) == "--no-download --loss 'wgan gp'"

@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
-import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from wcgan import __version__
 from wcgan.errors import QuietExit, WcganError
+from wcgan.options import add_config_options, config_from_options
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# --- config dataclasses <-> command-line options ------------------------------------------
+# --- chunk folders -----------------------------------------------------------------------
 
 
 def files_in(paths: Sequence[str], suffix: str = ".pt") -> list[str]:
@@ -116,57 +114,6 @@ def per_label_files(args: argparse.Namespace, suffixes: Mapping[str, str], label
             )
 
 
-def _option_kwargs(annotation: str) -> dict[str, Any]:
-    base = annotation.replace(" | None", "")
-    if base == "tuple[float, float]":
-        return dict(type=float, nargs=2, metavar=("A", "B"))
-    if base == "bool":
-        return dict(action=argparse.BooleanOptionalAction)
-    return dict(type={"int": int, "float": float, "str": str}[base])
-
-
-def add_config_options(
-    parser: argparse.ArgumentParser, cls: type, title: str, exclude: Sequence[str] = ()
-) -> None:
-    """One ``--field-name`` option per dataclass field, its help from the field's metadata
-    (``wcgan.config.option``); unset options keep the dataclass default."""
-    group = parser.add_argument_group(title)
-    for field in dataclasses.fields(cls):
-        if field.name in exclude:
-            continue
-        default = "unset" if field.default is None else field.default
-        group.add_argument(
-            "--" + field.name.replace("_", "-"),
-            dest=field.name,
-            default=argparse.SUPPRESS,
-            help=f"{field.metadata['help']} (default: {default})",
-            **_option_kwargs(str(field.type)),
-        )
-
-
-def config_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
-    """The config section that the command's options give, with ``fixed`` values in place of
-    any option's, checked as the command will use it."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    return cls.from_mapping({**values, **fixed})
-
-
-def format_options(values: Mapping[str, Any]) -> str:
-    """The inverse of ``add_config_options``: a config section as shell-quoted options."""
-    words: list[str] = []
-    for name, value in values.items():
-        flag = "--" + name.replace("_", "-")
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            words.append(flag if value else "--no-" + name.replace("_", "-"))
-        elif isinstance(value, (list, tuple)):
-            words += [flag, *map(str, value)]
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
-
-
 # --- data ---------------------------------------------------------------------------------
 
 
@@ -179,7 +126,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def _spec(args: argparse.Namespace):
     from wcgan.sources import DataSpec
 
-    return config_from_args(DataSpec, args)
+    return config_from_options(DataSpec, vars(args))
 
 
 def cmd_labels(args: argparse.Namespace) -> None:
@@ -366,7 +313,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from wcgan.config import TrainConfig
     from wcgan.training import train_chunk
 
-    config = config_from_args(TrainConfig, args)
+    config = config_from_options(TrainConfig, vars(args))
     if config.generator == "distributed":
         raise WcganError(
             "train.generator distributed runs as a group of processes: use wcgan train-distributed --launch torchrun"
@@ -388,8 +335,8 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
 
     # Every rank of a group finds the same fault in its command line: rank 0 says it.
     with refused_alike(0 if args.launch else environment_rank(os.environ)):
-        config = config_from_args(TrainConfig, args, generator="distributed")
-        dist_config = config_from_args(DistributedConfig, args)
+        config = config_from_options(TrainConfig, vars(args), generator="distributed")
+        dist_config = config_from_options(DistributedConfig, vars(args))
         config.check()
         dist_config.check()
         shards = files_in(chunk_paths(args, args.shard))
@@ -555,7 +502,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
     from wcgan.model_files import save_classifier
 
     device = _torch_setup(args)
-    config = config_from_args(ClassifierConfig, args)
+    config = config_from_options(ClassifierConfig, vars(args))
     shards = sorted(
         (load_shard(p, mmap=True) for p in files_in(chunk_paths(args, args.shards))),
         key=lambda s: s.label.index,

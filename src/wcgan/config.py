@@ -28,7 +28,7 @@ PRC_MAX_IMAGES = 10_000  # precision/recall is quadratic in the images: a seeded
 def option(default: Any, help: str) -> Any:
     """A config section's field: its default, which is the schema's (workflow/schemas/
     config.schema.yaml, held equal by tests/test_config.py), and the help of its command-line
-    option (``wcgan.cli.add_config_options``)."""
+    option (``wcgan.options.add_config_options``)."""
     return field(default=default, metadata={"help": help})
 
 

@@ -12,7 +12,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from wcgan.cli import format_options
+from wcgan.options import format_options
 from wcgan.cluster import (
     TRAIN_RULES,
     check_resources,
