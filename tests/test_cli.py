@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from conftest import run_wcgan, save_png
-from wcgan.cli import OUTPUT_SUFFIXES, build_parser, per_label_files
+from wcgan.cli import build_parser
 from wcgan.data import Shard, save_shard
 from wcgan.errors import WcganError
 from wcgan.labels import Label, read_table
 from wcgan.options import config_from_options, format_options
+from wcgan.training_outputs import TrainingOutputs, check_outputs
 
 
 def one_error_line(result) -> str:
@@ -64,17 +65,35 @@ def test_a_command_given_a_root_and_chunks_reads_every_chunks_folder(image_tree,
 
 
 def test_a_root_and_chunks_put_each_labels_output_in_its_chunks_folder():
-    common = ["--shard", "s", "--model-out", "m.pt", "--losses-out", "l.csv", "--summary-out", "s.json",
-              "--checkpoint-dir", "ck", "--samples-out", "samples"]  # fmt: skip
+    given = {"models": ["m.pt"], "losses": ["l.csv"], "summaries": ["s.json"], "samples": ["samples"],
+             "snapshots": None}  # fmt: skip
     labels = [Label(i, f"l{i}", f"l{i}") for i in range(5)]
-    args = build_parser().parse_args(["train", *common, "--chunks", "5", "2"])
-    per_label_files(args, OUTPUT_SUFFIXES, labels)
+    outputs = TrainingOutputs.of(given, labels, (5, 2))
     chunks = ["c000-001", "c000-001", "c002-003", "c002-003", "c004-004"]
-    assert args.samples_out == [f"samples/{chunk}/l{i}.pt" for i, chunk in enumerate(chunks)]
-    assert args.model_out == ["m.pt"]  # a file, not a root
-    args = build_parser().parse_args(["train", *common, "--chunks", "4", "2"])
+    assert outputs.samples == [f"samples/{chunk}/l{i}.pt" for i, chunk in enumerate(chunks)]
+    assert outputs.models == ["m.pt"] and outputs.snapshots is None  # a file, not a root
+    assert TrainingOutputs.of(given, labels, None).samples == [f"samples/l{i}.pt" for i in range(5)]
     with pytest.raises(WcganError, match="label 'l4' has index 4, but --chunks 4 2 names labels 0 to 3"):
-        per_label_files(args, OUTPUT_SUFFIXES, labels)
+        TrainingOutputs.of(given, labels, (4, 2))
+
+
+def test_training_outputs_name_a_file_per_gan_and_per_label():
+    given = {
+        "models": ["a.pt", "b.pt"],
+        "losses": ["l"],
+        "summaries": ["s"],
+        "samples": ["x.pt"],
+        "snapshots": None,
+    }
+    with pytest.raises(WcganError, match="--samples-out names 1 files for 2 shards"):
+        check_outputs(given, 2, 2, "per_label", 0)
+    with pytest.raises(
+        WcganError, match="--model-out names 2 files; it needs 1: one for train.generator conditional"
+    ):
+        check_outputs(given | {"samples": ["folder"]}, 1, 2, "conditional", 0)
+    with pytest.raises(WcganError, match="train.snapshots is 3: give --snapshots-out"):
+        check_outputs(given | {"samples": ["folder"]}, 2, 2, "per_label", 3)
+    check_outputs(given | {"samples": ["folder"]}, 2, 2, "per_label", 0)  # folders: a file per label
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,10 @@ input ends with one line, ``wcgan: error: ...``, and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from wcgan import __version__
@@ -76,42 +75,6 @@ def chunk_paths(args: argparse.Namespace, paths: Sequence[str], suffix: str = ""
             f"{per_job} names another run's chunks"
         )
     return [str(chunk) for chunk in chunks]
-
-
-def _label_folders(args: argparse.Namespace, labels: Sequence) -> list[str]:
-    """Each label's folder under an output root: its chunk's with ``--chunks``, else the root."""
-    if getattr(args, "chunks", None) is None:
-        return [""] * len(labels)
-    from wcgan.labels import chunk_names
-
-    n_labels, per_job = args.chunks
-    names = chunk_names(n_labels, per_job)
-    outside = next((label for label in labels if not 0 <= label.index < n_labels), None)
-    if outside is not None:
-        raise WcganError(
-            f"label '{outside.name}' has index {outside.index}, but --chunks {n_labels} {per_job} "
-            f"names labels 0 to {n_labels - 1}"
-        )
-    return [names[label.index // per_job] for label in labels]
-
-
-def per_label_files(args: argparse.Namespace, suffixes: Mapping[str, str], labels: Sequence) -> None:
-    """Replace each option of ``suffixes`` (option name -> file suffix) that names one folder,
-    not a file with its suffix, by that folder's file of each label, ``<slug><suffix>`` in
-    label order; with ``--chunks`` the folder is a root, and each label's file goes in its
-    chunk's folder there. The rules pass folders, so a command line stays short at any K."""
-    folders = _label_folders(args, labels)
-    for name, suffix in suffixes.items():
-        given = getattr(args, name, None)
-        if given and len(given) == 1 and not given[0].endswith(suffix):
-            setattr(
-                args,
-                name,
-                [
-                    str(Path(given[0], folder, f"{label.slug}{suffix}"))
-                    for label, folder in zip(labels, folders, strict=True)
-                ],
-            )
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -197,95 +160,31 @@ def cmd_label_table(args: argparse.Namespace) -> None:
 # --- training and sampling ----------------------------------------------------------------
 
 
-# Per-GAN output options: one file per label of a chunk (per_label), else one.
-# Each per-label output option's file suffix: an option naming a folder instead of such a file
-# gets one file per label in it (``per_label_files``).
-OUTPUT_SUFFIXES = {
-    "model_out": ".pt",
-    "losses_out": ".csv",
-    "summary_out": ".json",
-    "samples_out": ".pt",
-    "snapshots_out": ".pt",
-}
-# The options that name a file per GAN (samples are per label, also of a conditional GAN).
-GAN_OUTPUTS = tuple(name for name in OUTPUT_SUFFIXES if name != "samples_out")
+def _outputs_given(args: argparse.Namespace) -> dict[str, list[str] | None]:
+    """A training command's output options, by the names of ``TrainingOutputs``."""
+    options = {"models": args.model_out, "losses": args.losses_out, "summaries": args.summary_out}
+    return options | {"samples": args.samples_out, "snapshots": args.snapshots_out}
 
 
 def _training_data(args: argparse.Namespace, config):
-    """The sets a training job trains on, and its budget: each label's shard as a chunk of
-    per-label GANs with the per-label budget, or every label's as one conditional GAN with the
-    labels' budget together (``TrainConfig.for_labels``). Checks that the output options name
-    one file per GAN (and ``--samples-out`` one per label)."""
+    """The sets a training job trains on, its budget and its outputs: each label's shard as a
+    chunk of per-label GANs with the per-label budget, or every label's as one conditional GAN
+    with the labels' budget together (``TrainConfig.for_labels``)."""
     from wcgan.data import TrainingSet, load_shard
+    from wcgan.training_outputs import TrainingOutputs, check_outputs
 
     # In label order: a folder of shards lists them by file name.
     shards = sorted(
         (load_shard(path) for path in files_in(chunk_paths(args, args.shard))), key=lambda s: s.label.index
     )
-    per_label_files(args, OUTPUT_SUFFIXES, [shard.label for shard in shards])
     if config.generator == "per_label":
         sets = [TrainingSet.of_label(shard) for shard in shards]
     else:
         sets = [TrainingSet.of_labels(shards)]
         config = config.for_labels(len(shards))
-    _check_outputs(args, config, len(sets), len(shards))
-    return sets, config
-
-
-def _check_outputs(args: argparse.Namespace, config, gans: int, labels: int) -> None:
-    """The output options name one file per GAN, and ``--samples-out`` one per label (or their
-    folder)."""
-    for name in GAN_OUTPUTS:
-        given = getattr(args, name)
-        if given is not None and len(given) != gans:
-            per = "one per --shard" if gans > 1 else f"one for train.generator {config.generator}"
-            raise WcganError(f"--{name.replace('_', '-')} names {len(given)} files; it needs {gans}: {per}")
-    samples = args.samples_out
-    if samples and len(samples) != labels and not (len(samples) == 1 and not samples[0].endswith(".pt")):
-        raise WcganError(f"--samples-out names {len(samples)} files for {labels} shards")
-    if config.snapshots and not args.snapshots_out:
-        raise WcganError(f"train.snapshots is {config.snapshots}: give --snapshots-out for their samples")
-
-
-def _write_training_outputs(args: argparse.Namespace, results, sets) -> None:
-    """A training job's files, per GAN: generator, losses, samples of each of its labels,
-    snapshot samples, and the summary with where the job's time went (for the weak-scaling
-    split, wcgan.scaling)."""
-    from wcgan.atomic import atomic_open
-    from wcgan.model_files import save_generator
-    from wcgan.sampling import sample_labels, save_samples, save_snapshot_samples
-    from wcgan.training import write_losses
-
-    trained = time.monotonic()
-    samples_out = iter(args.samples_out or [])
-    for k, (result, data) in enumerate(zip(results, sets, strict=True)):
-        save_generator(result, data, args.model_out[k])
-        write_losses(result.history, args.losses_out[k])
-        if args.samples_out:
-            images = sample_labels(result.generator, data.labels, args.samples, args.samples_seed)
-            for label_images, label in zip(images, data.labels, strict=True):
-                save_samples(label_images, label, next(samples_out))
-        if args.snapshots_out:
-            generator = copy.deepcopy(result.generator)
-            save_snapshot_samples(
-                result.snapshots,
-                generator,
-                data.labels,
-                args.samples,
-                args.samples_seed,
-                args.snapshots_out[k],
-            )
-        summary = result.summary
-        loop, checkpoint = summary["session_seconds"], summary.get("phase_seconds", {}).get("checkpoint", 0.0)
-        summary["job"] = {
-            "started_at": args.started_at,
-            "finished_at": time.time(),
-            "training_seconds": loop - checkpoint,
-            "checkpoint_seconds": checkpoint,
-            "shutdown_seconds": time.monotonic() - trained,
-        }
-        with atomic_open(args.summary_out[k]) as fh:
-            json.dump(summary, fh, indent=2)
+    given = _outputs_given(args)
+    check_outputs(given, len(sets), len(shards), config.generator, config.snapshots)
+    return sets, config, TrainingOutputs.of(given, [shard.label for shard in shards], args.chunks)
 
 
 def _check_training_memory(args: argparse.Namespace, config) -> None:
@@ -320,11 +219,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
     if args.mem_mb is not None:
         _check_training_memory(args, config)
-    sets, config = _training_data(args, config)
+    sets, config, outputs = _training_data(args, config)
     results = train_chunk(
         sets, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log
     )
-    _write_training_outputs(args, results, sets)
+    outputs.write(results, sets, args.samples, args.samples_seed, args.started_at)
 
 
 def cmd_train_distributed(args: argparse.Namespace) -> None:
@@ -332,6 +231,7 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
 
     from wcgan.config import DistributedConfig, TrainConfig
     from wcgan.launch import environment_rank, launch_group, member_from_environment, recorded, refused_alike
+    from wcgan.training_outputs import check_outputs
 
     # Every rank of a group finds the same fault in its command line: rank 0 says it.
     with refused_alike(0 if args.launch else environment_rank(os.environ)):
@@ -340,7 +240,7 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
         config.check()
         dist_config.check()
         shards = files_in(chunk_paths(args, args.shard))
-        _check_outputs(args, config, 1, len(shards))
+        check_outputs(_outputs_given(args), 1, len(shards), config.generator, config.snapshots)
         member = None if args.launch else member_from_environment(os.environ, dist_config.processes)
     if member is None:  # this process starts the group, each rank this command without --launch
         code = launch_group(
@@ -411,9 +311,11 @@ def _train_rank(args: argparse.Namespace, member, shards: list[str], config, dis
     finally:
         dist.destroy_process_group()
     if outcome is not None:  # the server writes the outputs
+        from wcgan.training_outputs import TrainingOutputs
+
         result, data = outcome
-        per_label_files(args, OUTPUT_SUFFIXES, data.labels)
-        _write_training_outputs(args, [result], [data])
+        outputs = TrainingOutputs.of(_outputs_given(args), data.labels, args.chunks)
+        outputs.write([result], [data], args.samples, args.samples_seed, args.started_at)
 
 
 def _without_option(argv: Sequence[str], option: str) -> list[str]:
