@@ -157,8 +157,8 @@ def test_a_chunk_trains_each_label_as_its_own_gan(digit_shards, tmp_path):
     alone = train(sets[1], tiny(iterations=3), tmp_path / "alone", log=quiet)
     for a, b in zip(generator_weights(results[1]), generator_weights(alone), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    (chunk_state,) = (load_torch(path, "checkpoint") for path in tmp_path.glob("*.pt"))
-    (alone_state,) = (load_torch(path, "checkpoint") for path in (tmp_path / "alone").glob("*.pt"))
+    (chunk_state,) = (load_torch(path, "checkpoint")["state"] for path in tmp_path.glob("*.pt"))
+    (alone_state,) = (load_torch(path, "checkpoint")["state"] for path in (tmp_path / "alone").glob("*.pt"))
     critic = Critic(resolution=8, channels=1, width=4)
     optimizer = make_optimizer("adam", critic.parameters(), 1e-4, (0.0, 0.9))
     optimizer.load_state_dict(chunk_state["labels"][1]["opt_d"])  # restorable alone
@@ -261,8 +261,8 @@ def test_a_diverging_label_is_named_and_the_last_good_checkpoint_stays(
         train_chunk(sets, config, tmp_path, log=quiet)
     (checkpoint,) = tmp_path.glob("*.pt")
     state = load_torch(checkpoint, "checkpoint")
-    assert state["iteration"] == 3
-    for label in state["labels"]:
+    assert state["count"] == 3
+    for label in state["state"]["labels"]:
         assert all(torch.isfinite(t).all() for t in label["generator"].values() if t.is_floating_point())
         assert torch.isfinite(label["history"]).all()
 
@@ -290,7 +290,7 @@ def test_a_sigkilled_chunk_resumes_bit_for_bit(digit_shards, tmp_path):
     deadline = time.monotonic() + 120
     while (
         not (found := list((tmp_path / "ck").glob("*.pt")))
-        or load_torch(found[0], "checkpoint")["iteration"] == 0
+        or load_torch(found[0], "checkpoint")["count"] == 0
     ):
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline, "no checkpoint appeared"
@@ -298,7 +298,7 @@ def test_a_sigkilled_chunk_resumes_bit_for_bit(digit_shards, tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
     (checkpoint,) = (tmp_path / "ck").glob("*.pt")
-    reached = load_torch(checkpoint, "checkpoint")["iteration"]
+    reached = load_torch(checkpoint, "checkpoint")["count"]
     budget = reached + 4
     rerun = _start_chunk(shards, tmp_path, iterations=budget, checkpoint_seconds=600)
     _, stderr = rerun.communicate(timeout=120)

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from conftest import REPO, env
-from wcgan.atomic import LOCK_NAME, load_torch
+from wcgan.atomic import LOCK_NAME, load_torch, save_torch
 from wcgan.cli import main
 from wcgan.config import DistributedConfig, TrainConfig, label_seed
 from wcgan.data import TrainingSet, save_shard
@@ -81,9 +81,12 @@ def launch(processes: int, shards: list[str], out: Path, *options: str) -> subpr
 
 
 def checkpoint(out: Path) -> dict:
-    # One checkpoint beside the folder's lock file and the ranks' records: no temporaries.
+    """The server's state in the one checkpoint beside the folder's lock file and the ranks'
+    records: no temporaries."""
     (path,) = (p for p in (out / "checkpoints").iterdir() if p.name not in (LOCK_NAME, GROUP_FOLDER))
-    return load_torch(path, "checkpoint")
+    state = load_torch(path, "checkpoint")
+    assert state["kind"] == "distributed" and state["count"] == len(state["state"]["history"])
+    return state["state"]
 
 
 def summary(out: Path) -> dict:
@@ -254,6 +257,15 @@ def test_one_device_on_the_serial_schedule_reproduces_train_and_resumes(
     first = launch(2, shard_files, out, "--devices=1", "--iterations=1")  # 3 labels: 3 rounds
     assert first.returncode == 0, first.stderr
     assert "new distributed run" in first.stderr
+    # Written as the server's checkpoint was before the runner's schema: it resumes all the same.
+    (path,) = (out / "checkpoints").glob("distributed-*.pt")
+    state = load_torch(path, "checkpoint")
+    former = {
+        "format": "wcgan-distributed-checkpoint-1",
+        "round": state["count"],
+        "seconds": state["seconds"],
+    }
+    save_torch({**former, "config": state["config"], **state["state"]}, path)
     second = launch(2, shard_files, out, "--devices=1", "--iterations=2")
     assert second.returncode == 0, second.stderr
     assert "at round 3" in next(line for line in second.stderr.splitlines() if "resumed from" in line)
@@ -269,7 +281,7 @@ def test_one_device_on_the_serial_schedule_reproduces_train_and_resumes(
     for name, parameter in reference.generator.named_parameters():
         assert torch.equal(state["generator"][name], parameter), name
     (train_checkpoint,) = (tmp_path / "train").glob("*.pt")
-    reference_critic = load_torch(train_checkpoint, "checkpoint")["labels"][0]["critic"]
+    reference_critic = load_torch(train_checkpoint, "checkpoint")["state"]["labels"][0]["critic"]
     assert state["critic"].keys() == reference_critic.keys()
     for name, value in reference_critic.items():  # spectral norm's u and v included
         assert torch.equal(state["critic"][name], value), name

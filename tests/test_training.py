@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from wcgan.atomic import LOCK_NAME, load_torch
+from wcgan.atomic import LOCK_NAME, load_torch, save_torch
 from wcgan.config import TrainConfig
 from wcgan.data import TrainingSet, save_shard
 from wcgan.errors import WcganError
@@ -79,6 +79,39 @@ def test_resume_continues_exactly(digit_shards, tmp_path, loss, training):
     assert torch.equal(straight.history[:, [0, *range(2, 6)]], resumed.history[:, [0, *range(2, 6)]])
 
 
+def test_a_checkpoint_of_the_former_schema_resumes_and_an_unknown_one_is_refused(digit_shards, tmp_path):
+    data = TrainingSet.of_label(digit_shards[0])
+    straight = train(data, tiny(iterations=4), tmp_path / "straight", log=lambda _: None)
+    train(data, tiny(iterations=2), tmp_path / "former", log=lambda _: None)
+    (path,) = (tmp_path / "former").glob("*.pt")
+    state = load_torch(path, "checkpoint")
+    assert (state["format"], state["kind"], state["unit"], state["count"]) == (
+        "wcgan-checkpoint-4",
+        "chunk",
+        "iteration",
+        2,
+    )
+    # What a chunk's checkpoint held before the runner's schema (wcgan-checkpoint-3).
+    former = {
+        "format": "wcgan-checkpoint-3",
+        "iteration": 2,
+        "seconds": state["seconds"],
+        "config": state["config"],
+    }
+    save_torch({**former, "labels": state["state"]["labels"]}, path)
+    lines = []
+    resumed = train(data, tiny(iterations=4), tmp_path / "former", log=lines.append)
+    assert resumed.summary["resumed_from_iteration"] == 2 and any("at iteration 2" in line for line in lines)
+    assert torch.equal(weights(straight), weights(resumed))
+    save_torch({**former, "format": "wcgan-checkpoint-1"}, path)
+    with pytest.raises(WcganError) as refused:
+        train(data, tiny(iterations=6), tmp_path / "former", log=lambda _: None)
+    assert (
+        str(refused.value)
+        == f"checkpoint '{path}' is not a wcgan checkpoint of this version; move it away to retrain"
+    )
+
+
 @pytest.mark.parametrize("critic_steps", [1, 3])
 def test_one_stage_training_fills_the_history_and_times_its_phases(digit_shards, tmp_path, critic_steps):
     config = tiny(training="one_stage", critic_steps=critic_steps, iterations=4)
@@ -121,7 +154,7 @@ def test_weight_clipping_keeps_the_critic_clipped(digit_shards, tmp_path, traini
     config = tiny(loss="wgan-clip", training=training, iterations=2)
     result = train(TrainingSet.of_label(digit_shards[0]), config, tmp_path, log=lambda _: None)
     state = load_torch(result.summary["checkpoint"], "checkpoint")
-    assert max(t.abs().max().item() for t in state["labels"][0]["critic"].values()) <= 0.01 + 1e-7
+    assert max(t.abs().max().item() for t in state["state"]["labels"][0]["critic"].values()) <= 0.01 + 1e-7
     assert torch.all(result.history[:, 4] == 0)  # no penalty term
 
 
@@ -162,7 +195,7 @@ def _wait_for_checkpoint(process, folder, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = list(folder.glob("*.pt")) if folder.exists() else []
-        if found and load_torch(found[0], "checkpoint")["iteration"] > 0:
+        if found and load_torch(found[0], "checkpoint")["count"] > 0:
             return found[0]
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.1)
@@ -177,7 +210,7 @@ def test_killed_training_resumes_from_its_checkpoint(digit_shards, tmp_path, sig
     os.kill(process.pid, sig)
     _, stderr = process.communicate(timeout=60)
     checkpoint = next((tmp_path / "ck").glob("*.pt"))
-    reached = load_torch(checkpoint, "checkpoint")["iteration"]
+    reached = load_torch(checkpoint, "checkpoint")["count"]
     assert reached > 0 and not (tmp_path / "g.pt").exists()
     if sig == signal.SIGTERM:  # a scheduler's time limit: checkpoint, one line, exit 143
         assert process.returncode == 143
@@ -190,7 +223,7 @@ def test_killed_training_resumes_from_its_checkpoint(digit_shards, tmp_path, sig
     _, stderr = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, stderr
     assert f"at iteration {reached} " in stderr
-    assert load_torch(checkpoint, "checkpoint")["iteration"] == budget
+    assert load_torch(checkpoint, "checkpoint")["count"] == budget
     rows = (tmp_path / "l.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, budget + 1))
     # Bit for bit what an uninterrupted run (same settings, one thread) makes.

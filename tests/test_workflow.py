@@ -448,7 +448,7 @@ def test_training_killed_mid_run_resumes_on_rerun(tmp_path):
     while time.monotonic() < deadline and killed is None:
         found = list(checkpoints.glob("*.pt")) if checkpoints.exists() else []
         pid = _training_pid(tmp_path, "c000-000")
-        if found and pid and load_torch(found[0], "checkpoint")["iteration"] > 0:
+        if found and pid and load_torch(found[0], "checkpoint")["count"] > 0:
             os.kill(pid, signal.SIGKILL)
             killed = pid
         time.sleep(0.05)
@@ -456,7 +456,7 @@ def test_training_killed_mid_run_resumes_on_rerun(tmp_path):
     assert killed is not None, output[-3000:]
     assert first.returncode != 0
     assert not (tmp_path / RUN / "models/c000-000/0.pt").exists()
-    reached = load_torch(next(checkpoints.glob("*.pt")), "checkpoint")["iteration"]
+    reached = load_torch(next(checkpoints.glob("*.pt")), "checkpoint")["count"]
     assert 0 < reached < 600
 
     second = run_snakemake(tmp_path, target)

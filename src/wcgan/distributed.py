@@ -1,55 +1,14 @@
 """Distributed training with local discriminators and a server-side global GAN (Ren et al.,
-arXiv:2107.08681): one server process and one process per device, talking through
-``torch.distributed`` collectives (gloo on CPUs, nccl on GPUs), started by torchrun, srun or
-jsrun (``wcgan.launch``, which also restarts the group when a process is lost)::
+arXiv:2107.08681), in one process per rank started by ``wcgan.launch`` and talking through
+``torch.distributed`` collectives ([Distributed training](../../docs/distributed.md)).
 
-    wcgan train-distributed --launch torchrun --shard a.pt b.pt ... --devices 2
-
-Rank 0 is the server: it holds the global generator G, the global critic D, G's optimizer and
-the generator step's random stream. Ranks 1..K are the devices: each holds its share of the
-images (``distributed.partition``: ``iid`` or ``by_label``), its local critic's optimizer and
-its own critic stream. One round is one generator update:
-
-1. the server broadcasts G and D (parameters and buffers: batch norm statistics, spectral
-   norm's u and v travel with the weights);
-2. each device sets its local critic to D and takes ``local_steps`` critic steps on its own
-   images and on fakes it draws from G itself;
-3. the devices' critics are summed into the server's D with weights proportional to their image
-   counts (one reduce: the data-size-weighted average, buffers included);
-4. the server takes one generator step against D.
-
-The ``serial`` schedule runs these in order. The ``parallel`` one moves step 4 between 1 and 3:
-the server updates G against the D it has just broadcast while the devices compute, and only
-then joins the reduce. A device's critic optimizer keeps its state from round to round; it is
-the device's own and is not averaged. Two-stage training only: the critic and generator steps
-run on different processes.
-
-The random numbers follow ``wcgan.training.train``: device 1 draws its batches, latents and
-penalty interpolates from the critic stream ``train`` uses, the server its latents and classes
-from ``train``'s generator stream, and every process starts from ``train``'s initial networks,
-so one device on the serial schedule reproduces ``train`` (two-stage) step for step: the same
-loss history and the same generator weights (the generator's batch norm running statistics
-differ, since the devices' fakes no longer update the server's copy). Other devices get
-critic streams of their own, seeded from the run's seed and their rank.
-
-The data stays with the devices: under ``by_label`` a device reads only its own labels' shards,
-under ``iid`` every shard (it keeps a random share of the images); the server reads none. One
-exchange at the start tells every rank the labels, their image counts and the images' shape,
-so the server knows the class counts (the generator step draws classes as often as the data
-has them) and the devices the labels' numbering. A collective that fails (a process gone)
-ends the rank with ``GroupBroken``, which the launcher tells from a refusal. Per round the
-server records its wall-clock seconds, each side's compute seconds (the devices' critic steps,
-its own generator step), the seconds inside collectives (waiting for the other side included)
-and the bytes the collectives carry, counted from the tensors' sizes: the command, G and D
-broadcast to each device, and each device's weighted D, loss means and timings reduced.
-
-The budget is counted in rounds (``train.iterations``) or in the server's seconds
-(``train.seconds``); the server decides when it is spent and tells the devices, as it tells
-them to hand over their optimizer state and stream for a checkpoint. Checkpoints (every
-``checkpoint_seconds``, on SIGTERM/Ctrl-C, and at the end) are written by the server alone,
-atomically, and hold everything needed to continue exactly; one written by a different layout
-(world size, devices, partition, schedule, local steps) is refused. The server holds the
-checkpoint folder's lock (``wcgan.atomic.exclusive_lock``) while it runs.
+Rank 0 is the server (``_Server``, a trainer of ``wcgan.runner``): G, the global D, G's optimizer
+and stream, the budget and the checkpoints. Ranks 1..K are the devices (``_work``): their share of
+the images, a local critic's optimizer and stream. One round is one generator update: G and D
+broadcast, ``local_steps`` critic steps on each device, one reduce averaging the critics into D
+by image counts, and the server's generator step (after the reduce on the ``serial`` schedule,
+beside the devices' steps on the ``parallel`` one). A collective that fails (a process gone)
+ends the rank with ``GroupBroken``, which the launcher tells from a refusal.
 """
 
 from __future__ import annotations
@@ -67,8 +26,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from wcgan.atomic import exclusive_lock, remove_stale_temporaries, save_torch
-from wcgan.cluster import scheduler_job
 from wcgan.config import DistributedConfig, TrainConfig, label_seed
 from wcgan.data import CONDITIONAL, Shard, TrainingSet, load_shard
 from wcgan.errors import QuietExit, WcganError
@@ -76,23 +33,25 @@ from wcgan.labels import Label
 from wcgan.launch import collective, describe_rank, refused_alike
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.networks import Critic, Generator, NetworkStack
-from wcgan.training import (
-    Housekeeping,
+from wcgan.runner import (
     LossHistory,
+    PhaseClock,
+    Session,
     TrainResult,
-    critic_steps_on,
-    generator_step,
-    initial_networks,
-    load_checkpoint,
     progress_line,
-    random_streams,
-    resolve_device,
-    run_key,
+    run_to_budget,
     snapshot,
     stop_requests,
 )
+from wcgan.training import (
+    critic_steps_on,
+    generator_step,
+    initial_networks,
+    random_streams,
+    resolve_device,
+    run_key,
+)
 
-CHECKPOINT_FORMAT = "wcgan-distributed-checkpoint-1"
 SERVER = 0  # the server's rank; devices are ranks 1..K
 # The server's commands to the devices, the first number of every header it broadcasts.
 START, ROUND, GATHER, END = 0, 1, 2, 3
@@ -514,187 +473,197 @@ def _work(run: _Run) -> None:
             link.reduce(torch.cat([_flat(critic_floats) * weight, means[0] * weight, timing.flatten()]))
 
 
+class _Server:
+    """The runner's trainer on the server: G, the global D, G's optimizer and stream, the
+    history and each round's timing; a step is one round with the devices."""
+
+    kind, unit, share = "distributed", "round", 1
+
+    def __init__(self, run: _Run, checkpointed: Callable[[Path, int], None] | None):
+        self.run, self.checkpointed = run, checkpointed
+        self.name = run.data.name
+        self.subject = f"'{self.name}'"
+        self.optimizer = run.optimizer(run.generator)
+        _, self.generator_rng = random_streams(run.seed, run.device)
+        self.class_table = run.data.classes.to(run.device)  # how often each class occurs, not the images
+        self.generators, self.critics = (
+            NetworkStack([run.generator]),
+            NetworkStack([run.critic]),
+        )  # a chunk of one
+        self.layout = run.layout()
+        self.critic_size = sum(t.numel() for t in _state(run.critic)[0])
+        self.history = LossHistory(self.subject, "round")
+        devices = run.dist_config.devices
+        self.timings = torch.zeros(0, len(TIMING_COLUMNS) + 2 * devices, dtype=torch.float64)
+        self.snapshots: list[dict[str, Any]] = []
+        self.device_states: list[Any] = [None] * devices
+
+    @property
+    def snapshots_taken(self) -> int:
+        return len(self.snapshots)
+
+    def load(self, state: dict[str, Any], path: Path) -> None:
+        if state["layout"] != self.layout:
+            raise WcganError(
+                f"checkpoint '{path}' was written by a launch of {_describe(state['layout'])}, "
+                f"not {_describe(self.layout)}; launch it as it was, or move it away to retrain"
+            )
+        self.run.generator.load_state_dict(state["generator"])
+        self.run.critic.load_state_dict(state["critic"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator_rng.set_state(state["generator_rng"])
+        self.history.rows = state["history"]
+        self.timings, self.snapshots, self.device_states = (
+            state["timings"],
+            state["snapshots"],
+            state["devices"],
+        )
+
+    def state(self, count: int) -> dict[str, Any]:
+        """The devices hand over their optimizers' state and streams first."""
+        run, link = self.run, self.run.link
+        self.history.flush()
+        link.send(GATHER, run.generator)
+        self.device_states = link.gather(None)[1:]
+        link.listening = True
+        return {
+            "layout": self.layout,
+            "history": self.history.rows,
+            "timings": self.timings,
+            "generator": run.generator.state_dict(),
+            "critic": run.critic.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator_rng": self.generator_rng.get_state(),
+            "devices": self.device_states,
+            "snapshots": self.snapshots,
+            "distributed": dataclasses.asdict(run.dist_config),
+        }
+
+    def new_run_line(self, path: Path) -> str:
+        return f"[{self.name}] new distributed run {path.stem}: seed {self.run.seed}"
+
+    def setup_lines(self) -> list[str]:
+        return [
+            f"[{self.name}] server on {self.run.device}, {_describe(self.layout)}, images per device {self.run.sizes}"
+        ]
+
+    def start(self) -> None:
+        link = self.run.link
+        link.send(START, self.run.generator)
+        link.scatter([None, *self.device_states])
+        link.listening = True
+
+    def _generator_step(self) -> tuple[torch.Tensor, float]:
+        run, start = self.run, time.perf_counter()
+        (generator_loss,) = generator_step(
+            self.generators, self.critics, self.optimizer, run.loss, self.class_table, [self.generator_rng],
+            run.config.batch_size,
+        )  # fmt: skip
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        return generator_loss, time.perf_counter() - start
+
+    def step(self, clock: PhaseClock) -> tuple[torch.Tensor, torch.Tensor]:
+        """One round; its losses and its timing row (``TIMING_COLUMNS``, then each device's)."""
+        run, link, devices = self.run, self.run.link, self.run.dist_config.devices
+        parallel = run.dist_config.schedule == "parallel"
+        link.take()  # the round's own traffic and time, not the exchanges between rounds
+        round_start = time.perf_counter()
+        link.send(ROUND, run.generator)
+        link.broadcast(_flat(_state(run.generator, run.critic)[0]))
+        if parallel:  # against the D just broadcast, while the devices compute
+            generator_loss, compute = self._generator_step()
+        reduced = torch.zeros(self.critic_size + 3 + 2 * devices, device=run.device)
+        link.reduce(reduced)
+        link.listening = True
+        _unflatten_into(reduced[: self.critic_size], _state(run.critic)[0])
+        if not parallel:  # against the new D
+            generator_loss, compute = self._generator_step()
+        communication, sent, received = link.take()
+        means, device_timing = reduced[self.critic_size :].split([3, 2 * devices])
+        row = [time.perf_counter() - round_start, sent, received, compute, communication]
+        row = torch.cat([torch.tensor(row, dtype=torch.float64), device_timing.double().cpu()])
+        return torch.cat([means, generator_loss[None]]), row
+
+    def record(self, count: int, seconds: float, outcome: tuple[torch.Tensor, torch.Tensor]) -> None:
+        losses, row = outcome
+        self.history.add(count, seconds, losses)
+        self.timings = torch.cat([self.timings, row[None]])
+
+    def snapshot(self, count: int, seconds: float) -> None:
+        self.snapshots.append(snapshot(self.run.generator, count, seconds, self.run.dist_config.processes))
+
+    def progress_lines(self, count: int, seconds: float, rate: float) -> list[str]:
+        run = self.run
+        self.history.flush()
+        images_per_round = run.config.batch_size * run.local_steps * run.dist_config.devices
+        return [
+            progress_line(
+                self.name, run.config, count, seconds, rate, images_per_round, self.history.rows[-1]
+            )
+        ]
+
+    def checkpoint_written(self, path: Path, count: int) -> None:
+        if self.checkpointed:
+            self.checkpointed(path, count)
+
+    def result(self, session: Session, checkpoint_path: Path) -> TrainResult:
+        run, house = self.run, session.house
+        data, dist_config = run.data, run.dist_config
+        round_, trained_seconds, done = house.count, house.seconds, house.done
+        summary = {
+            **data.identity(),
+            "loss": run.config.loss,
+            "iterations": round_,
+            "rounds": round_,
+            "seconds": trained_seconds,
+            "device_seconds": trained_seconds * dist_config.processes,
+            **house.summary(),
+            "rounds_per_second": done / house.session_seconds if done else None,
+            **self.layout,
+            "backend": dist.get_backend(),
+            "device_images": run.sizes,
+            "device_labels": run.device_labels,
+            **_traffic_and_timing(self.timings, dist_config.devices),
+            "device": str(run.device),
+            **session.where,
+            "threads": torch.get_num_threads(),
+            "images": len(data.images),
+            "resolution": data.resolution,
+            "channels": data.channels,
+            "checkpoint": str(checkpoint_path),
+            "config": run.settings,
+            "distributed": dataclasses.asdict(dist_config),
+            "snapshots": [[point["iteration"], point["seconds"]] for point in self.snapshots]
+            + [[round_, trained_seconds]],
+        }
+        final = snapshot(run.generator, round_, trained_seconds, dist_config.processes)
+        points = [*self.snapshots, final] if run.config.snapshots else []
+        return TrainResult(run.generator.eval(), self.history.rows, summary, points)
+
+
 def _serve(
     run: _Run,
     checkpoint_path: Path,
     log: Callable[[str], None],
     checkpointed: Callable[[Path, int], None] | None,
 ) -> TrainResult:
-    """The server: G, the global D, G's optimizer and stream, the budget, the history and the
-    checkpoints."""
-    data, config, dist_config, link = run.data, run.config, run.dist_config, run.link
-    generator, critic, device, devices = run.generator, run.critic, run.device, dist_config.devices
-    name, sizes = data.name, run.sizes
-    optimizer = run.optimizer(generator)
-    _, generator_rng = random_streams(run.seed, device)
-    class_table = data.classes.to(device)  # how often each class occurs, not the images
-    generators, critics = NetworkStack([generator]), NetworkStack([critic])  # the loop's chunk of one
-    layout = run.layout()
-    parallel = dist_config.schedule == "parallel"
-    critic_size = sum(t.numel() for t in _state(critic)[0])
-
-    round_, trained_seconds, history = 0, 0.0, LossHistory(f"'{name}'", "round")
-    timings = torch.zeros(0, len(TIMING_COLUMNS) + 2 * devices, dtype=torch.float64)
-    snapshots: list[dict[str, Any]] = []
-    device_states: list[Any] = [None] * devices
-    link.listening = True
-    lock = contextlib.ExitStack()
+    """The server's part: the runner drives ``_Server``; the devices are told to end however
+    the run ends (a refused lock or checkpoint included), unless the group is already lost."""
+    server = _Server(run, checkpointed)
+    run.link.listening = True
     try:
-        # Inside the try: a refused lock ends the waiting devices too, as a bad checkpoint does.
-        lock.enter_context(exclusive_lock(checkpoint_path.parent))
-        remove_stale_temporaries(checkpoint_path)
-        if checkpoint_path.exists():
-            # The round counts generator updates, as train.iterations does.
-            state = load_checkpoint(
-                checkpoint_path, CHECKPOINT_FORMAT, "round", config.iterations, f"'{name}'"
-            )
-            if state["layout"] != layout:
-                raise WcganError(
-                    f"checkpoint '{checkpoint_path}' was written by a launch of {_describe(state['layout'])}, "
-                    f"not {_describe(layout)}; launch it as it was, or move it away to retrain"
-                )
-            generator.load_state_dict(state["generator"])
-            critic.load_state_dict(state["critic"])
-            optimizer.load_state_dict(state["optimizer"])
-            generator_rng.set_state(state["generator_rng"])
-            round_, trained_seconds = state["round"], state["seconds"]
-            history.rows = state["history"]
-            timings, snapshots, device_states = state["timings"], state["snapshots"], state["devices"]
-            if checkpointed:  # a group restarted again before its next checkpoint resumes here too
-                checkpointed(checkpoint_path, round_)
-            log(
-                f"[{name}] resumed from {checkpoint_path} at round {round_} ({trained_seconds:.1f} s trained)"
-            )
-        else:
-            log(f"[{name}] new distributed run {checkpoint_path.stem}: seed {run.seed}")
-        where = scheduler_job()
-        log(f"[{name}] server on {device}, {_describe(layout)}, images per device {sizes}")
-        log(f"[{name}] host {where['host']}, scheduler job {where['scheduler_job'] or 'none'}")
-        link.send(START, generator)
-        link.scatter([None, *device_states])
-        link.listening = True
-
-        def save_checkpoint() -> None:
-            nonlocal device_states
-            link.send(GATHER, generator)
-            device_states = link.gather(None)[1:]
-            link.listening = True
-            save_torch(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "layout": layout,
-                    "round": round_,
-                    "seconds": trained_seconds,
-                    "history": history.rows,
-                    "timings": timings,
-                    "generator": generator.state_dict(),
-                    "critic": critic.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator_rng": generator_rng.get_state(),
-                    "devices": device_states,
-                    "snapshots": snapshots,
-                    "config": run.settings,
-                    "distributed": dataclasses.asdict(dist_config),
-                },
-                checkpoint_path,
-            )
-            if checkpointed:
-                checkpointed(checkpoint_path, round_)
-
-        def step_generator() -> tuple[torch.Tensor, float]:
-            start = time.perf_counter()
-            (generator_loss,) = generator_step(
-                generators, critics, optimizer, run.loss, class_table, [generator_rng], config.batch_size
-            )
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            return generator_loss, time.perf_counter() - start
-
-        house = Housekeeping(config, "round", round_, trained_seconds)
-        with stop_requests() as stop_requested:
-            while house.budget_left():
-                link.take()  # the round's own traffic and time, not the exchanges between rounds
-                round_start = time.perf_counter()
-                link.send(ROUND, generator)
-                link.broadcast(_flat(_state(generator, critic)[0]))
-                if parallel:  # against the D just broadcast, while the devices compute
-                    generator_loss, compute = step_generator()
-                reduced = torch.zeros(critic_size + 3 + 2 * devices, device=device)
-                link.reduce(reduced)
-                link.listening = True
-                _unflatten_into(reduced[:critic_size], _state(critic)[0])
-                if not parallel:  # against the new D
-                    generator_loss, compute = step_generator()
-                communication, sent, received = link.take()
-                house.advance()
-                round_, trained_seconds = house.count, house.seconds
-                means, device_timing = reduced[critic_size:].split([3, 2 * devices])
-                history.add(round_, trained_seconds, torch.cat([means, generator_loss[None]]))
-                row = [time.perf_counter() - round_start, sent, received, compute, communication]
-                row = torch.cat([torch.tensor(row, dtype=torch.float64), device_timing.double().cpu()])
-                timings = torch.cat([timings, row[None]])
-                if house.snapshot_due(len(snapshots)):
-                    snapshots.append(snapshot(generator, round_, trained_seconds, dist_config.processes))
-                if house.log_due():
-                    history.flush()
-                    images_per_round = config.batch_size * run.local_steps * devices
-                    rate = house.logged()
-                    log(
-                        progress_line(
-                            name, config, round_, trained_seconds, rate, images_per_round, history.rows[-1]
-                        )
-                    )
-                if house.checkpoint_due(stop_requested):
-                    history.flush()
-                    save_checkpoint()
-                    house.checkpointed()
-                house.stop_if_requested(stop_requested, f"'{name}'", checkpoint_path)
-            history.flush()
-            save_checkpoint()
+        session = run_to_budget(server, run.config, run.settings, checkpoint_path, PhaseClock(False), log)
     finally:
-        try:
-            if link.listening:
-                link.send(END, generator)
-        finally:
-            lock.close()
-
-    session_seconds, done = house.session_seconds, house.done
-    summary = {
-        **data.identity(),
-        "loss": config.loss,
-        "iterations": round_,
-        "rounds": round_,
-        "seconds": trained_seconds,
-        "device_seconds": trained_seconds * dist_config.processes,
-        **house.summary(),
-        "rounds_per_second": done / session_seconds if done else None,
-        **layout,
-        "backend": dist.get_backend(),
-        "device_images": sizes,
-        "device_labels": run.device_labels,
-        **_traffic_and_timing(timings, devices),
-        "device": str(device),
-        **where,
-        "threads": torch.get_num_threads(),
-        "images": len(data.images),
-        "resolution": data.resolution,
-        "channels": data.channels,
-        "checkpoint": str(checkpoint_path),
-        "config": run.settings,
-        "distributed": dataclasses.asdict(dist_config),
-        "snapshots": [[point["iteration"], point["seconds"]] for point in snapshots]
-        + [[round_, trained_seconds]],
-    }
+        if run.link.listening:
+            run.link.send(END, run.generator)
+    result = server.result(session, checkpoint_path)
+    summary = result.summary
     log(
-        f"[{name}] done: {round_} rounds, {trained_seconds:.1f} s trained, "
+        f"[{server.name}] done: {summary['rounds']} rounds, {summary['seconds']:.1f} s trained, "
         f"{summary['seconds_per_round']:.4f} s and {summary['bytes_per_round']} bytes per round"
     )
-    points = (
-        [*snapshots, snapshot(generator, round_, trained_seconds, dist_config.processes)]
-        if config.snapshots
-        else []
-    )
-    return TrainResult(generator.eval(), history.rows, summary, points)
+    return result
 
 
 def _traffic_and_timing(timings: torch.Tensor, devices: int) -> dict[str, Any]:

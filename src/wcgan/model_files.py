@@ -17,7 +17,7 @@ from wcgan.networks import Classifier, Generator
 
 if TYPE_CHECKING:
     from wcgan.data import TrainingSet
-    from wcgan.training import TrainResult
+    from wcgan.runner import TrainResult
 
 GENERATOR_FORMAT = "wcgan-generator-1"
 CLASSIFIER_FORMAT = "wcgan-classifier-1"

@@ -1,72 +1,40 @@
-"""Training GANs under a fixed budget, with atomic checkpoints and exact resume: a chunk of K
-labels' GANs trained together on one device (``train_chunk``; ``train`` is a chunk of one), or
-one class-conditional GAN for all labels (``wcgan.data.TrainingSet``), which trains as a chunk
-of one.
+"""A chunk of K labels' GANs trained together on one device as one batched network
+(``ChunkTrainer``, run to its budget by ``wcgan.runner``), or one class-conditional GAN as a
+chunk of one; and the critic and generator steps, which the distributed server shares
+([Training](../../docs/training.md#the-training-loop)).
 
-The loop is deliberately plain: critic steps, then one generator step, until the iteration or
-wall-clock budget runs out. Every tensor carries a leading label axis, and the K labels'
-networks are evaluated in one call (``wcgan.networks.NetworkStack``): K ordinary generators and
-critics, so each label keeps its own parameters, batch norm statistics, state dict and files,
-evaluated one after the other on a CPU and in one vmapped call on a GPU (which one is faster
-where is measured by ``bench/labels_per_job.py``). The losses are per label, and their sum is
-backpropagated, so each label's gradient is that of its own loss; one optimizer per network
-kind steps every label's parameters (Adam and RMSprop are elementwise, so that is K
-optimizers' update). Nothing is shared between labels, random numbers included: each label
-draws its critic steps' batches, latents and penalty interpolates from a critic stream of its
-own, and its generator step's latents (and classes) from a second stream, both seeded by the
-label as a job of its own would seed them. A label trained in a chunk therefore gets exactly
-the random numbers, and up to rounding the weights, it gets trained alone; and a scheme that
-runs critic and generator steps on different machines (``wcgan.distributed``) can draw the
-same numbers. In one-stage training (``train.training: one_stage``) the last critic step's
-backward pass also gives the generator its gradient (``GANLoss.one_stage_backward``), so the
-generator step is only its optimizer's; the phase timing reports that combined pass under
-"critic" and "penalty".
-
-The budget is per label: ``train.iterations`` generator updates each, or ``train.seconds`` of
-device time each, so the chunk runs K x ``train.seconds`` of wall clock; a label's seconds (in
-its loss history, snapshots and summary) are its share, the chunk's wall clock / K.
-
-Every few seconds the loop logs a progress line per label (and checks every label's losses for
-NaN/inf, failing with one line that names the label); every ``checkpoint_seconds`` it writes the
-chunk's one checkpoint, which holds everything needed to continue bit for bit: per label the
-networks, optimizer state, both random streams' states, loss history and the generator
-snapshots taken so far (``train.snapshots``: copies of the generator at even fractions of the
-budget, scored later for quality against compute), and the iteration count and seconds spent.
-Its name is a key over every label's config and data, so another chunk never resumes it; a
-label whose weights hold NaN/inf stops the job before it is written, so the last good one
-stays. The checkpoint folder is locked while the job runs (``wcgan.atomic.exclusive_lock``).
-SIGTERM (a scheduler's time limit) and Ctrl-C write a checkpoint before the process exits;
-after SIGKILL the rerun resumes from the last periodic one.
+Each label keeps its own parameters, optimizer state and two random streams (critic steps,
+generator step), seeded as a job of its own would seed them: a label trained in a chunk gets
+the random numbers, and up to rounding the weights, it gets trained alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import signal
-import threading
-import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from wcgan.atomic import atomic_open, exclusive_lock, load_torch, remove_stale_temporaries, save_torch
-from wcgan.cluster import scheduler_job
+from wcgan.atomic import atomic_open
 from wcgan.config import TrainConfig, label_seed
 from wcgan.data import TrainingSet
-from wcgan.errors import TrainingInterrupted, WcganError
+from wcgan.errors import WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float, stack_labels
-
-CHECKPOINT_FORMAT = "wcgan-checkpoint-3"  # 2: two random streams, snapshots; 3: a chunk of labels
-# "wasserstein" is E[D(real)] - E[D(fake)]: the Wasserstein estimate for the Wasserstein losses,
-# a generic gap between the critic's scores of real and fake images for the others.
-LOSS_COLUMNS = ("iteration", "seconds", "critic_loss", "wasserstein", "penalty", "generator_loss")
+from wcgan.runner import (
+    LOSS_COLUMNS,
+    LossHistory,
+    PhaseClock,
+    Session,
+    TrainResult,
+    progress_line,
+    run_to_budget,
+    snapshot,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,60 +80,6 @@ def random_streams(seed: int, device: torch.device) -> tuple[torch.Generator, to
     """The critic steps' random stream and the generator step's."""
     critic_rng = torch.Generator(device=device).manual_seed(seed)
     return critic_rng, torch.Generator(device=device).manual_seed(seed + 1)
-
-
-def budget_progress(config: TrainConfig, iteration: int, seconds: float) -> float:
-    """The share of the budget spent: the larger of the iteration and the seconds share."""
-    shares = [iteration / config.iterations] if config.iterations is not None else []
-    if config.seconds is not None:
-        shares.append(seconds / config.seconds)
-    return max(shares)
-
-
-def load_checkpoint(path: Path, expected_format: str, unit: str, budget: int | None, subject: str) -> dict:
-    """A checkpoint to resume from, refused when it is not of ``expected_format`` or when its
-    ``unit`` count (iteration, round) is already past the ``budget`` of ``train.iterations``."""
-    state = load_torch(path, "checkpoint")
-    if not isinstance(state, dict) or state.get("format") != expected_format:
-        raise WcganError(
-            f"checkpoint '{path}' is not a wcgan checkpoint of this version; move it away to retrain"
-        )
-    if budget is not None and state[unit] > budget:
-        raise WcganError(
-            f"{subject}: checkpoint '{path}' is at {unit} {state[unit]}, past train.iterations "
-            f"{budget}; raise the budget, or move the checkpoint away to retrain"
-        )
-    return state
-
-
-class LossHistory:
-    """The loss history, one row of ``LOSS_COLUMNS`` per generator update. New rows stay on the
-    training device until ``flush`` copies them off in one transfer and fails on the first
-    NaN/inf, naming ``subject`` and the ``unit`` (iteration, round) where it happened."""
-
-    def __init__(self, subject: str, unit: str):
-        self.subject, self.unit = subject, unit
-        self.rows = torch.zeros(0, len(LOSS_COLUMNS), dtype=torch.float64)
-        self._pending: list[tuple[int, float, torch.Tensor]] = []
-
-    def add(self, step: int, seconds: float, losses: torch.Tensor) -> None:
-        """Critic loss, Wasserstein estimate, penalty and generator loss after update ``step``."""
-        self._pending.append((step, seconds, losses))
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        stats = torch.stack([row[2] for row in self._pending]).double().cpu()
-        rows = torch.cat([torch.tensor([row[:2] for row in self._pending], dtype=torch.float64), stats], 1)
-        self._pending.clear()
-        bad = ~torch.isfinite(rows)
-        if bad.any():
-            row, column = (int(i) for i in bad.nonzero()[0])
-            raise WcganError(
-                f"{self.subject}: {LOSS_COLUMNS[column]} is {rows[row, column].item()} at "
-                f"{self.unit} {int(rows[row, 0])}; training stopped (lower train.lr or check the images)"
-            )
-        self.rows = torch.cat([self.rows, rows])
 
 
 def critic_steps_on(
@@ -267,147 +181,6 @@ def generator_step(
     return generator_loss.detach()
 
 
-class PhaseClock:
-    """Wall-clock seconds per phase of the loop. On a GPU the numbers mean something only with
-    ``synchronize=True``, which costs a little speed: the benchmark turns it on."""
-
-    def __init__(self, synchronize: bool):
-        self.synchronize = synchronize
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextlib.contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        if self.synchronize:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        yield
-        if self.synchronize:
-            torch.cuda.synchronize()
-        self.seconds[phase] += time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def stop_requests() -> Iterator[list[int]]:
-    """Collect SIGTERM/SIGINT instead of dying mid-step; the loop checkpoints, then stops."""
-    requested: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-    previous = {
-        sig: signal.signal(sig, lambda s, _: requested.append(s)) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield requested
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-class Housekeeping:
-    """What a training loop does around its updates, the same for ``train_chunk`` and the
-    distributed server: the budget check, the seconds trained (each GAN's share of the wall
-    clock: wall clock / ``share``), snapshot points at even shares of the budget, when to log
-    (and check the losses) and checkpoint, the stop on SIGTERM/Ctrl-C, and the summary's facts
-    about the session. ``count`` is the loop's count of generator updates, named by ``unit``
-    (iteration, round), resumed at ``count`` with ``seconds`` already trained."""
-
-    def __init__(self, config: TrainConfig, unit: str, count: int, seconds: float, share: int = 1):
-        self.config, self.unit, self.share = config, unit, share
-        self.count, self.seconds = count, seconds
-        self.start_count, self.base_seconds = count, seconds
-        self.session_start = self.now = self.last_log = self.last_checkpoint = time.monotonic()
-        self.log_count = count
-
-    def budget_left(self) -> bool:
-        config = self.config
-        return (config.iterations is None or self.count < config.iterations) and (
-            config.seconds is None or self.seconds < config.seconds
-        )
-
-    def advance(self) -> None:
-        """One more generator update done."""
-        self.count += 1
-        self.now = time.monotonic()
-        self.seconds = self.base_seconds + (self.now - self.session_start) / self.share
-
-    def snapshot_due(self, taken: int) -> bool:
-        """Whether the budget has reached the next snapshot point after ``taken`` of them (the
-        last point is the end of training, not a snapshot)."""
-        point, points = taken + 1, self.config.snapshots
-        return point < points and budget_progress(self.config, self.count, self.seconds) >= point / points
-
-    def log_due(self) -> bool:
-        return self.now - self.last_log >= self.config.log_seconds or not self.budget_left()
-
-    def logged(self) -> float:
-        """Updates per second since the last progress line, for the one about to be logged."""
-        rate = (self.count - self.log_count) / max(self.now - self.last_log, 1e-9)
-        self.last_log, self.log_count = self.now, self.count
-        return rate
-
-    def checkpoint_due(self, stop_requested: list[int]) -> bool:
-        return bool(stop_requested) or self.now - self.last_checkpoint >= self.config.checkpoint_seconds
-
-    def checkpointed(self) -> None:
-        self.last_checkpoint = time.monotonic()
-
-    def stop_if_requested(self, stop_requested: list[int], subject: str, checkpoint_path: Path) -> None:
-        """After the checkpoint a stop request forced: end the job with one line."""
-        if stop_requested:
-            raise TrainingInterrupted(
-                f"{subject}: stopped by {signal.Signals(stop_requested[0]).name} at {self.unit} "
-                f"{self.count}; checkpoint {checkpoint_path} written, rerun to resume",
-                stop_requested[0],
-            )
-
-    @property
-    def session_seconds(self) -> float:
-        return time.monotonic() - self.session_start
-
-    @property
-    def done(self) -> int:
-        """Updates done in this session."""
-        return self.count - self.start_count
-
-    def summary(self) -> dict[str, Any]:
-        """The summary's facts about the budget and the session."""
-        config = self.config
-        return {
-            f"resumed_from_{self.unit}": self.start_count,
-            "stopped_by": "iterations"
-            if config.iterations is not None and self.count >= config.iterations
-            else "seconds",
-            "session_seconds": self.session_seconds,
-        }
-
-
-@dataclass
-class TrainResult:
-    generator: Generator
-    history: torch.Tensor  # float64, one row per generator iteration, LOSS_COLUMNS
-    summary: dict[str, Any]
-    # (iteration, seconds, generator state) at each train.snapshots point, the last one the end
-    snapshots: list[dict[str, Any]]
-
-
-@dataclass
-class _Label:
-    """One label of a chunk: its set, networks, random streams, history and snapshots."""
-
-    data: TrainingSet
-    seed: int
-    generator: Generator
-    critic: Critic
-    critic_rng: torch.Generator
-    generator_rng: torch.Generator
-    history: LossHistory
-    snapshots: list[dict[str, Any]]
-
-    @property
-    def subject(self) -> str:
-        return self.history.subject
-
-
 def subject_of(data: TrainingSet) -> str:
     """How errors name a set's GAN: the label, or the conditional GAN."""
     return f"label '{data.labels[0].name}'" if data.classes is None else f"'{data.name}'"
@@ -460,6 +233,212 @@ def train(data: TrainingSet, config: TrainConfig, checkpoint_dir: str | Path, **
     return train_chunk([data], config, checkpoint_dir, **options)[0]
 
 
+@dataclass
+class _Label:
+    """One label of a chunk: its set, networks, random streams, history and snapshots."""
+
+    data: TrainingSet
+    seed: int
+    generator: Generator
+    critic: Critic
+    critic_rng: torch.Generator
+    generator_rng: torch.Generator
+    history: LossHistory
+    snapshots: list[dict[str, Any]]
+
+    @property
+    def subject(self) -> str:
+        return self.history.subject
+
+
+class ChunkTrainer:
+    """The runner's trainer of a chunk: K labels' GANs as one batched network, a step being
+    each label's critic steps and generator update (``critic_steps_on``, ``generator_step``)."""
+
+    kind, unit = "chunk", "iteration"
+
+    def __init__(self, sets: Sequence[TrainingSet], config: TrainConfig, device: torch.device, vectorized):
+        self.config, self.settings, self.device = config, config.effective(), device
+        self.share = len(sets)
+        self.name = ",".join(data.name for data in sets)
+        self.subject = subject_of(sets[0]) if len(sets) == 1 else f"chunk {self.name}"
+        self.labels = []
+        for data in sets:
+            seed = label_seed(config.seed, data.name)
+            generator, critic = initial_networks(config, data)
+            critic_rng, generator_rng = random_streams(seed, device)
+            history = LossHistory(subject_of(data), "iteration")
+            member = _Label(
+                data, seed, generator.to(device), critic.to(device), critic_rng, generator_rng, history, []
+            )
+            self.labels.append(member)
+        self.generators = NetworkStack([member.generator for member in self.labels], vectorized)
+        self.critics = NetworkStack([member.critic for member in self.labels], vectorized)
+        self.loss = LOSSES[config.loss](**config.loss_options())
+        # One optimizer per network kind over every label's parameters: Adam and RMSprop act
+        # elementwise, so this is K optimizers' update in one step call (on a GPU, where they
+        # default to foreach, in one kernel per operation for all labels).
+        settings = self.settings
+        self.opt_g = make_optimizer(
+            settings["optimizer"], self.generators.parameters(), settings["lr"], settings["betas"]
+        )
+        self.opt_d = make_optimizer(
+            settings["optimizer"], self.critics.parameters(), settings["lr"], settings["betas"]
+        )
+        self.images = resident_images(sets, device)
+        self.classes = None if sets[0].classes is None else sets[0].classes.to(device)
+        self.critic_steps = settings["critic_steps"]
+
+    @property
+    def snapshots_taken(self) -> int:
+        return len(self.labels[0].snapshots)
+
+    def load(self, state: dict[str, Any], path: Path) -> None:
+        for member, label_state in zip(self.labels, state["labels"], strict=True):
+            member.generator.load_state_dict(label_state["generator"])
+            member.critic.load_state_dict(label_state["critic"])
+            member.critic_rng.set_state(label_state["critic_rng"])
+            member.generator_rng.set_state(label_state["generator_rng"])
+            member.history.rows = label_state["history"]
+            member.snapshots = label_state["snapshots"]
+        self.opt_g.load_state_dict(_merge_optimizer_states([ls["opt_g"] for ls in state["labels"]]))
+        self.opt_d.load_state_dict(_merge_optimizer_states([ls["opt_d"] for ls in state["labels"]]))
+
+    def state(self, count: int) -> dict[str, Any]:
+        for member in self.labels:
+            member.history.flush()
+            check_finite(member, count)  # the last good checkpoint stays
+        count = len(self.labels)
+        return {
+            "labels": [
+                {
+                    "slug": member.data.name,
+                    "history": member.history.rows,
+                    "generator": member.generator.state_dict(),
+                    "critic": member.critic.state_dict(),
+                    "opt_g": opt_g_state,
+                    "opt_d": opt_d_state,
+                    "critic_rng": member.critic_rng.get_state(),
+                    "generator_rng": member.generator_rng.get_state(),
+                    "snapshots": member.snapshots,
+                }
+                for member, opt_g_state, opt_d_state in zip(
+                    self.labels,
+                    _split_optimizer_state(self.opt_g.state_dict(), count),
+                    _split_optimizer_state(self.opt_d.state_dict(), count),
+                    strict=True,
+                )
+            ]
+        }
+
+    def new_run_line(self, path: Path) -> str:
+        sizes = ", ".join(str(len(x)) for x in self.images)
+        seeds = ", ".join(str(member.seed) for member in self.labels)
+        return f"[{self.name}] new run {path.stem}: {sizes} images, seed {seeds}"
+
+    def setup_lines(self) -> list[str]:
+        return [
+            f"[{self.name}] {json.dumps(self.settings)} on {self.device}, {torch.get_num_threads()} threads"
+        ]
+
+    def start(self) -> None:
+        pass
+
+    def step(self, clock: PhaseClock) -> torch.Tensor:
+        """Each label's critic steps and generator update; their losses ``(K, 4)``."""
+        one_stage = self.config.training == "one_stage"
+        critic_rngs = [member.critic_rng for member in self.labels]
+        means, generator_loss = critic_steps_on(
+            self.generators, self.critics, self.opt_d, self.loss, self.images, self.classes, critic_rngs,
+            self.critic_steps, self.config.batch_size, clock, one_stage_optimizer=self.opt_g if one_stage else None,
+        )  # fmt: skip
+        with clock("generator"):
+            if one_stage:  # the gradient came with the last critic step
+                self.opt_g.step()
+            else:
+                generator_rngs = [member.generator_rng for member in self.labels]
+                generator_loss = generator_step(
+                    self.generators, self.critics, self.opt_g, self.loss, self.classes, generator_rngs,
+                    self.config.batch_size,
+                )  # fmt: skip
+        return torch.cat([means, generator_loss.detach()[:, None]], 1)
+
+    def record(self, count: int, seconds: float, outcome: torch.Tensor) -> None:
+        for member, label_losses in zip(self.labels, outcome, strict=True):
+            member.history.add(count, seconds, label_losses)
+
+    def snapshot(self, count: int, seconds: float) -> None:
+        for member in self.labels:
+            member.snapshots.append(snapshot(member.generator, count, seconds))
+
+    def progress_lines(self, count: int, seconds: float, rate: float) -> list[str]:
+        images = self.config.batch_size * self.critic_steps
+        lines = []
+        for member in self.labels:
+            member.history.flush()
+            lines.append(
+                progress_line(
+                    member.data.name, self.config, count, seconds, rate, images, member.history.rows[-1]
+                )
+            )
+        return lines
+
+    def checkpoint_written(self, path: Path, count: int) -> None:
+        pass
+
+    def results(self, session: Session, checkpoint_path: Path) -> list[TrainResult]:
+        """Each label's generator, history, summary and snapshot points."""
+        house, config, count = session.house, self.config, len(self.labels)
+        iteration, seconds, done, session_seconds = (
+            house.count,
+            house.seconds,
+            house.done,
+            house.session_seconds,
+        )
+        batch = config.batch_size
+        first = self.labels[0].data
+        shared = {
+            "loss": config.loss,
+            "iterations": iteration,
+            "seconds": seconds,
+            "device_seconds": seconds,  # the label's share of its chunk's one device
+            "chunk_size": count,
+            "chunk_labels": [member.data.name for member in self.labels],
+            "chunk_seconds": seconds * count,
+            **house.summary(),
+            "generator_iterations_per_second": done / session_seconds if done else None,
+            "label_iterations_per_second": done * count / session_seconds if done else None,
+            "critic_real_images_per_second": done * count * batch * self.critic_steps / session_seconds
+            if done
+            else None,
+            "phase_seconds": dict(session.clock.seconds),
+            "phase_timing_synchronized": session.clock.synchronize,
+            "device": str(self.device),
+            **session.where,
+            "threads": torch.get_num_threads(),
+            "resolution": first.resolution,
+            "channels": first.channels,
+            "checkpoint": str(checkpoint_path),
+            "config": self.settings,
+        }
+        results = []
+        for member in self.labels:
+            summary = {
+                **member.data.identity(),
+                **shared,
+                "images": len(member.data.images),
+                "snapshots": [[point["iteration"], point["seconds"]] for point in member.snapshots]
+                + [[iteration, seconds]],
+            }
+            points = (
+                [*member.snapshots, snapshot(member.generator, iteration, seconds)]
+                if config.snapshots
+                else []
+            )
+            results.append(TrainResult(member.generator.eval(), member.history.rows, summary, points))
+        return results
+
+
 def train_chunk(
     sets: Sequence[TrainingSet],
     config: TrainConfig,
@@ -477,185 +456,17 @@ def train_chunk(
     (``wcgan.networks.NetworkStack``; None: vectorized on a GPU only); the numbers are the same."""
     config.check()
     check_chunk(sets)
-    settings = config.effective()
     device = resolve_device(config.device)
     if threads:
         torch.set_num_threads(threads)
-    count = len(sets)
-    chunk_name = ",".join(data.name for data in sets)
-    chunk_subject = subject_of(sets[0]) if count == 1 else f"chunk {chunk_name}"
-    labels = []
-    for data in sets:
-        seed = label_seed(config.seed, data.name)
-        generator, critic = initial_networks(config, data)
-        critic_rng, generator_rng = random_streams(seed, device)
-        history = LossHistory(subject_of(data), "iteration")
-        labels.append(
-            _Label(
-                data, seed, generator.to(device), critic.to(device), critic_rng, generator_rng, history, []
-            )
-        )
-    generators = NetworkStack([member.generator for member in labels], vectorized)
-    critics = NetworkStack([member.critic for member in labels], vectorized)
-    loss = LOSSES[config.loss](**config.loss_options())
-    # One optimizer per network kind over every label's parameters: Adam and RMSprop act
-    # elementwise, so this is K optimizers' update in one step call (on a GPU, where they
-    # default to foreach, in one kernel per operation for all labels).
-    opt_g = make_optimizer(settings["optimizer"], generators.parameters(), settings["lr"], settings["betas"])
-    opt_d = make_optimizer(settings["optimizer"], critics.parameters(), settings["lr"], settings["betas"])
-    critic_rngs = [member.critic_rng for member in labels]
-    generator_rngs = [member.generator_rng for member in labels]
-    real_images = resident_images(sets, device)
-    real_classes = None if sets[0].classes is None else sets[0].classes.to(device)
-    batch, critic_steps = config.batch_size, settings["critic_steps"]
-    one_stage = config.training == "one_stage"
-
-    checkpoint_dir = Path(checkpoint_dir)
-    checkpoint_path = checkpoint_dir / f"{run_key(config, sets, device)}.pt"
-    iteration, seconds = 0, 0.0  # seconds: each label's share, the chunk's wall clock / K
-    with exclusive_lock(checkpoint_dir):
-        remove_stale_temporaries(checkpoint_path)
-        if checkpoint_path.exists():
-            state = load_checkpoint(
-                checkpoint_path, CHECKPOINT_FORMAT, "iteration", config.iterations, chunk_subject
-            )
-            for member, label_state in zip(labels, state["labels"], strict=True):
-                member.generator.load_state_dict(label_state["generator"])
-                member.critic.load_state_dict(label_state["critic"])
-                member.critic_rng.set_state(label_state["critic_rng"])
-                member.generator_rng.set_state(label_state["generator_rng"])
-                member.history.rows = label_state["history"]
-                member.snapshots = label_state["snapshots"]
-            opt_g.load_state_dict(_merge_optimizer_states([ls["opt_g"] for ls in state["labels"]]))
-            opt_d.load_state_dict(_merge_optimizer_states([ls["opt_d"] for ls in state["labels"]]))
-            iteration, seconds = state["iteration"], state["seconds"]
-            log(
-                f"[{chunk_name}] resumed from {checkpoint_path} at iteration {iteration} ({seconds:.1f} s trained)"
-            )
-        else:
-            sizes = ", ".join(str(len(x)) for x in real_images)
-            seeds = ", ".join(str(member.seed) for member in labels)
-            log(f"[{chunk_name}] new run {checkpoint_path.stem}: {sizes} images, seed {seeds}")
-        where = scheduler_job()
-        log(f"[{chunk_name}] {json.dumps(settings)} on {device}, {torch.get_num_threads()} threads")
-        log(f"[{chunk_name}] host {where['host']}, scheduler job {where['scheduler_job'] or 'none'}")
-
-        def save_checkpoint() -> None:
-            for member in labels:
-                member.history.flush()
-                check_finite(member, iteration)  # the last good checkpoint stays
-            label_states = [
-                {
-                    "slug": member.data.name,
-                    "history": member.history.rows,
-                    "generator": member.generator.state_dict(),
-                    "critic": member.critic.state_dict(),
-                    "opt_g": opt_g_state,
-                    "opt_d": opt_d_state,
-                    "critic_rng": member.critic_rng.get_state(),
-                    "generator_rng": member.generator_rng.get_state(),
-                    "snapshots": member.snapshots,
-                }
-                for member, opt_g_state, opt_d_state in zip(
-                    labels,
-                    _split_optimizer_state(opt_g.state_dict(), count),
-                    _split_optimizer_state(opt_d.state_dict(), count),
-                    strict=True,
-                )
-            ]
-            save_torch(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "iteration": iteration,
-                    "seconds": seconds,
-                    "labels": label_states,
-                    "config": settings,
-                },
-                checkpoint_path,
-            )
-
-        clock = PhaseClock(synchronize=profile and device.type == "cuda")
-        house = Housekeeping(config, "iteration", iteration, seconds, share=count)
-        with stop_requests() as stop_requested:
-            while house.budget_left():
-                means, generator_loss = critic_steps_on(
-                    generators, critics, opt_d, loss, real_images, real_classes, critic_rngs, critic_steps,
-                    batch, clock, one_stage_optimizer=opt_g if one_stage else None,
-                )  # fmt: skip
-                with clock("generator"):
-                    if one_stage:  # the gradient came with the last critic step
-                        opt_g.step()
-                    else:
-                        generator_loss = generator_step(
-                            generators, critics, opt_g, loss, real_classes, generator_rngs, batch
-                        )
-                house.advance()
-                iteration, seconds = house.count, house.seconds
-                losses = torch.cat([means, generator_loss.detach()[:, None]], 1)
-                for member, label_losses in zip(labels, losses, strict=True):
-                    member.history.add(iteration, seconds, label_losses)
-                if house.snapshot_due(len(labels[0].snapshots)):
-                    with clock("checkpoint"):
-                        for member in labels:
-                            member.snapshots.append(snapshot(member.generator, iteration, seconds))
-                if house.log_due():
-                    with clock("logging"):
-                        rate = house.logged()
-                        for member in labels:
-                            member.history.flush()
-                            line = progress_line(
-                                member.data.name, config, iteration, seconds, rate, batch * critic_steps,
-                                member.history.rows[-1],
-                            )  # fmt: skip
-                            log(line)
-                if house.checkpoint_due(stop_requested):
-                    with clock("checkpoint"):
-                        save_checkpoint()
-                        house.checkpointed()
-                house.stop_if_requested(stop_requested, chunk_subject, checkpoint_path)
-            with clock("checkpoint"):
-                save_checkpoint()
-
-    session_seconds, done = house.session_seconds, house.done
-    shared = {
-        "loss": config.loss,
-        "iterations": iteration,
-        "seconds": seconds,
-        "device_seconds": seconds,  # the label's share of its chunk's one device
-        "chunk_size": count,
-        "chunk_labels": [data.name for data in sets],
-        "chunk_seconds": seconds * count,
-        **house.summary(),
-        "generator_iterations_per_second": done / session_seconds if done else None,
-        "label_iterations_per_second": done * count / session_seconds if done else None,
-        "critic_real_images_per_second": done * count * batch * critic_steps / session_seconds
-        if done
-        else None,
-        "phase_seconds": dict(clock.seconds),
-        "phase_timing_synchronized": clock.synchronize,
-        "device": str(device),
-        **where,
-        "threads": torch.get_num_threads(),
-        "resolution": sets[0].resolution,
-        "channels": sets[0].channels,
-        "checkpoint": str(checkpoint_path),
-        "config": settings,
-    }
-    log(f"[{chunk_name}] done: {iteration} iterations, {seconds * count:.1f} s trained")
-    results = []
-    for member in labels:
-        summary = {
-            **member.data.identity(),
-            **shared,
-            "images": len(member.data.images),
-            "snapshots": [[point["iteration"], point["seconds"]] for point in member.snapshots]
-            + [[iteration, seconds]],
-        }
-        points = (
-            [*member.snapshots, snapshot(member.generator, iteration, seconds)] if config.snapshots else []
-        )
-        results.append(TrainResult(member.generator.eval(), member.history.rows, summary, points))
-    return results
+    trainer = ChunkTrainer(sets, config, device, vectorized)
+    checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, sets, device)}.pt"
+    clock = PhaseClock(synchronize=profile and device.type == "cuda")
+    session = run_to_budget(trainer, config, trainer.settings, checkpoint_path, clock, log)
+    log(
+        f"[{trainer.name}] done: {session.house.count} iterations, {session.house.seconds * len(sets):.1f} s trained"
+    )
+    return trainer.results(session, checkpoint_path)
 
 
 def resident_images(sets: Sequence[TrainingSet], device: torch.device) -> list[torch.Tensor]:
@@ -676,35 +487,6 @@ def check_finite(member: _Label, iteration: int) -> None:
                 f"{member.subject}: the {kind}'s weights hold NaN/inf at iteration {iteration}; "
                 f"training stopped (lower train.lr or check the images)"
             )
-
-
-def snapshot(generator: Generator, iteration: int, seconds: float, processes: int = 1) -> dict[str, Any]:
-    """A copy of the generator after ``iteration`` updates and ``seconds`` of training by
-    ``processes`` processes, each on a device of its own."""
-    state = {key: value.detach().cpu().clone() for key, value in generator.state_dict().items()}
-    return {
-        "iteration": iteration,
-        "seconds": seconds,
-        "device_seconds": seconds * processes,
-        "generator": state,
-    }
-
-
-def progress_line(slug, config, iteration, seconds, rate, images_per_iteration, last_row) -> str:
-    budget = []
-    if config.iterations is not None:
-        budget.append(f"iter {iteration}/{config.iterations} ({100 * iteration / config.iterations:.0f}%)")
-    else:
-        budget.append(f"iter {iteration}")
-    if config.seconds is not None:
-        budget.append(f"{seconds:.0f}/{config.seconds:.0f} s")
-    else:
-        budget.append(f"{seconds:.0f} s")
-    _, _, critic, wasserstein, penalty, gen = last_row.tolist()
-    return (
-        f"[{slug}] {' '.join(budget)} | {rate:.1f} it/s, {rate * images_per_iteration:.0f} critic img/s | "
-        f"critic {critic:.4f} W {wasserstein:.4f} gp {penalty:.4f} gen {gen:.4f}"
-    )
 
 
 def write_losses(history: torch.Tensor, path: str | Path) -> None:
