@@ -1,5 +1,6 @@
 """The style checks CI enforces: ruff (lint and format), snakefmt and snakemake --lint; the docs' links."""
 
+import ast
 import re
 import subprocess
 
@@ -33,13 +34,25 @@ def anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
 def test_readme_and_docs_links_resolve():
-    """Every relative link (and #anchor) in README.md and docs/*.md names a file (and heading) that exists."""
-    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    """Every relative link (and #anchor) in README.md, docs/*.md and the package's docstrings names
+    a file (and heading) that exists."""
+    pages = [
+        REPO / "README.md",
+        *sorted((REPO / "docs").glob("*.md")),
+        *sorted((REPO / "src/wcgan").glob("*.py")),
+    ]
     assert len(pages) > 1
     broken = []
     for page in pages:
-        text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.M | re.S)
+        text = page.read_text(encoding="utf-8")
+        if page.suffix == ".py":  # the docstrings, not the code
+            nodes = [n for n in ast.walk(ast.parse(text)) if isinstance(n, DOCUMENTED)]
+            text = "\n".join(filter(None, map(ast.get_docstring, nodes)))
+        text = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"[a-z]+:", target):
                 continue  # https:, mailto:

@@ -40,7 +40,7 @@ from wcgan.errors import WcganError
 from wcgan.labels import make_chunks, make_labels
 from wcgan.tables import read_metrics
 
-# Reset to null in every variant: each scheme takes its own recipe (wcgan.losses.RECIPES).
+# Reset to null in every variant: each scheme takes its own recipe (wcgan.config.RECIPES).
 LOSS_OPTIONS = ("critic_steps", "optimizer", "lr", "betas", "gp_weight", "clip_value")
 # scheme -> (train.generator, train.loss)
 SCHEMES: dict[str, tuple[str, str]] = {

@@ -1,4 +1,4 @@
-"""The one exception type that reaches users as a single line."""
+"""The exceptions that reach users as a single line (or, for ``QuietExit``, none)."""
 
 
 class WcganError(Exception):

@@ -230,10 +230,8 @@ class NetworkStack:
       copied back into each network.
     * not vectorized: each network on its own slice, outputs stacked. On a CPU the convolutions
       already keep the cores busy, and oneDNN's grouped convolutions (and vmap's reshuffling
-      around them) are slower than K plain ones: ``bench/labels_per_job.py`` on one CPU thread,
-      8x8 width 16, K = 8 trains 1.27 times the label-iterations per second of K = 1 looped
-      and 0.88 times vectorized (the shared data, loss and optimizer work is what looping
-      saves; a hand-written grouped-convolution forward measured no faster than vmap's).
+      around them) are slower than K plain ones (measured in
+      [Many labels](../../docs/many-labels.md)).
 
     By default a stack vectorizes on a GPU and not on a CPU. One network is called directly,
     so a stack of one costs what the network does. Parametrized networks (spectral norm) do not

@@ -121,7 +121,9 @@ def save_samples(images: torch.Tensor, label: Label, path: str | os.PathLike) ->
 def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, Label]:
     data = load_torch(path, "samples")
     if not isinstance(data, dict) or data.get("format") != SAMPLES_FORMAT:
-        raise WcganError(f"samples '{path}' is not a wcgan samples file (made by 'wcgan sample')")
+        raise WcganError(
+            f"samples '{path}' is not a wcgan samples file (made by 'wcgan train --samples-out' or 'wcgan sample')"
+        )
     return data["images"], Label(data["index"], data["slug"], data["name"])
 
 
