@@ -62,3 +62,17 @@ def test_a_chunk_over_the_jobs_memory_is_refused_at_its_start(tmp_path):
     result = run_wcgan(*command, "--mem-mb", str(-(-estimate.total // MB)))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in outputs["models"].iterdir()) == ["a.pt", "b.pt"]
+
+    # The conditional GAN's one job names the shards' root and the run's chunks: its estimate
+    # counts every chunk's images.
+    conditional = ["train", "--shard", str(tmp_path / "shards"), "--chunks", "2", "2", "--generator",
+                   "conditional", "--checkpoint-dir", str(tmp_path / "cgan"), "--model-out", str(tmp_path / "c.pt"),
+                   "--losses-out", str(tmp_path / "c.csv"), "--summary-out", str(tmp_path / "c.json"), *options]  # fmt: skip
+    estimate = training_memory(
+        TrainConfig(iterations=1, width=4, z_dim=8, batch_size=8), 1, 600, 3, 64, classes=2
+    )
+    line = one_error_line(run_wcgan(*conditional, "--mem-mb", str(estimate.total // MB)))
+    assert line.startswith(
+        f"wcgan: error: the conditional GAN's 2 labels need {estimate.describe()}, more than"
+    )
+    assert not (tmp_path / "cgan").exists()

@@ -10,10 +10,19 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wcgan import __version__
+from wcgan.config import (
+    OVERALL_PER_LABEL,
+    PRC_MAX_IMAGES,
+    SCORE_SEED,
+    ClassifierConfig,
+    DistributedConfig,
+    TrainConfig,
+    read_run_config,
+)
 from wcgan.errors import QuietExit, WcganError
 from wcgan.options import add_config_options, config_from_options
 
@@ -77,6 +86,86 @@ def chunk_paths(args: argparse.Namespace, paths: Sequence[str], suffix: str = ""
     return [str(chunk) for chunk in chunks]
 
 
+# --- commands: each handler beside its arguments ------------------------------------------
+
+# (name, help, arguments, handler) of every subcommand, in the order ``wcgan --help`` lists them.
+COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable]] = []
+
+
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register the decorated handler as ``wcgan <name>``, its options declared by ``arguments``."""
+
+    def register(handler: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
+        COMMANDS.append((name, help, arguments, handler))
+        return handler
+
+    return register
+
+
+# --- options several commands share -------------------------------------------------------
+
+
+def _training_output_arguments(sub: argparse.ArgumentParser) -> None:
+    per_gan = "one per label in --shard order for per-label GANs (or their folder), else one"
+    sub.add_argument("--model-out", nargs="+", required=True, help=f"trained generator (.pt): {per_gan}")
+    sub.add_argument("--losses-out", nargs="+", required=True, help=f"loss history (.csv): {per_gan}")
+    sub.add_argument("--summary-out", nargs="+", required=True, help=f"run summary (.json): {per_gan}")
+    sub.add_argument(
+        "--samples-out",
+        nargs="+",
+        help="also draw samples of each label from the trained generator (.pt each, in --shard "
+        "order, or their folder)",
+    )
+    sub.add_argument(
+        "--snapshots-out",
+        nargs="+",
+        help=f"samples of the GAN's labels at each train.snapshots point (.pt): {per_gan}",
+    )
+    sub.add_argument("--samples", type=int, default=1000, help="how many per label, with --samples-out")
+    sub.add_argument("--samples-seed", type=int, default=0, help="base seed of their latents")
+    sub.add_argument("--checkpoint-dir", required=True, help="resume state; kept after the run")
+    sub.add_argument("--threads", type=int, help="torch intra-op threads (per process)")
+    add_chunks_option(sub)  # --shard and --samples-out as the roots of every chunk's folder
+
+
+def _extraction_arguments(
+    sub: argparse.ArgumentParser, shards: str = "every label's real images (.pt)"
+) -> None:
+    """Real images, extractor and device: what every command that extracts features reads;
+    and how many of each label's features the overall IS, KID and precision/recall read."""
+    sub.add_argument("--shards", nargs="+", required=True, help=shards)
+    sub.add_argument("--classifier", help="wcgan classifier file (the default extractor)")
+    sub.add_argument("--inception-weights", help="Inception-v3 weights file, or 'download'")
+    sub.add_argument("--max-real-per-label", type=int, help="use at most this many real images per label")
+    sub.add_argument(
+        "--overall-per-label",
+        type=int,
+        default=OVERALL_PER_LABEL,
+        help="of each label, a seeded subset of at most this many generated and real features "
+        "for the overall IS, KID and precision/recall (FID reads the moments of all)",
+    )
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--threads", type=int)
+
+
+def _merging_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--seed",
+        type=int,
+        default=SCORE_SEED,
+        help="of KID's subsets, IS's shuffle and the precision/recall subset",
+    )
+
+
+def _precision_recall_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--prc-max-images",
+        type=int,
+        default=PRC_MAX_IMAGES,
+        help="precision/recall from a seeded subset of at most this many images per side",
+    )
+
+
 # --- data ---------------------------------------------------------------------------------
 
 
@@ -92,6 +181,11 @@ def _spec(args: argparse.Namespace):
     return config_from_options(DataSpec, vars(args))
 
 
+def _labels_arguments(sub: argparse.ArgumentParser) -> None:
+    _add_data_options(sub)
+
+
+@command("labels", "print a data set's labels: index, slug, name", _labels_arguments)
 def cmd_labels(args: argparse.Namespace) -> None:
     from wcgan.labels import make_labels
     from wcgan.sources import label_names
@@ -100,6 +194,21 @@ def cmd_labels(args: argparse.Namespace) -> None:
         print(f"{label.index}\t{label.slug}\t{label.name}")
 
 
+def _split_arguments(sub: argparse.ArgumentParser) -> None:
+    _add_data_options(sub)
+    # Positional, after "--" in the rules: a label's name may start with '-'. Not "labels":
+    # that is the data section's own key (data.labels, the run's label list).
+    sub.add_argument("names", nargs="+", metavar="NAME", help="the labels' names in the data set")
+    sub.add_argument(
+        "--indices",
+        type=int,
+        nargs="+",
+        help="their class indices (default: positions among the data set's labels)",
+    )
+    sub.add_argument("--out-dir", required=True, help="folder of the shards, <slug>.pt per label")
+
+
+@command("split", "write the images of one or more labels (a chunk) as shards", _split_arguments)
 def cmd_split(args: argparse.Namespace) -> None:
     """Write a shard per label of a chunk; all are read and checked before any is written, so
     a bad label or two labels of different shapes leave no shard of the chunk behind."""
@@ -135,6 +244,19 @@ def cmd_split(args: argparse.Namespace) -> None:
         )
 
 
+def _label_table_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--shards", nargs="+", required=True, help="shard files, or folders of them")
+    sub.add_argument(
+        "--labels-per-job",
+        type=int,
+        default=1,
+        help="labels per chunk, which names the chunks (without --chunks)",
+    )
+    add_chunks_option(sub)
+    sub.add_argument("--out", required=True)
+
+
+@command("label-table", "write labels.tsv from the shards", _label_table_arguments)
 def cmd_label_table(args: argparse.Namespace) -> None:
     from wcgan.data import load_shard
     from wcgan.labels import make_chunks, write_table
@@ -187,29 +309,31 @@ def _training_data(args: argparse.Namespace, config):
     return sets, config, TrainingOutputs.of(given, [shard.label for shard in shards], args.chunks)
 
 
-def _check_training_memory(args: argparse.Namespace, config) -> None:
-    """Refuse a job whose images and networks would not fit ``--mem-mb``, from the shards'
-    headers, before any image is read or anything written."""
-    from wcgan.data import load_shard
-    from wcgan.memory import check_fits, training_memory
-
-    shards = [load_shard(path, mmap=True) for path in files_in(args.shard)]  # headers only
-    if not shards:
-        return  # the training data's own check says so
-    count, (channels, resolution) = len(shards), shards[0].images.shape[1:3]
-    images = sum(len(shard.images) for shard in shards)
-    if config.generator == "per_label":
-        chunk = Path(args.shard[0]).name if len(args.shard) == 1 and Path(args.shard[0]).is_dir() else None
-        subject = f"{f'chunk {chunk}: ' if chunk else ''}K = {count} labels"
-        estimate = training_memory(config, count, images, channels, resolution)
-    else:
-        subject = f"the conditional GAN's {count} labels"
-        estimate = training_memory(config, 1, images, channels, resolution, classes=count)
-    check_fits(estimate, args.mem_mb, subject)
+def _train_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--shard",
+        nargs="+",
+        required=True,
+        help="the chunk's labels' shards, or their folder (K: K per-label GANs trained as one); "
+        "every label's for --generator conditional",
+    )
+    _training_output_arguments(sub)
+    sub.add_argument("--profile", action="store_true", help="synchronize the GPU to time each phase")
+    sub.add_argument(
+        "--mem-mb",
+        type=int,
+        help="the job's memory limit (MB): a job estimated above it is refused at its start",
+    )
+    add_config_options(sub, TrainConfig, "training (the config's train section)")
 
 
+@command(
+    "train",
+    "train the GANs of a chunk of labels (one per label, batched on one device), or one "
+    "conditional GAN for all, under the budget (resumes)",
+    _train_arguments,
+)
 def cmd_train(args: argparse.Namespace) -> None:
-    from wcgan.config import TrainConfig
     from wcgan.training import train_chunk
 
     config = config_from_options(TrainConfig, vars(args))
@@ -218,7 +342,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             "train.generator distributed runs as a group of processes: use wcgan train-distributed --launch torchrun"
         )
     if args.mem_mb is not None:
-        _check_training_memory(args, config)
+        from wcgan.memory import check_training_memory
+
+        # A chunk's folder names the chunk; the shards' headers give the sizes, no image is read.
+        folder = Path(args.shard[0]) if len(args.shard) == 1 and Path(args.shard[0]).is_dir() else None
+        chunk = folder.name if folder and args.chunks is None else None
+        check_training_memory(files_in(chunk_paths(args, args.shard)), config, args.mem_mb, chunk)
     sets, config, outputs = _training_data(args, config)
     results = train_chunk(
         sets, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log
@@ -226,12 +355,43 @@ def cmd_train(args: argparse.Namespace) -> None:
     outputs.write(results, sets, args.samples, args.samples_seed, args.started_at)
 
 
+def _train_distributed_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--launch",
+        choices=("torchrun", "srun", "jsrun"),
+        help="start the group: torchrun --standalone on this machine, srun tasks in a Slurm "
+        "allocation, jsrun resource sets in an LSF one",
+    )
+    sub.add_argument(
+        "--shard",
+        nargs="+",
+        required=True,
+        help="every label's shard in label order, or their folders (a device reads only its own "
+        "under partition by_label)",
+    )
+    _training_output_arguments(sub)
+    add_config_options(
+        sub,
+        TrainConfig,
+        "training (the config's train section, per label; a round is one generator update; "
+        "--generator is distributed whatever is given)",
+    )
+    add_config_options(sub, DistributedConfig, "distribution (the config's distributed section)")
+
+
+@command(
+    "train-distributed",
+    "distributed training (a server and local critics; resumes): with --launch, start the "
+    "DEVICES+1 processes and restart them when one is lost; without, one of those processes "
+    "(under torchrun, srun or jsrun)",
+    _train_distributed_arguments,
+)
 def cmd_train_distributed(args: argparse.Namespace) -> None:
     import os
 
-    from wcgan.config import DistributedConfig, TrainConfig
-    from wcgan.launch import environment_rank, launch_group, member_from_environment, recorded, refused_alike
-    from wcgan.training_outputs import check_outputs
+    from wcgan.distributed import train_rank
+    from wcgan.launch import environment_rank, launch_or_join, refused_alike, wants_gpus
+    from wcgan.training_outputs import TrainingOutputs, check_outputs
 
     # Every rank of a group finds the same fault in its command line: rank 0 says it.
     with refused_alike(0 if args.launch else environment_rank(os.environ)):
@@ -241,94 +401,24 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
         dist_config.check()
         shards = files_in(chunk_paths(args, args.shard))
         check_outputs(_outputs_given(args), 1, len(shards), config.generator, config.snapshots)
-        member = None if args.launch else member_from_environment(os.environ, dist_config.processes)
-    if member is None:  # this process starts the group, each rank this command without --launch
-        code = launch_group(
-            args.launch,
-            [sys.executable, "-m", "wcgan.cli", *_without_option(args.argv, "--launch")],
-            dist_config.processes,
-            args.checkpoint_dir,
-            nodes=dist_config.nodes,
-            threads=args.threads or 1,
-            gpus=_wants_gpus(config.device),
-            max_restarts=dist_config.max_restarts,
-            log=log,
-        )
-        if code:
-            raise SystemExit(code)  # the ranks' own lines say why
-        return
-    os.environ["LOCAL_RANK"] = str(member.local_rank)  # rank_device's GPU under any launcher
-    try:
-        with recorded(args.checkpoint_dir, member) as record:
-            config = config.for_labels(len(shards), dist_config.processes)
-            _train_rank(args, member, shards, config, dist_config, record)
-    except QuietExit:
-        raise
-    except WcganError as exc:
-        exc.args = (f"{member.describe()}: {exc}",)  # which process of which host, and why
-        raise
 
-
-def _wants_gpus(device: str) -> bool:
-    """Whether the group's processes get a GPU each: train.device cuda, or auto where this
-    machine (the job's first node) has one."""
-    if device == "auto":
-        import torch
-
-        return torch.cuda.is_available()
-    return device.startswith("cuda")
-
-
-def _train_rank(args: argparse.Namespace, member, shards: list[str], config, dist_config, record) -> None:
-    """One rank's part: join the group, train, and on the server write the outputs."""
-    import torch
-    import torch.distributed as dist
-
-    from wcgan.distributed import rank_device, resolve_backend, train_distributed
-    from wcgan.launch import collective
-
-    device = rank_device(config.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    log(f"{member.describe()}: {member.launcher} rank {member.rank} of {member.world_size}, on {device}")
-    with collective("the rendezvous"):  # a process missing: the group is lost, not refused
-        dist.init_process_group(
-            resolve_backend(dist_config.backend, device),
-            init_method=member.init_method,
-            rank=member.rank,
-            world_size=member.world_size,
-        )
-    try:
-        outcome = train_distributed(
-            shards,
-            config,
-            dist_config,
-            args.checkpoint_dir,
-            threads=args.threads,
-            log=log,
+    def rank(member, record) -> None:
+        """This process's part; the server writes the outputs."""
+        budget = config.for_labels(len(shards), dist_config.processes)
+        outcome = train_rank(
+            member, shards, budget, dist_config, args.checkpoint_dir, threads=args.threads, log=log,
             checkpointed=record.checkpointed,
-        )
-    finally:
-        dist.destroy_process_group()
-    if outcome is not None:  # the server writes the outputs
-        from wcgan.training_outputs import TrainingOutputs
+        )  # fmt: skip
+        if outcome is not None:
+            result, data = outcome
+            outputs = TrainingOutputs.of(_outputs_given(args), data.labels, args.chunks)
+            outputs.write([result], [data], args.samples, args.samples_seed, args.started_at)
 
-        result, data = outcome
-        outputs = TrainingOutputs.of(_outputs_given(args), data.labels, args.chunks)
-        outputs.write([result], [data], args.samples, args.samples_seed, args.started_at)
-
-
-def _without_option(argv: Sequence[str], option: str) -> list[str]:
-    """``argv`` without ``option VALUE`` (or ``option=VALUE``)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(f"{option}="):
-            out.append(arg)
-    return out
+    launch_or_join(
+        args.launch, args.argv, dist_config.processes, args.checkpoint_dir, rank, nodes=dist_config.nodes,
+        threads=args.threads or 1, gpus=wants_gpus(config.device), max_restarts=dist_config.max_restarts,
+        log=log,
+    )  # fmt: skip
 
 
 def _default_run() -> str:
@@ -345,6 +435,20 @@ def _default_run() -> str:
     return str(Path("results") / run)
 
 
+def _sample_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--label", help="the label's name or slug, drawn from the run's generators")
+    sub.add_argument(
+        "--run", help="run folder with labels.tsv and models/ (default: results/<run> of config/config.yaml)"
+    )
+    sub.add_argument("--model", help="one generator file (with --label for a conditional one)")
+    sub.add_argument("-n", type=int, default=64, help="number of samples")
+    sub.add_argument("--seed", type=int, default=0, help="base seed; each label derives its own")
+    sub.add_argument("--columns", type=int, default=8, help="grid columns for a .png")
+    sub.add_argument("--threads", type=int)
+    sub.add_argument("--out", required=True, help=".png: a grid; .pt: uint8 samples")
+
+
+@command("sample", "draw samples from one label's generator", _sample_arguments)
 def cmd_sample(args: argparse.Namespace) -> None:
     from wcgan.figures import save_grid
     from wcgan.labels import find_label
@@ -395,11 +499,21 @@ def _torch_setup(args: argparse.Namespace):
     return resolve_device(args.device) if hasattr(args, "device") else None
 
 
+def _train_classifier_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--shards", nargs="+", required=True)
+    add_chunks_option(sub)
+    sub.add_argument("--out", required=True)
+    sub.add_argument("--report-out", required=True)
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--threads", type=int)
+    add_config_options(sub, ClassifierConfig, "classifier (the config's metrics.classifier section)")
+
+
+@command("train-classifier", "train the classifier used as feature extractor", _train_classifier_arguments)
 def cmd_train_classifier(args: argparse.Namespace) -> None:
 
     from wcgan.atomic import atomic_open
     from wcgan.classifier import train_classifier
-    from wcgan.config import ClassifierConfig
     from wcgan.data import load_shard
     from wcgan.model_files import save_classifier
 
@@ -423,13 +537,35 @@ def _open_extractor(args: argparse.Namespace):
     return open_extractor(args.inception_weights, args.classifier, device)
 
 
-def _same_length(args: argparse.Namespace, *names: str) -> None:
-    lengths = {name: len(getattr(args, name) or ()) for name in names}
-    if len(set(lengths.values())) > 1:
-        shown = ", ".join(f"--{name.replace('_', '-')} {count}" for name, count in lengths.items())
+def _same_length(**files: Sequence[str]) -> None:
+    """The options (by name) name as many files each."""
+    if len({len(paths) for paths in files.values()}) > 1:
+        shown = ", ".join(f"--{name.replace('_', '-')} {len(paths)}" for name, paths in files.items())
         raise WcganError(f"these options name one file per label (or job) each, but got {shown} files")
 
 
+def _features_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--samples",
+        nargs="+",
+        required=True,
+        help="the labels' samples (.pt), in label order, or their folder",
+    )
+    sub.add_argument("--out", required=True, help="the chunk's scores file (.pt)")
+    sub.add_argument(
+        "--snapshots", nargs="+", help="the chunk's training jobs' snapshot samples (.pt), or their folder"
+    )
+    _extraction_arguments(sub, shards="the same labels' real images (.pt), same order, or their folder")
+    _precision_recall_arguments(sub)
+    _merging_arguments(sub)
+
+
+@command(
+    "features",
+    "map step of scoring: a chunk's features (each image through the extractor once), each "
+    "label's scores, the features' moments and kept subsets (and those of snapshot samples)",
+    _features_arguments,
+)
 def cmd_features(args: argparse.Namespace) -> None:
     from wcgan.data import load_shard
     from wcgan.metrics import (
@@ -441,11 +577,11 @@ def cmd_features(args: argparse.Namespace) -> None:
     from wcgan.sampling import load_samples, load_snapshot_samples
 
     # Folders (a chunk's) list their files by name, the same label order for each of them.
-    args.samples, args.shards = files_in(args.samples), files_in(args.shards)
-    _same_length(args, "samples", "shards")
-    samples = [load_samples(path) for path in args.samples]
+    sample_files, shard_files = files_in(args.samples), files_in(args.shards)
+    _same_length(samples=sample_files, shards=shard_files)
+    samples = [load_samples(path) for path in sample_files]
     network = _open_extractor(args)
-    shards = [load_shard(path, mmap=True) for path in args.shards]
+    shards = [load_shard(path, mmap=True) for path in shard_files]
     labels = extract_label_features(network, samples, shards, args.max_real_per_label, log=log)
     snapshots = [
         extract_snapshot_features(network, load_snapshot_samples(path))
@@ -463,6 +599,22 @@ def cmd_features(args: argparse.Namespace) -> None:
     save_chunk_scores(scores, args.out)
 
 
+def _merge_scores_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--features", nargs="+", required=True, help="every chunk's scores file (.pt), or their root"
+    )
+    add_chunks_option(sub)
+    sub.add_argument("--out", required=True, help="metrics table (.tsv)")
+    sub.add_argument("--threads", type=int)
+    _precision_recall_arguments(sub)
+    _merging_arguments(sub)
+
+
+@command(
+    "merge-scores",
+    "reduce step of scoring: metrics.tsv (all labels merged, and per label) from every chunk's scores",
+    _merge_scores_arguments,
+)
 def cmd_merge_scores(args: argparse.Namespace) -> None:
     from wcgan.metrics import load_chunk_score_files, merge_scores
     from wcgan.tables import write_metrics
@@ -472,6 +624,21 @@ def cmd_merge_scores(args: argparse.Namespace) -> None:
     write_metrics(merge_scores(run, prc_max_images=args.prc_max_images, seed=args.seed, log=log), args.out)
 
 
+def _merge_curve_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--features", nargs="+", required=True, help="every chunk's scores file (.pt), or their root"
+    )
+    add_chunks_option(sub)
+    sub.add_argument("--out", required=True, help="curve table (.tsv)")
+    sub.add_argument("--threads", type=int)
+    _merging_arguments(sub)
+
+
+@command(
+    "merge-curve",
+    "reduce step of the curve: FID against budget from every chunk's snapshot scores, all labels merged",
+    _merge_curve_arguments,
+)
 def cmd_merge_curve(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -483,6 +650,18 @@ def cmd_merge_curve(args: argparse.Namespace) -> None:
     write_tsv(pd.DataFrame(merge_curve(run, seed=args.seed, log=log)), args.out)
 
 
+def _score_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--samples", nargs="+", required=True, help="every label's samples (.pt)")
+    sub.add_argument("--out", required=True, help="metrics table (.tsv)")
+    _extraction_arguments(sub)
+    _precision_recall_arguments(sub)
+
+
+@command(
+    "score",
+    "score all labels' samples, merged and per label: features and merge-scores in one process",
+    _score_arguments,
+)
 def cmd_score(args: argparse.Namespace) -> None:
     from wcgan.data import load_shard
     from wcgan.metrics import score_run
@@ -504,6 +683,20 @@ def cmd_score(args: argparse.Namespace) -> None:
     write_metrics(records, args.out)
 
 
+def _score_curve_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--snapshots", nargs="+", required=True, help="every training job's snapshot samples (.pt)"
+    )
+    sub.add_argument("--out", required=True, help="curve table (.tsv)")
+    _extraction_arguments(sub)
+    add_chunks_option(sub)
+
+
+@command(
+    "score-curve",
+    "FID against budget of every snapshot point, all labels merged: features and merge-curve in one process",
+    _score_curve_arguments,
+)
 def cmd_score_curve(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -527,6 +720,15 @@ def cmd_score_curve(args: argparse.Namespace) -> None:
 # --- weak scaling -------------------------------------------------------------------------
 
 
+def _scaling_config_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--base", required=True, help="the run's config, as JSON")
+    sub.add_argument("--run", required=True, help="the point's run name")
+    sub.add_argument("--n", type=int, required=True, help="N: concurrent label jobs, on the first N labels")
+    sub.add_argument("--iterations", type=int, required=True, help="fixed generator iterations per job")
+    sub.add_argument("--out", required=True, help="config file (.yaml)")
+
+
+@command("scaling-config", "the config of one weak-scaling point", _scaling_config_arguments)
 def cmd_scaling_config(args: argparse.Namespace) -> None:
     import yaml
 
@@ -547,16 +749,33 @@ def cmd_scaling_config(args: argparse.Namespace) -> None:
         yaml.safe_dump(config, fh, sort_keys=False)
 
 
+def _scaling_times_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--config", required=True, help="the point's config (from scaling-config)")
+    sub.add_argument("--series", required=True, help="how the jobs ran (local, slurm, ...)")
+    sub.add_argument("--out", required=True, help="job table (.tsv)")
+
+
+@command("scaling-times", "per-job times of a weak-scaling point", _scaling_times_arguments)
 def cmd_scaling_times(args: argparse.Namespace) -> None:
     from wcgan.scaling import point_jobs, point_times, write_table
 
-    config, _ = _run_config(args.config)
+    config = read_run_config(args.config)
     jobs = point_jobs(config)
     table = point_times(Path("results") / config["run"], jobs, args.series, config["train"]["iterations"])
     write_table(table, args.out)
     log(f"scaling {args.series} N={len(jobs)}: mean job time {table['time_s'].mean():.2f} s")
 
 
+def _scaling_report_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--points", nargs="+", required=True, help="job tables of the points")
+    sub.add_argument("--projection", type=int, nargs="+", required=True, help="job counts to project to")
+    sub.add_argument("--seed", type=int, default=0, help="of the projection's draws")
+    sub.add_argument("--jobs-out", required=True)
+    sub.add_argument("--summary-out", required=True)
+    sub.add_argument("--projection-out", required=True)
+
+
+@command("scaling-report", "weak-scaling summary and projection from the points", _scaling_report_arguments)
 def cmd_scaling_report(args: argparse.Namespace) -> None:
     from wcgan.scaling import project, read_points, summarize, write_table
 
@@ -574,16 +793,17 @@ def cmd_scaling_report(args: argparse.Namespace) -> None:
 # --- comparing schemes --------------------------------------------------------------------
 
 
-def _run_config(config_path: str | Path) -> tuple[dict, list[str]]:
-    """A nested run's config (a scaling point's or a compare variant's) and its label slugs."""
-    import yaml
+def _compare_config_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--base", required=True, help="the run's config, as JSON, its labels listed")
+    sub.add_argument("--run", required=True, help="the variant's run name")
+    sub.add_argument("--scheme", required=True, help="the variant's scheme (a name in wcgan.compare.SCHEMES)")
+    sub.add_argument("--seed", type=int, required=True, help="the variant's train.seed")
+    sub.add_argument("--options", default="{}", help="the scheme's loss options, as JSON (compare.options)")
+    sub.add_argument("--snapshots", type=int, default=0, help="the variant's train.snapshots")
+    sub.add_argument("--out", required=True, help="config file (.yaml)")
 
-    from wcgan.labels import make_labels
 
-    config = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
-    return config, [label.slug for label in make_labels(config["data"]["labels"])]
-
-
+@command("compare-config", "the config of one compare variant (scheme, seed)", _compare_config_arguments)
 def cmd_compare_config(args: argparse.Namespace) -> None:
     import yaml
 
@@ -599,11 +819,17 @@ def cmd_compare_config(args: argparse.Namespace) -> None:
         yaml.safe_dump(config, fh, sort_keys=False)
 
 
+def _compare_budget_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--config", required=True, help="the variant's config (from compare-config)")
+    sub.add_argument("--out", required=True, help="budget table (.tsv)")
+
+
+@command("compare-budget", "the budget a compare variant used, per label", _compare_budget_arguments)
 def cmd_compare_budget(args: argparse.Namespace) -> None:
     from wcgan.compare import budget_table, trained_units
     from wcgan.tables import write_tsv
 
-    config, _ = _run_config(args.config)
+    config = read_run_config(args.config)
     units = trained_units(config, config["data"]["labels"])
     table = budget_table(Path("results") / config["run"], units, config["train"]["loss"])
     write_tsv(table, args.out)
@@ -613,6 +839,21 @@ def cmd_compare_budget(args: argparse.Namespace) -> None:
     )
 
 
+def _compare_report_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--budgets", nargs="+", required=True, help="<scheme>-s<seed>/budget.tsv of each variant"
+    )
+    sub.add_argument("--metrics", nargs="+", required=True, help="<scheme>-s<seed>/metrics.tsv, same order")
+    sub.add_argument("--out", required=True, help="comparison table (.tsv)")
+    sub.add_argument(
+        "--labels-out", required=True, help="per variant and label: FID, recall, collapsed (.tsv)"
+    )
+    sub.add_argument("--seeds-out", help="also: mean and std over seeds per scheme (.tsv)")
+
+
+@command(
+    "compare-report", "one table of every compare variant's budget and scores", _compare_report_arguments
+)
 def cmd_compare_report(args: argparse.Namespace) -> None:
     from wcgan.compare import aggregate_seeds, comparison_table, label_table, read_variants
     from wcgan.tables import write_tsv
@@ -636,48 +877,51 @@ def cmd_compare_report(args: argparse.Namespace) -> None:
     log(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
-def cmd_plot_compare(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from wcgan.compare import parse_variant
-    from wcgan.figures import evenly_spread, plot_compare_curves, plot_compare_fid, save_compare_grid
-    from wcgan.labels import make_chunks, make_labels
-    from wcgan.sampling import load_samples
-    from wcgan.tables import read_metrics
-
-    comparison = pd.read_csv(args.comparison, sep="\t")
-    label_fids = []
-    for path in args.metrics:
-        scheme, seed = parse_variant(path)
-        table = read_metrics(path)
-        rows = table.loc[table["scope"] == "label", ["label", "fid"]].assign(scheme=scheme, seed=seed)
-        label_fids.append(rows)
-    plot_compare_fid(comparison, pd.concat(label_fids, ignore_index=True), args.fid_out)
-    curves = []
-    for path in args.curves:
-        scheme, seed = parse_variant(path)
-        curves.append(pd.read_csv(path, sep="\t").assign(scheme=scheme, seed=seed))
-    plot_compare_curves(pd.concat(curves, ignore_index=True), args.budget_out)
-    blocks = []
-    for run_dir in args.variants:
-        config, slugs = _run_config(Path(run_dir) / "config.yaml")
-        chunks = make_chunks(make_labels(config["data"]["labels"]), config["labels_per_job"])
-        chunk_of = {label.slug: chunk.name for chunk in chunks for label in chunk.labels}
-        shown = [slugs[i] for i in evenly_spread(len(slugs), args.max_labels)]
-        samples = [load_samples(Path(run_dir) / "samples" / chunk_of[slug] / f"{slug}.pt") for slug in shown]
-        rows = [(label.name, images[: args.per_label]) for images, label in samples]
-        blocks.append((Path(run_dir).name, rows))
-    title = f"{args.per_label} samples per label" + (
-        f"; {len(shown)} of {len(slugs)} labels, evenly spaced in label order"
-        if len(shown) < len(slugs)
-        else ""
+def _plot_compare_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--comparison", required=True, help="comparison.tsv of compare-report")
+    sub.add_argument(
+        "--metrics", nargs="+", required=True, help="<scheme>-s<seed>/metrics.tsv of each variant"
     )
-    save_compare_grid(blocks, args.samples_out, title)
+    sub.add_argument("--variants", nargs="+", required=True, help="variant folders whose samples are shown")
+    sub.add_argument("--per-label", type=int, default=6)
+    sub.add_argument(
+        "--max-labels", type=int, default=50, help="at most this many rows, spread evenly over the labels"
+    )
+    sub.add_argument("--curves", nargs="+", required=True, help="<scheme>-s<seed>/curve.tsv of each variant")
+    sub.add_argument("--samples-out", required=True)
+    sub.add_argument("--fid-out", required=True)
+    sub.add_argument("--budget-out", required=True, help="FID against device-seconds (.png)")
+
+
+@command(
+    "plot-compare",
+    "compare figures: samples side by side, FID per scheme, FID against device-seconds",
+    _plot_compare_arguments,
+)
+def cmd_plot_compare(args: argparse.Namespace) -> None:
+    from wcgan.compare import figure_data
+    from wcgan.figures import plot_compare_curves, plot_compare_fid, save_compare_grid
+
+    data = figure_data(
+        args.comparison, args.metrics, args.curves, args.variants, args.per_label, args.max_labels
+    )
+    plot_compare_fid(data.comparison, data.label_fids, args.fid_out)
+    plot_compare_curves(data.curves, args.budget_out)
+    save_compare_grid(data.sample_rows, args.samples_out, data.title)
 
 
 # --- figures ------------------------------------------------------------------------------
 
 
+def _plot_grids_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--samples", nargs="+", required=True)
+    add_chunks_option(sub)
+    sub.add_argument("--count", type=int, default=64)
+    sub.add_argument("--columns", type=int, default=8)
+    sub.add_argument("--out-dir", required=True)
+
+
+@command("plot-grids", "a grid of samples per label, <out-dir>/<slug>.png", _plot_grids_arguments)
 def cmd_plot_grids(args: argparse.Namespace) -> None:
     from wcgan.figures import save_grid
     from wcgan.sampling import load_samples
@@ -687,6 +931,17 @@ def cmd_plot_grids(args: argparse.Namespace) -> None:
         save_grid(images[: args.count], Path(args.out_dir) / f"{label.slug}.png", columns=args.columns)
 
 
+def _plot_merged_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--samples", nargs="+", required=True)
+    add_chunks_option(sub)
+    sub.add_argument("--per-label", type=int, default=10)
+    sub.add_argument(
+        "--max-labels", type=int, default=50, help="at most this many rows, spread evenly over the labels"
+    )
+    sub.add_argument("--out", required=True)
+
+
+@command("plot-merged", "one row of samples per label", _plot_merged_arguments)
 def cmd_plot_merged(args: argparse.Namespace) -> None:
     from wcgan.figures import save_merged_grid
     from wcgan.sampling import load_samples
@@ -700,6 +955,18 @@ def cmd_plot_merged(args: argparse.Namespace) -> None:
     save_merged_grid([(name, images) for _, name, images in rows], args.out, args.max_labels)
 
 
+def _plot_losses_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--losses", nargs="+", required=True)
+    add_chunks_option(sub)
+    sub.add_argument("--labels", required=True, help="labels.tsv, for label names")
+    sub.add_argument("--out", required=True)
+
+
+@command(
+    "plot-losses",
+    "loss curves: each label's (up to 10 labels), else median and 10-90 percent band, worst labels named",
+    _plot_losses_arguments,
+)
 def cmd_plot_losses(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -714,6 +981,12 @@ def cmd_plot_losses(args: argparse.Namespace) -> None:
     plot_losses(histories, args.out)
 
 
+def _plot_scores_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--metrics", required=True, help="metrics.tsv")
+    sub.add_argument("--out", required=True)
+
+
+@command("plot-scores", "per-label FID sorted worst first, the worst labels named", _plot_scores_arguments)
 def cmd_plot_scores(args: argparse.Namespace) -> None:
     from wcgan.figures import plot_label_scores
     from wcgan.tables import read_metrics
@@ -721,6 +994,18 @@ def cmd_plot_scores(args: argparse.Namespace) -> None:
     plot_label_scores(read_metrics(args.metrics), args.out)
 
 
+def _plot_ranked_grids_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--metrics", required=True, help="metrics.tsv")
+    sub.add_argument("--grids", required=True, help="the folder of per-label grids from plot-grids")
+    sub.add_argument("--count", type=int, default=8, help="this many worst and this many best labels")
+    sub.add_argument("--out", required=True)
+
+
+@command(
+    "plot-ranked-grids",
+    "the sample grids of the labels of highest and lowest FID",
+    _plot_ranked_grids_arguments,
+)
 def cmd_plot_ranked_grids(args: argparse.Namespace) -> None:
     from wcgan.figures import plot_ranked_grids
     from wcgan.tables import read_metrics
@@ -728,6 +1013,13 @@ def cmd_plot_ranked_grids(args: argparse.Namespace) -> None:
     plot_ranked_grids(read_metrics(args.metrics), args.grids, args.out, args.count)
 
 
+def _plot_scaling_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--summary", required=True, help="summary.tsv of scaling-report")
+    sub.add_argument("--projection", required=True, help="projection.tsv of scaling-report")
+    sub.add_argument("--out-dir", required=True)
+
+
+@command("plot-scaling", "weak-scaling figures from the scaling tables", _plot_scaling_arguments)
 def cmd_plot_scaling(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -745,362 +1037,22 @@ def cmd_plot_scaling(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wcgan.config import (
-        OVERALL_PER_LABEL,
-        PRC_MAX_IMAGES,
-        SCORE_SEED,
-        ClassifierConfig,
-        DistributedConfig,
-        TrainConfig,
-    )
-
     parser = argparse.ArgumentParser(prog="wcgan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"wcgan {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    def command(name: str, run, help: str) -> argparse.ArgumentParser:
+    for name, help, arguments, handler in COMMANDS:
         # Options spelled out in full: train-distributed hands its command line on to its ranks.
         sub = commands.add_parser(name, help=help, description=help, allow_abbrev=False)
-        sub.set_defaults(handler=run)
-        return sub
-
-    sub = command("labels", cmd_labels, "print a data set's labels: index, slug, name")
-    _add_data_options(sub)
-
-    sub = command("split", cmd_split, "write the images of one or more labels (a chunk) as shards")
-    _add_data_options(sub)
-    # Positional, after "--" in the rules: a label's name may start with '-'. Not "labels":
-    # that is the data section's own key (data.labels, the run's label list).
-    sub.add_argument("names", nargs="+", metavar="NAME", help="the labels' names in the data set")
-    sub.add_argument(
-        "--indices",
-        type=int,
-        nargs="+",
-        help="their class indices (default: positions among the data set's labels)",
-    )
-    sub.add_argument("--out-dir", required=True, help="folder of the shards, <slug>.pt per label")
-
-    sub = command("label-table", cmd_label_table, "write labels.tsv from the shards")
-    sub.add_argument("--shards", nargs="+", required=True, help="shard files, or folders of them")
-    sub.add_argument(
-        "--labels-per-job",
-        type=int,
-        default=1,
-        help="labels per chunk, which names the chunks (without --chunks)",
-    )
-    add_chunks_option(sub)
-    sub.add_argument("--out", required=True)
-
-    def training_outputs(sub: argparse.ArgumentParser) -> None:
-        per_gan = "one per label in --shard order for per-label GANs (or their folder), else one"
-        sub.add_argument("--model-out", nargs="+", required=True, help=f"trained generator (.pt): {per_gan}")
-        sub.add_argument("--losses-out", nargs="+", required=True, help=f"loss history (.csv): {per_gan}")
-        sub.add_argument("--summary-out", nargs="+", required=True, help=f"run summary (.json): {per_gan}")
-        sub.add_argument(
-            "--samples-out",
-            nargs="+",
-            help="also draw samples of each label from the trained generator (.pt each, in --shard "
-            "order, or their folder)",
-        )
-        sub.add_argument(
-            "--snapshots-out",
-            nargs="+",
-            help=f"samples of the GAN's labels at each train.snapshots point (.pt): {per_gan}",
-        )
-        sub.add_argument("--samples", type=int, default=1000, help="how many per label, with --samples-out")
-        sub.add_argument("--samples-seed", type=int, default=0, help="base seed of their latents")
-        sub.add_argument("--checkpoint-dir", required=True, help="resume state; kept after the run")
-        sub.add_argument("--threads", type=int, help="torch intra-op threads (per process)")
-        add_chunks_option(sub)  # --shard and --samples-out as the roots of every chunk's folder
-
-    sub = command(
-        "train",
-        cmd_train,
-        "train the GANs of a chunk of labels (one per label, batched on one device), or one "
-        "conditional GAN for all, under the budget (resumes)",
-    )
-    sub.add_argument(
-        "--shard",
-        nargs="+",
-        required=True,
-        help="the chunk's labels' shards, or their folder (K: K per-label GANs trained as one); "
-        "every label's for --generator conditional",
-    )
-    training_outputs(sub)
-    sub.add_argument("--profile", action="store_true", help="synchronize the GPU to time each phase")
-    sub.add_argument(
-        "--mem-mb",
-        type=int,
-        help="the job's memory limit (MB): a job estimated above it is refused at its start",
-    )
-    add_config_options(sub, TrainConfig, "training (the config's train section)")
-
-    sub = command(
-        "train-distributed",
-        cmd_train_distributed,
-        "distributed training (a server and local critics; resumes): with --launch, start the "
-        "DEVICES+1 processes and restart them when one is lost; without, one of those processes "
-        "(under torchrun, srun or jsrun)",
-    )
-    sub.add_argument(
-        "--launch",
-        choices=("torchrun", "srun", "jsrun"),
-        help="start the group: torchrun --standalone on this machine, srun tasks in a Slurm "
-        "allocation, jsrun resource sets in an LSF one",
-    )
-    sub.add_argument(
-        "--shard",
-        nargs="+",
-        required=True,
-        help="every label's shard in label order, or their folders (a device reads only its own "
-        "under partition by_label)",
-    )
-    training_outputs(sub)
-    add_config_options(
-        sub,
-        TrainConfig,
-        "training (the config's train section, per label; a round is one generator update; "
-        "--generator is distributed whatever is given)",
-    )
-    add_config_options(sub, DistributedConfig, "distribution (the config's distributed section)")
-
-    sub = command("sample", cmd_sample, "draw samples from one label's generator")
-    sub.add_argument("--label", help="the label's name or slug, drawn from the run's generators")
-    sub.add_argument(
-        "--run", help="run folder with labels.tsv and models/ (default: results/<run> of config/config.yaml)"
-    )
-    sub.add_argument("--model", help="one generator file (with --label for a conditional one)")
-    sub.add_argument("-n", type=int, default=64, help="number of samples")
-    sub.add_argument("--seed", type=int, default=0, help="base seed; each label derives its own")
-    sub.add_argument("--columns", type=int, default=8, help="grid columns for a .png")
-    sub.add_argument("--threads", type=int)
-    sub.add_argument("--out", required=True, help=".png: a grid; .pt: uint8 samples")
-
-    sub = command("train-classifier", cmd_train_classifier, "train the classifier used as feature extractor")
-    sub.add_argument("--shards", nargs="+", required=True)
-    add_chunks_option(sub)
-    sub.add_argument("--out", required=True)
-    sub.add_argument("--report-out", required=True)
-    sub.add_argument("--device", default="auto")
-    sub.add_argument("--threads", type=int)
-    add_config_options(sub, ClassifierConfig, "classifier (the config's metrics.classifier section)")
-
-    def extraction(sub: argparse.ArgumentParser, shards: str = "every label's real images (.pt)") -> None:
-        """Real images, extractor and device: what every command that extracts features reads;
-        and how many of each label's features the overall IS, KID and precision/recall read."""
-        sub.add_argument("--shards", nargs="+", required=True, help=shards)
-        sub.add_argument("--classifier", help="wcgan classifier file (the default extractor)")
-        sub.add_argument("--inception-weights", help="Inception-v3 weights file, or 'download'")
-        sub.add_argument("--max-real-per-label", type=int, help="use at most this many real images per label")
-        sub.add_argument(
-            "--overall-per-label",
-            type=int,
-            default=OVERALL_PER_LABEL,
-            help="of each label, a seeded subset of at most this many generated and real features "
-            "for the overall IS, KID and precision/recall (FID reads the moments of all)",
-        )
-        sub.add_argument("--device", default="auto")
-        sub.add_argument("--threads", type=int)
-
-    def merging(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--seed",
-            type=int,
-            default=SCORE_SEED,
-            help="of KID's subsets, IS's shuffle and the precision/recall subset",
-        )
-
-    def precision_recall(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--prc-max-images",
-            type=int,
-            default=PRC_MAX_IMAGES,
-            help="precision/recall from a seeded subset of at most this many images per side",
-        )
-
-    sub = command(
-        "features",
-        cmd_features,
-        "map step of scoring: a chunk's features (each image through the extractor once), each "
-        "label's scores, the features' moments and kept subsets (and those of snapshot samples)",
-    )
-    sub.add_argument(
-        "--samples",
-        nargs="+",
-        required=True,
-        help="the labels' samples (.pt), in label order, or their folder",
-    )
-    sub.add_argument("--out", required=True, help="the chunk's scores file (.pt)")
-    sub.add_argument(
-        "--snapshots", nargs="+", help="the chunk's training jobs' snapshot samples (.pt), or their folder"
-    )
-    extraction(sub, shards="the same labels' real images (.pt), same order, or their folder")
-    precision_recall(sub)
-    merging(sub)
-
-    sub = command(
-        "merge-scores",
-        cmd_merge_scores,
-        "reduce step of scoring: metrics.tsv (all labels merged, and per label) from every chunk's scores",
-    )
-    sub.add_argument(
-        "--features", nargs="+", required=True, help="every chunk's scores file (.pt), or their root"
-    )
-    add_chunks_option(sub)
-    sub.add_argument("--out", required=True, help="metrics table (.tsv)")
-    sub.add_argument("--threads", type=int)
-    precision_recall(sub)
-    merging(sub)
-
-    sub = command(
-        "merge-curve",
-        cmd_merge_curve,
-        "reduce step of the curve: FID against budget from every chunk's snapshot scores, all labels merged",
-    )
-    sub.add_argument(
-        "--features", nargs="+", required=True, help="every chunk's scores file (.pt), or their root"
-    )
-    add_chunks_option(sub)
-    sub.add_argument("--out", required=True, help="curve table (.tsv)")
-    sub.add_argument("--threads", type=int)
-    merging(sub)
-
-    sub = command(
-        "score",
-        cmd_score,
-        "score all labels' samples, merged and per label: features and merge-scores in one process",
-    )
-    sub.add_argument("--samples", nargs="+", required=True, help="every label's samples (.pt)")
-    sub.add_argument("--out", required=True, help="metrics table (.tsv)")
-    extraction(sub)
-    precision_recall(sub)
-
-    sub = command(
-        "score-curve",
-        cmd_score_curve,
-        "FID against budget of every snapshot point, all labels merged: features and merge-curve in one process",
-    )
-    sub.add_argument(
-        "--snapshots", nargs="+", required=True, help="every training job's snapshot samples (.pt)"
-    )
-    sub.add_argument("--out", required=True, help="curve table (.tsv)")
-    extraction(sub)
-    add_chunks_option(sub)
-
-    sub = command("scaling-config", cmd_scaling_config, "the config of one weak-scaling point")
-    sub.add_argument("--base", required=True, help="the run's config, as JSON")
-    sub.add_argument("--run", required=True, help="the point's run name")
-    sub.add_argument("--n", type=int, required=True, help="N: concurrent label jobs, on the first N labels")
-    sub.add_argument("--iterations", type=int, required=True, help="fixed generator iterations per job")
-    sub.add_argument("--out", required=True, help="config file (.yaml)")
-
-    sub = command("scaling-times", cmd_scaling_times, "per-job times of a weak-scaling point")
-    sub.add_argument("--config", required=True, help="the point's config (from scaling-config)")
-    sub.add_argument("--series", required=True, help="how the jobs ran (local, slurm, ...)")
-    sub.add_argument("--out", required=True, help="job table (.tsv)")
-
-    sub = command("scaling-report", cmd_scaling_report, "weak-scaling summary and projection from the points")
-    sub.add_argument("--points", nargs="+", required=True, help="job tables of the points")
-    sub.add_argument("--projection", type=int, nargs="+", required=True, help="job counts to project to")
-    sub.add_argument("--seed", type=int, default=0, help="of the projection's draws")
-    sub.add_argument("--jobs-out", required=True)
-    sub.add_argument("--summary-out", required=True)
-    sub.add_argument("--projection-out", required=True)
-
-    sub = command("compare-config", cmd_compare_config, "the config of one compare variant (scheme, seed)")
-    sub.add_argument("--base", required=True, help="the run's config, as JSON, its labels listed")
-    sub.add_argument("--run", required=True, help="the variant's run name")
-    sub.add_argument("--scheme", required=True, help="the variant's scheme (a name in wcgan.compare.SCHEMES)")
-    sub.add_argument("--seed", type=int, required=True, help="the variant's train.seed")
-    sub.add_argument("--options", default="{}", help="the scheme's loss options, as JSON (compare.options)")
-    sub.add_argument("--snapshots", type=int, default=0, help="the variant's train.snapshots")
-    sub.add_argument("--out", required=True, help="config file (.yaml)")
-
-    sub = command("compare-budget", cmd_compare_budget, "the budget a compare variant used, per label")
-    sub.add_argument("--config", required=True, help="the variant's config (from compare-config)")
-    sub.add_argument("--out", required=True, help="budget table (.tsv)")
-
-    sub = command(
-        "compare-report", cmd_compare_report, "one table of every compare variant's budget and scores"
-    )
-    sub.add_argument(
-        "--budgets", nargs="+", required=True, help="<scheme>-s<seed>/budget.tsv of each variant"
-    )
-    sub.add_argument("--metrics", nargs="+", required=True, help="<scheme>-s<seed>/metrics.tsv, same order")
-    sub.add_argument("--out", required=True, help="comparison table (.tsv)")
-    sub.add_argument(
-        "--labels-out", required=True, help="per variant and label: FID, recall, collapsed (.tsv)"
-    )
-    sub.add_argument("--seeds-out", help="also: mean and std over seeds per scheme (.tsv)")
-
-    sub = command("plot-grids", cmd_plot_grids, "a grid of samples per label, <out-dir>/<slug>.png")
-    sub.add_argument("--samples", nargs="+", required=True)
-    add_chunks_option(sub)
-    sub.add_argument("--count", type=int, default=64)
-    sub.add_argument("--columns", type=int, default=8)
-    sub.add_argument("--out-dir", required=True)
-
-    sub = command("plot-merged", cmd_plot_merged, "one row of samples per label")
-    sub.add_argument("--samples", nargs="+", required=True)
-    add_chunks_option(sub)
-    sub.add_argument("--per-label", type=int, default=10)
-    sub.add_argument(
-        "--max-labels", type=int, default=50, help="at most this many rows, spread evenly over the labels"
-    )
-    sub.add_argument("--out", required=True)
-
-    sub = command(
-        "plot-losses",
-        cmd_plot_losses,
-        "loss curves: each label's (up to 10 labels), else median and 10-90 percent band, worst labels named",
-    )
-    sub.add_argument("--losses", nargs="+", required=True)
-    add_chunks_option(sub)
-    sub.add_argument("--labels", required=True, help="labels.tsv, for label names")
-    sub.add_argument("--out", required=True)
-
-    sub = command("plot-scores", cmd_plot_scores, "per-label FID sorted worst first, the worst labels named")
-    sub.add_argument("--metrics", required=True, help="metrics.tsv")
-    sub.add_argument("--out", required=True)
-
-    sub = command(
-        "plot-ranked-grids", cmd_plot_ranked_grids, "the sample grids of the labels of highest and lowest FID"
-    )
-    sub.add_argument("--metrics", required=True, help="metrics.tsv")
-    sub.add_argument("--grids", required=True, help="the folder of per-label grids from plot-grids")
-    sub.add_argument("--count", type=int, default=8, help="this many worst and this many best labels")
-    sub.add_argument("--out", required=True)
-
-    sub = command("plot-scaling", cmd_plot_scaling, "weak-scaling figures from the scaling tables")
-    sub.add_argument("--summary", required=True, help="summary.tsv of scaling-report")
-    sub.add_argument("--projection", required=True, help="projection.tsv of scaling-report")
-    sub.add_argument("--out-dir", required=True)
-    sub = command(
-        "plot-compare",
-        cmd_plot_compare,
-        "compare figures: samples side by side, FID per scheme, FID against device-seconds",
-    )
-    sub.add_argument("--comparison", required=True, help="comparison.tsv of compare-report")
-    sub.add_argument(
-        "--metrics", nargs="+", required=True, help="<scheme>-s<seed>/metrics.tsv of each variant"
-    )
-    sub.add_argument("--variants", nargs="+", required=True, help="variant folders whose samples are shown")
-    sub.add_argument("--per-label", type=int, default=6)
-    sub.add_argument(
-        "--max-labels", type=int, default=50, help="at most this many rows, spread evenly over the labels"
-    )
-    sub.add_argument("--curves", nargs="+", required=True, help="<scheme>-s<seed>/curve.tsv of each variant")
-    sub.add_argument("--samples-out", required=True)
-    sub.add_argument("--fid-out", required=True)
-    sub.add_argument("--budget-out", required=True, help="FID against device-seconds (.png)")
+        sub.set_defaults(handler=handler)
+        arguments(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    started_at = time.time()
-    args = build_parser().parse_args(argv)
-    args.started_at = started_at
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # When and how the command was started: a training summary's timing, a group's ranks' argv.
+    parser.set_defaults(started_at=time.time(), argv=list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
     try:
         args.handler(args)
     except QuietExit as exc:  # another process's line says why

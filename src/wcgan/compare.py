@@ -30,12 +30,13 @@ import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from wcgan.config import TrainConfig
+from wcgan.config import TrainConfig, read_run_config
 from wcgan.errors import WcganError
 from wcgan.labels import make_chunks, make_labels
 from wcgan.tables import read_metrics
@@ -264,3 +265,64 @@ def curve_rows(points_per_unit: Sequence[Sequence[dict]]) -> list[dict[str, Any]
         }
         for k in range(count)
     ]
+
+
+@dataclass(frozen=True)
+class FigureData:
+    """What the compare figures show: the comparison table, every variant's per-label FID and
+    FID-against-budget curve (each row with its scheme and seed), and per variant a row of
+    samples for each label shown, with the grid's title."""
+
+    comparison: pd.DataFrame
+    label_fids: pd.DataFrame
+    curves: pd.DataFrame
+    sample_rows: list[tuple[str, list[tuple[str, Any]]]]
+    title: str
+
+
+def figure_data(
+    comparison: str | os.PathLike,
+    metrics: Sequence[str | os.PathLike],
+    curves: Sequence[str | os.PathLike],
+    variants: Sequence[str | os.PathLike],
+    per_label: int,
+    max_labels: int,
+) -> FigureData:
+    """The compare figures' data from compare-report's table, each variant's metrics.tsv and
+    curve.tsv, and the samples of the ``variants``' runs: ``per_label`` samples of at most
+    ``max_labels`` labels, evenly spread over the label order."""
+    from wcgan.figures import evenly_spread
+    from wcgan.sampling import load_samples
+
+    def tagged(path: str | os.PathLike, table: pd.DataFrame) -> pd.DataFrame:
+        scheme, seed = parse_variant(path)
+        return table.assign(scheme=scheme, seed=seed)
+
+    label_fids = []
+    for path in metrics:
+        table = read_metrics(path)
+        label_fids.append(tagged(path, table.loc[table["scope"] == "label", ["label", "fid"]]))
+    blocks = []
+    for run_dir in map(Path, variants):
+        config = read_run_config(run_dir / "config.yaml")
+        labels = make_labels(config["data"]["labels"])
+        chunk_of = {
+            label.slug: chunk.name
+            for chunk in make_chunks(labels, config["labels_per_job"])
+            for label in chunk.labels
+        }
+        shown = [labels[i].slug for i in evenly_spread(len(labels), max_labels)]
+        samples = [load_samples(run_dir / "samples" / chunk_of[slug] / f"{slug}.pt") for slug in shown]
+        blocks.append((run_dir.name, [(label.name, images[:per_label]) for images, label in samples]))
+    title = f"{per_label} samples per label" + (
+        f"; {len(shown)} of {len(labels)} labels, evenly spaced in label order"
+        if len(shown) < len(labels)
+        else ""
+    )
+    return FigureData(
+        pd.read_csv(comparison, sep="\t"),
+        pd.concat(label_fids, ignore_index=True),
+        pd.concat([tagged(path, pd.read_csv(path, sep="\t")) for path in curves], ignore_index=True),
+        blocks,
+        title,
+    )

@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from wcgan.errors import WcganError
@@ -216,8 +217,34 @@ class TrainConfig(ConfigSection):
         )
 
     def loss_options(self) -> dict[str, float]:
+        return dict(self.resolved().loss_options)
+
+    def resolved(self) -> Settings:
+        """The section resolved once (``Settings``), for a run to pass down."""
         effective = self.effective()
-        return {name: effective[name] for name in self.recipe.options}
+        loss_options = {name: effective[name] for name in self.recipe.options}
+        return Settings(
+            self, effective["optimizer"], effective["lr"], effective["betas"], effective["critic_steps"],
+            loss_options, effective,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A ``train`` section with its loss's recipe filled in: what a run really uses, resolved
+    once (``TrainConfig.resolved``) and passed down to the trainers."""
+
+    config: TrainConfig
+    optimizer: str
+    lr: float
+    betas: tuple[float, float] | None  # Adam only
+    critic_steps: int
+    loss_options: Mapping[str, float]  # the loss's own settings (gp_weight, clip_value)
+    effective: Mapping[str, Any]  # every setting, as checkpoints and summaries record them
+
+    def seed(self, name: str) -> int:
+        """The seed of the GAN called ``name``: a label's slug, or the conditional GAN's."""
+        return label_seed(self.config.seed, name)
 
 
 @dataclass(frozen=True)
@@ -323,6 +350,13 @@ def check_run_name(run: str, parent_run: str | None) -> None:
         raise WcganError(
             f"run '{run}' is not a compare variant or scaling point of parent_run '{parent_run}'"
         )
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    """A nested run's config file: a scaling point's or a compare variant's, as its rule wrote it."""
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
 def label_seed(base_seed: int, slug: str) -> int:

@@ -26,11 +26,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from wcgan.config import DistributedConfig, TrainConfig, label_seed
+from wcgan.config import DistributedConfig, Settings, TrainConfig, label_seed
 from wcgan.data import CONDITIONAL, Shard, TrainingSet, load_shard
 from wcgan.errors import QuietExit, WcganError
 from wcgan.labels import Label
-from wcgan.launch import collective, describe_rank, refused_alike
+from wcgan.launch import Member, collective, describe_rank, refused_alike
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.networks import Critic, Generator, NetworkStack
 from wcgan.runner import (
@@ -228,7 +228,7 @@ class _Run:
     data: TrainingSet  # a device's: its own images; the server's: their shape and classes only
     config: TrainConfig
     dist_config: DistributedConfig
-    settings: dict[str, Any]
+    settings: Settings
     device: torch.device
     seed: int
     sizes: list[int]  # each device's image count
@@ -240,11 +240,11 @@ class _Run:
 
     @property
     def local_steps(self) -> int:
-        return self.dist_config.local_steps or self.settings["critic_steps"]
+        return self.dist_config.local_steps or self.settings.critic_steps
 
     def optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
         s = self.settings
-        return make_optimizer(s["optimizer"], module.parameters(), s["lr"], s["betas"])
+        return make_optimizer(s.optimizer, module.parameters(), s.lr, s.betas)
 
     def layout(self) -> dict[str, Any]:
         """What a checkpoint must have been written with to be continued."""
@@ -263,6 +263,37 @@ def _describe(layout: Mapping[str, Any]) -> str:
         f"world size {layout['world_size']} (devices {layout['devices']}, partition {layout['partition']}, "
         f"schedule {layout['schedule']}, local steps {layout['local_steps']})"
     )
+
+
+def train_rank(
+    member: Member,
+    shards: Sequence[str],
+    config: TrainConfig,
+    dist_config: DistributedConfig,
+    checkpoint_dir: str | Path,
+    *,
+    threads: int | None,
+    log: Callable[[str], None],
+    checkpointed: Callable[[Path, int], None],
+) -> tuple[TrainResult, TrainingSet] | None:
+    """One rank of a launched group: join the process group, run ``train_distributed``, leave."""
+    device = rank_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    log(f"{member.describe()}: {member.launcher} rank {member.rank} of {member.world_size}, on {device}")
+    with collective("the rendezvous"):  # a process missing: the group is lost, not refused
+        dist.init_process_group(
+            resolve_backend(dist_config.backend, device),
+            init_method=member.init_method,
+            rank=member.rank,
+            world_size=member.world_size,
+        )
+    try:
+        return train_distributed(
+            shards, config, dist_config, checkpoint_dir, threads=threads, log=log, checkpointed=checkpointed
+        )
+    finally:
+        dist.destroy_process_group()
 
 
 def train_distributed(
@@ -294,17 +325,18 @@ def train_distributed(
     if threads:
         torch.set_num_threads(threads)
     device = rank_device(config.device)
-    seed = label_seed(config.seed, CONDITIONAL)
+    settings = config.resolved()
+    seed = settings.seed(CONDITIONAL)
     data, sizes, device_labels, data_key = _share_data(shards, dist_config, seed)
     generator, critic = initial_networks(config, data)
     generator, critic = generator.to(device), critic.to(device)
-    loss = LOSSES[config.loss](**config.loss_options())
+    loss = LOSSES[config.loss](**settings.loss_options)
     link = _Link(devices, device, ints=sum(t.numel() for t in _state(generator)[1]))
     run = _Run(
         data,
         config,
         dist_config,
-        config.effective(),
+        settings,
         device,
         seed,
         sizes,
@@ -316,7 +348,7 @@ def train_distributed(
     )
     if rank == SERVER:
         # Named by the config and the images' digests, as run_key names a chunk's checkpoint.
-        key = hashlib.sha256(f"{run_key(config, [], device)}:{data_key}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{run_key(settings, [], device)}:{data_key}".encode()).hexdigest()[:16]
         checkpoint_path = Path(checkpoint_dir) / f"distributed-{key}.pt"
         return _serve(run, checkpoint_path, log, checkpointed), data
     _work(run)
@@ -632,7 +664,7 @@ class _Server:
             "resolution": data.resolution,
             "channels": data.channels,
             "checkpoint": str(checkpoint_path),
-            "config": run.settings,
+            "config": run.settings.effective,
             "distributed": dataclasses.asdict(dist_config),
             "snapshots": [[point["iteration"], point["seconds"]] for point in self.snapshots]
             + [[round_, trained_seconds]],
@@ -653,7 +685,9 @@ def _serve(
     server = _Server(run, checkpointed)
     run.link.listening = True
     try:
-        session = run_to_budget(server, run.config, run.settings, checkpoint_path, PhaseClock(False), log)
+        session = run_to_budget(
+            server, run.config, run.settings.effective, checkpoint_path, PhaseClock(False), log
+        )
     finally:
         if run.link.listening:
             run.link.send(END, run.generator)

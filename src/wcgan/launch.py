@@ -391,3 +391,66 @@ def launch_group(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def wants_gpus(device: str) -> bool:
+    """Whether the group's processes get a GPU each: train.device cuda, or auto where this
+    machine (the job's first node) has one."""
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
+
+
+def _without_option(argv: Sequence[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` (or ``option=VALUE``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(f"{option}="):
+            out.append(arg)
+    return out
+
+
+def launch_or_join(
+    launcher: str | None,
+    argv: Sequence[str],
+    processes: int,
+    checkpoint_dir: str | Path,
+    rank: Callable[[Member, RankRecord], None],
+    *,
+    nodes: int,
+    threads: int,
+    gpus: bool,
+    max_restarts: int,
+    log: Callable[[str], None],
+) -> None:
+    """The decision a group's command makes: with ``launcher``, this process starts the group of
+    ``processes`` ranks, each the same wcgan command (``argv``) without ``--launch``, and
+    restarts it when a rank is lost (``launch_group``; a failed group ends with its exit
+    status); without, this process is one of those ranks and does its part, ``rank(member,
+    record)``, under its record. A refusal inside names the rank."""
+    if launcher:
+        command = [sys.executable, "-m", "wcgan.cli", *_without_option(argv, "--launch")]
+        code = launch_group(
+            launcher, command, processes, checkpoint_dir, nodes=nodes, threads=threads, gpus=gpus,
+            max_restarts=max_restarts, log=log,
+        )  # fmt: skip
+        if code:
+            raise SystemExit(code)  # the ranks' own lines say why
+        return
+    with refused_alike(environment_rank(os.environ)):
+        member = member_from_environment(os.environ, processes)
+    os.environ["LOCAL_RANK"] = str(member.local_rank)  # rank_device's GPU under any launcher
+    try:
+        with recorded(checkpoint_dir, member) as record:
+            rank(member, record)
+    except QuietExit:
+        raise
+    except WcganError as exc:
+        exc.args = (f"{member.describe()}: {exc}",)  # which process of which host, and why
+        raise

@@ -17,6 +17,7 @@ No torch here: the workflow computes a request for every parse without it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wcgan.config import TrainConfig
@@ -107,3 +108,25 @@ def training_memory(
     networks = gans * (per_parameter * (generator + critic) + generator_copies)
     activations = gans * ACTIVATION_FACTOR * 4 * config.batch_size * features
     return MemoryEstimate(images * channels * resolution**2, networks, activations)
+
+
+def check_training_memory(
+    shard_files: Sequence[str], config: TrainConfig, limit_mb: int, chunk: str | None
+) -> None:
+    """Refuse a training job whose images and networks would not fit ``limit_mb`` (its
+    ``--mem-mb``), from the shards' headers, before any image is read or anything written.
+    ``chunk`` names the chunk of a per-label job in the message."""
+    from wcgan.data import load_shard
+
+    shards = [load_shard(path, mmap=True) for path in shard_files]  # headers only
+    if not shards:
+        return  # the training data's own check says so
+    count, (channels, resolution) = len(shards), shards[0].images.shape[1:3]
+    images = sum(len(shard.images) for shard in shards)
+    if config.generator == "per_label":
+        subject = f"{f'chunk {chunk}: ' if chunk else ''}K = {count} labels"
+        estimate = training_memory(config, count, images, channels, resolution)
+    else:
+        subject = f"the conditional GAN's {count} labels"
+        estimate = training_memory(config, 1, images, channels, resolution, classes=count)
+    check_fits(estimate, limit_mb, subject)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from wcgan.atomic import atomic_open
-from wcgan.config import TrainConfig, label_seed
+from wcgan.config import Settings, TrainConfig, label_seed
 from wcgan.data import TrainingSet
 from wcgan.errors import WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
@@ -46,12 +46,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def run_key(config: TrainConfig, sets: Sequence[TrainingSet], device: torch.device) -> str:
+def run_key(settings: Settings, sets: Sequence[TrainingSet], device: torch.device) -> str:
     """Names the checkpoint of a chunk of ``sets``: changes with anything that makes a run
     different (every label's data and slug, their number and order), but not with the budget,
     so raising ``iterations`` continues a finished run instead of starting over. The device type
     is part of it because CPU and GPU random generators have different states."""
-    effective = config.effective()
+    effective = dict(settings.effective)
     for name in ("iterations", "seconds", "checkpoint_seconds", "log_seconds", "device", "generator"):
         effective.pop(name)
     effective["device_type"] = device.type
@@ -257,14 +257,15 @@ class ChunkTrainer:
 
     kind, unit = "chunk", "iteration"
 
-    def __init__(self, sets: Sequence[TrainingSet], config: TrainConfig, device: torch.device, vectorized):
-        self.config, self.settings, self.device = config, config.effective(), device
+    def __init__(self, sets: Sequence[TrainingSet], settings: Settings, device: torch.device, vectorized):
+        config = settings.config
+        self.config, self.settings, self.device = config, settings, device
         self.share = len(sets)
         self.name = ",".join(data.name for data in sets)
         self.subject = subject_of(sets[0]) if len(sets) == 1 else f"chunk {self.name}"
         self.labels = []
         for data in sets:
-            seed = label_seed(config.seed, data.name)
+            seed = settings.seed(data.name)
             generator, critic = initial_networks(config, data)
             critic_rng, generator_rng = random_streams(seed, device)
             history = LossHistory(subject_of(data), "iteration")
@@ -274,20 +275,19 @@ class ChunkTrainer:
             self.labels.append(member)
         self.generators = NetworkStack([member.generator for member in self.labels], vectorized)
         self.critics = NetworkStack([member.critic for member in self.labels], vectorized)
-        self.loss = LOSSES[config.loss](**config.loss_options())
+        self.loss = LOSSES[config.loss](**settings.loss_options)
         # One optimizer per network kind over every label's parameters: Adam and RMSprop act
         # elementwise, so this is K optimizers' update in one step call (on a GPU, where they
         # default to foreach, in one kernel per operation for all labels).
-        settings = self.settings
         self.opt_g = make_optimizer(
-            settings["optimizer"], self.generators.parameters(), settings["lr"], settings["betas"]
+            settings.optimizer, self.generators.parameters(), settings.lr, settings.betas
         )
         self.opt_d = make_optimizer(
-            settings["optimizer"], self.critics.parameters(), settings["lr"], settings["betas"]
+            settings.optimizer, self.critics.parameters(), settings.lr, settings.betas
         )
         self.images = resident_images(sets, device)
         self.classes = None if sets[0].classes is None else sets[0].classes.to(device)
-        self.critic_steps = settings["critic_steps"]
+        self.critic_steps = settings.critic_steps
 
     @property
     def snapshots_taken(self) -> int:
@@ -338,7 +338,7 @@ class ChunkTrainer:
 
     def setup_lines(self) -> list[str]:
         return [
-            f"[{self.name}] {json.dumps(self.settings)} on {self.device}, {torch.get_num_threads()} threads"
+            f"[{self.name}] {json.dumps(self.settings.effective)} on {self.device}, {torch.get_num_threads()} threads"
         ]
 
     def start(self) -> None:
@@ -419,7 +419,7 @@ class ChunkTrainer:
             "resolution": first.resolution,
             "channels": first.channels,
             "checkpoint": str(checkpoint_path),
-            "config": self.settings,
+            "config": self.settings.effective,
         }
         results = []
         for member in self.labels:
@@ -459,10 +459,11 @@ def train_chunk(
     device = resolve_device(config.device)
     if threads:
         torch.set_num_threads(threads)
-    trainer = ChunkTrainer(sets, config, device, vectorized)
-    checkpoint_path = Path(checkpoint_dir) / f"{run_key(config, sets, device)}.pt"
+    settings = config.resolved()
+    trainer = ChunkTrainer(sets, settings, device, vectorized)
+    checkpoint_path = Path(checkpoint_dir) / f"{run_key(settings, sets, device)}.pt"
     clock = PhaseClock(synchronize=profile and device.type == "cuda")
-    session = run_to_budget(trainer, config, trainer.settings, checkpoint_path, clock, log)
+    session = run_to_budget(trainer, config, settings.effective, checkpoint_path, clock, log)
     log(
         f"[{trainer.name}] done: {session.house.count} iterations, {session.house.seconds * len(sets):.1f} s trained"
     )
