@@ -65,3 +65,20 @@ def test_readme_and_docs_links_resolve():
                 if fragment not in {anchor(h) for h in headings}:
                     broken.append(f"{page.name}: {target} (no heading)")
     assert not broken, "\n".join(broken)
+
+
+def test_docs_module_map_lists_every_module_and_imports_only_go_down_it():
+    """docs/layout.md's table of the package is its import order: a module imports only those
+    listed below it (lazy imports inside functions included), so there is no cycle anywhere."""
+    order = re.findall(
+        r"^\| `(\w+)` \|", (REPO / "docs" / "layout.md").read_text(encoding="utf-8"), flags=re.M
+    )
+    modules = {path.stem: path for path in (REPO / "src" / "wcgan").glob("*.py") if path.stem != "__init__"}
+    assert sorted(order) == sorted(modules)
+    upward = [
+        f"{name} imports {used}"
+        for name, path in modules.items()
+        for used in set(re.findall(r"from wcgan\.(\w+) import", path.read_text(encoding="utf-8")))
+        if order.index(used) <= order.index(name)
+    ]
+    assert not upward, upward
