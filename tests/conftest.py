@@ -41,6 +41,7 @@ def merged(base: dict, overrides: dict) -> dict:
 
 TINY = {
     "run": "tiny",
+    "labels_per_job": 1,
     "data": {"labels": ["0", "1", "2"]},
     "train": {"iterations": 12, "seconds": 60, "width": 8, "z_dim": 16, "batch_size": 16, "log_seconds": 1},
     "sampling": {"per_label": 40},
