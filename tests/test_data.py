@@ -1,3 +1,5 @@
+import os
+import signal
 import struct
 import time
 import warnings
@@ -178,6 +180,25 @@ def test_links_are_followed_once_and_dangling_ones_are_named(image_tree, capsys)
     assert "2 files reached twice (counted once) ('copy.png', 'sub/4.png')" in said
     assert "5 files of class 'Café' (counted there) ('their folder/0.png', 'their folder/1.png'," in said
     assert "1 dangling links ('broken.png')" in said
+
+
+def test_a_fifo_named_like_an_image_is_named_on_stderr_not_opened(image_tree, capsys):
+    os.mkfifo(image_tree / "red car" / "pipe.png")  # opening it would wait for a writer forever
+    os.symlink("pipe.png", image_tree / "red car" / "to pipe.png")
+
+    def too_long(signum, frame):
+        raise TimeoutError("the split waited on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(30)
+    try:
+        images = load_label_images(DataSpec("imagefolder", str(image_tree)), "red car")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert images.shape == (4, 3, 8, 8)
+    said = capsys.readouterr().err
+    assert "2 not regular files (a FIFO, socket or device) ('pipe.png', 'to pipe.png')" in said
 
 
 @pytest.mark.parametrize(

@@ -243,17 +243,21 @@ def _folder_images(tree: Path, name: str, key: str) -> Iterator[ImageItem]:
     top = tree / name
 
     def visit(folder: Path, holders: tuple[Path, ...]) -> None:
-        for path in sorted(folder.iterdir()):
+        # scandir's entries know their type (a link's target's) without another system call.
+        for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
+            path = Path(entry.path)
             if _is_hidden(path.name):
                 skipped.append(("hidden", path))
                 continue
             real = _follow(path, real_tree, holders)
             if real is None:
                 skipped.append(("dangling links", path))
-            elif real.is_dir():
+            elif entry.is_dir():
                 visit(path, (*holders, real))
             elif path.suffix.lower() not in IMAGE_EXTENSIONS:
                 skipped.append(("without an image extension", path))
+            elif not entry.is_file():  # opening a FIFO would wait for a writer forever
+                skipped.append(("not regular files (a FIFO, socket or device)", path))
             elif not real.is_relative_to(own) and (
                 owner := next((o for o, f in others.items() if real.is_relative_to(f)), None)
             ):
