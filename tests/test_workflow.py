@@ -388,6 +388,15 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
             "config key 'scaling.series'",
         ),
         ({"data": {"labels": []}}, "config key 'data.labels': [] should be non-empty"),
+        ({"train": {"seconds": float("inf")}}, "config key 'train.seconds': inf is not a finite number"),
+        (
+            {"train": {"checkpoint_seconds": float("nan")}},
+            "config key 'train.checkpoint_seconds': nan is not a finite",
+        ),
+        (
+            {"resources": {"runtime_margin_minutes": float("inf")}},
+            "config key 'resources.runtime_margin_minutes': inf is not a finite number",
+        ),
         ({"run": "tiny/compare/wgan-gp-s0"}, "run 'tiny/compare/wgan-gp-s0': a run name has no '/'"),
         ({"data": {"labels": ["0"]}}, "the data set has one label ('0'): scoring needs two or more"),
         ({"run": "tiny/scaling/local/n1"}, "a run name has no '/'"),

@@ -375,6 +375,20 @@ def describe_schema_error(error: Any) -> str:
     return f"config key '{where}': {error.message}"
 
 
+def check_finite(value: Any, key: str = "") -> None:
+    """Refuse, naming the key, any number in a config that is not finite: YAML's ``.inf`` and
+    ``.nan`` pass the schema's types, and a budget of inf overflows its time limit while a
+    ``checkpoint_seconds`` of nan turns periodic checkpoints off without a word."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            check_finite(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_finite(item, f"{key}[{index}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise WcganError(f"config key '{key}': {value} is not a finite number")
+
+
 def coerce_strings(value: Any, schema: Mapping[str, Any]) -> Any:
     """Undo Snakemake's ``--config 'train={"iterations": 300}'``, which parses nested values as
     strings: where the schema wants a number, boolean or null, a string that reads as one becomes

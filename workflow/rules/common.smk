@@ -24,6 +24,7 @@ from wcgan.config import (
     check_run_name,
     DistributedConfig,
     TrainConfig,
+    check_finite,
     coerce_strings,
     describe_schema_error,
     scheduler_minutes,
@@ -63,6 +64,7 @@ def _or_workflow_error(make, *args):
         raise WorkflowError(str(error)) from None
 
 
+_or_workflow_error(check_finite, config)
 _or_workflow_error(check_run_name, config["run"], config.get("parent_run"))
 RESULTS = f"results/{config['run']}"
 DATA = config["data"]
