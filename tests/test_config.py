@@ -193,6 +193,13 @@ def test_strings_from_snakemakes_nested_config_option_are_coerced():
     assert coerced["train"]["lr"] is None and coerced["train"]["betas"] == [0.0, 0.9]
     assert coerced["data"]["download"] is True and coerced["data"]["root"] == "150" and coerced["run"] == "7"
     assert coerce_strings({"train": {"iterations": "many"}}, SCHEMA)["train"]["iterations"] == "many"
+    # A count written 5.0 becomes 5 (the jobs would fail on it, the schema would not); 5.5 stays
+    # for the schema to refuse; a float where a number is wanted stays a float.
+    written = coerce_strings({"train": {"iterations": 5.0, "batch_size": 5.5, "seconds": 2.0}}, SCHEMA)[
+        "train"
+    ]
+    assert written == {"iterations": 5, "batch_size": 5.5, "seconds": 2.0}
+    assert type(written["iterations"]) is int and type(written["seconds"]) is float
 
 
 def test_the_report_dependency_is_declared():

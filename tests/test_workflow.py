@@ -397,6 +397,7 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
             {"resources": {"runtime_margin_minutes": float("inf")}},
             "config key 'resources.runtime_margin_minutes': inf is not a finite number",
         ),
+        ({"run": "tiny\n"}, "config key 'run': 'tiny\\n' holds a control character"),
         ({"run": "tiny/compare/wgan-gp-s0"}, "run 'tiny/compare/wgan-gp-s0': a run name has no '/'"),
         ({"data": {"labels": ["0"]}}, "the data set has one label ('0'): scoring needs two or more"),
         ({"run": "tiny/scaling/local/n1"}, "a run name has no '/'"),

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,18 +376,22 @@ def describe_schema_error(error: Any) -> str:
     return f"config key '{where}': {error.message}"
 
 
-def check_finite(value: Any, key: str = "") -> None:
-    """Refuse, naming the key, any number in a config that is not finite: YAML's ``.inf`` and
-    ``.nan`` pass the schema's types, and a budget of inf overflows its time limit while a
-    ``checkpoint_seconds`` of nan turns periodic checkpoints off without a word."""
+def check_plain_values(value: Any, key: str = "") -> None:
+    """Refuse, naming the key, what passes the schema's types but not the run: a number that is
+    not finite (YAML's ``.inf`` and ``.nan``: a budget of inf overflows its time limit, a
+    ``checkpoint_seconds`` of nan turns periodic checkpoints off without a word) and a string
+    with a control character (the schema's patterns end in ``$``, which lets a final newline
+    through, and a newline in a run name splits the jobs' shell commands)."""
     if isinstance(value, dict):
         for name, item in value.items():
-            check_finite(item, f"{key}.{name}" if key else str(name))
+            check_plain_values(item, f"{key}.{name}" if key else str(name))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            check_finite(item, f"{key}[{index}]")
+            check_plain_values(item, f"{key}[{index}]")
     elif isinstance(value, float) and not math.isfinite(value):
         raise WcganError(f"config key '{key}': {value} is not a finite number")
+    elif isinstance(value, str) and any(unicodedata.category(char) == "Cc" for char in value):
+        raise WcganError(f"config key '{key}': {value!r} holds a control character (newline, tab, ...)")
 
 
 def coerce_strings(value: Any, schema: Mapping[str, Any]) -> Any:
@@ -400,10 +405,12 @@ def coerce_strings(value: Any, schema: Mapping[str, Any]) -> Any:
         return {k: coerce_strings(v, properties.get(k, others)) for k, v in value.items()}
     if isinstance(value, list):
         return [coerce_strings(v, schema.get("items", {})) for v in value]
-    if not isinstance(value, str):
-        return value
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else types
+    if isinstance(value, float) and value.is_integer() and "integer" in types and "number" not in types:
+        return int(value)  # 5.0 where a count is wanted: the jobs would fail on it, not the schema
+    if not isinstance(value, str):
+        return value
     if "null" in types and value in ("null", "~", "None"):
         return None
     if "boolean" in types and value.lower() in ("true", "false"):

@@ -24,7 +24,7 @@ from wcgan.config import (
     check_run_name,
     DistributedConfig,
     TrainConfig,
-    check_finite,
+    check_plain_values,
     coerce_strings,
     describe_schema_error,
     scheduler_minutes,
@@ -64,7 +64,7 @@ def _or_workflow_error(make, *args):
         raise WorkflowError(str(error)) from None
 
 
-_or_workflow_error(check_finite, config)
+_or_workflow_error(check_plain_values, config)
 _or_workflow_error(check_run_name, config["run"], config.get("parent_run"))
 RESULTS = f"results/{config['run']}"
 DATA = config["data"]
