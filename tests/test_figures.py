@@ -213,3 +213,18 @@ def test_ranked_grids_of_few_labels_show_each_label_once_worst_first(tmp_path, d
     assert [part.get_suptitle() for part in drawn[0].subfigs] == [
         "every label by FID (wcgan-classifier), worst first"
     ]
+
+
+def test_label_names_are_drawn_as_written(tmp_path, drawn):
+    frame = pd.DataFrame({"iteration": range(1, 11), "wasserstein": range(10), "generator_loss": range(10)})
+    names = ["$x^$", "cost $5 and $6", "_hidden"]
+    plot_losses([(name, frame) for name in names], tmp_path / "losses.png")  # mathtext failed on "$x^$"
+    (figure,) = drawn
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert legend == [f"{names[0]} (worst)", *names[1:]]  # "_hidden" too
+    table = pd.DataFrame(
+        {"scope": ["overall", *["label"] * 3], "label": [None, *names], "fid": [1.0, 2.0, 3.0, 4.0],
+         "extractor": ["wcgan-classifier"] * 4}
+    )  # fmt: skip
+    plot_label_scores(table, tmp_path / "fid.png")
+    assert (tmp_path / "fid.png").stat().st_size > 0

@@ -21,6 +21,9 @@ from PIL import Image
 from wcgan.atomic import atomic_path
 from wcgan.errors import WcganError
 
+# Label names are drawn as written: "$x^$" is not math to typeset (matplotlib failed on it).
+matplotlib.rcParams["text.parse_math"] = False
+
 if TYPE_CHECKING:
     # Imported where used: the loss and score figures need no torch, whose import takes seconds.
     import torch
@@ -241,7 +244,12 @@ def plot_losses(histories: Sequence[tuple[str, pd.DataFrame]], path: str | os.Pa
                 )
         axis.set_ylabel(LOSS_PANELS[column])
         axis.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7, ncol=2 if few else 1, title="label" if few else None, title_fontsize=7)
+    if few:  # each label's line named outright: a legend of its own leaves out names starting "_"
+        lines = axes[0, 0].get_lines()
+        names = [line.get_label() for line in lines]
+        axes[0, 0].legend(lines, names, fontsize=7, ncol=2, title="label", title_fontsize=7)
+    else:
+        axes[0, 0].legend(fontsize=7)
     axes[-1, 0].set_xlabel("generator iteration")
     ends = [int(frame["iteration"].iloc[-1]) for _, frame in histories]
     shown = "every label" if few else f"{len(histories)} labels: median and 10-90 % band at each iteration"
