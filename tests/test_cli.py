@@ -77,6 +77,31 @@ def test_a_root_and_chunks_put_each_labels_output_in_its_chunks_folder():
         TrainingOutputs.of(given, labels, (4, 2))
 
 
+def test_a_training_job_removes_the_temporaries_a_killed_one_left_of_its_outputs(tmp_path):
+    shards = tmp_path / "shards" / "c000-001"
+    for label in (Label(0, "a", "a"), Label(1, "b", "b")):
+        images = torch.randint(
+            0, 256, (20, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
+        save_shard(Shard(images, label, "test"), shards / f"{label.slug}.pt")
+    folders = {name: tmp_path / name for name in ("models", "losses", "training", "samples")}
+    for folder in folders.values():
+        folder.mkdir()
+    stale = [folders["models"] / ".a.pt.k2x9_q.tmp", folders["samples"] / ".b.pt.0abc1.tmp"]
+    kept = [folders["models"] / ".c.pt.k2x9_q.tmp", folders["models"] / ".a.pt.notes"]  # no output's
+    for path in (*stale, *kept):
+        path.write_bytes(b"half a file")
+    result = run_wcgan(
+        "train", "--shard", str(shards), "--model-out", str(folders["models"]), "--losses-out",
+        str(folders["losses"]), "--summary-out", str(folders["training"]), "--samples-out", str(folders["samples"]),
+        "--samples", "4", "--checkpoint-dir", str(tmp_path / "checkpoints"), "--iterations", "1",
+        "--batch-size", "4", "--z-dim", "4", "--width", "4", "--device", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
+    assert sorted(p.name for p in folders["models"].glob("*.pt")) == ["a.pt", "b.pt"]
+
+
 def test_training_outputs_name_a_file_per_gan_and_per_label():
     given = {
         "models": ["a.pt", "b.pt"],

@@ -49,11 +49,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def remove_stale_temporaries(path: str | os.PathLike) -> None:
-    """Delete the temporary files a killed writer of ``path`` left behind."""
-    path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
+def remove_stale_temporaries(*paths: str | os.PathLike) -> None:
+    """Delete the temporary files that killed writers of ``paths`` left behind (``atomic_path``'s
+    ``.<name>.<random>.tmp``): each folder is listed once, however many of its files are named."""
+    names_by_folder: dict[Path, set[str]] = {}
+    for path in map(Path, paths):
+        names_by_folder.setdefault(path.parent, set()).add(path.name)
+    for folder, names in names_by_folder.items():
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                target = entry.name[1:-4].rpartition(".")[0]  # .<name>.<random>.tmp
+                if target in names:
+                    Path(entry.path).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

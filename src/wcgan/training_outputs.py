@@ -99,12 +99,21 @@ class TrainingOutputs:
     ) -> None:
         """Per GAN: generator, losses, samples of each of its labels, snapshot samples, and the
         summary with where the job's time went (for the weak-scaling split, wcgan.scaling)."""
-        from wcgan.atomic import atomic_open
+        from wcgan.atomic import atomic_open, remove_stale_temporaries
         from wcgan.model_files import save_generator
         from wcgan.sampling import sample_labels, save_samples, save_snapshot_samples
         from wcgan.training import write_losses
 
         trained = time.monotonic()
+        # A job killed while it wrote these files left their temporaries: this is where they go.
+        outputs = [
+            *self.models,
+            *self.losses,
+            *self.summaries,
+            *(self.samples or []),
+            *(self.snapshots or []),
+        ]
+        remove_stale_temporaries(*outputs)
         samples_out = iter(self.samples or [])
         for k, (result, data) in enumerate(zip(results, sets, strict=True)):
             save_generator(result, data, self.models[k])
