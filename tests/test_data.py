@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import struct
 import time
@@ -64,11 +65,21 @@ def test_16_bit_greyscale_is_scaled_to_8_bits_not_clipped(tmp_path, suffix):
     assert all(torch.equal(rgb[0, c], expected) for c in range(3))
 
 
-def test_32_bit_integer_images_are_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (np.linspace(0, 1, 64, dtype=np.float32), "floats (mode F)"),  # was all black
+        (np.arange(64, dtype=np.int32) * 4, "integers (mode I)"),  # 0..255, was near black
+        (np.full(64, 70000, dtype=np.int32), "integers (mode I)"),
+    ],
+)
+def test_32_bit_images_are_refused_in_one_line(tmp_path, values, kind):
     (tmp_path / "deep").mkdir()
     for i in range(2):
-        Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(tmp_path / "deep" / f"{i}.tif")
-    with pytest.raises(WcganError, match=r"0\.tif' is mode I with values outside 0\.\.65535"):
+        Image.fromarray(values.reshape(8, 8)).save(tmp_path / "deep" / f"{i}.tif")
+    with pytest.raises(
+        WcganError, match=rf"0\.tif' holds 32-bit {re.escape(kind)}, whose range is not known"
+    ):
         load_label_images(DataSpec("imagefolder", str(tmp_path)), "deep")
 
 

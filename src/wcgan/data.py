@@ -7,7 +7,8 @@ Size and mode policy (the same for every source):
 * 16-bit greyscale (Pillow's modes ``I;16*`` from PNG and TIFF, and ``I`` from 16-bit PGM) is
   scaled to 8 bits, value * 255 / 65535 rounded, before that conversion: Pillow's own conversion
   clips at 255 and leaves such images almost white. An ``I`` image with values outside 0..65535
-  is not 16-bit and is refused.
+  is not 16-bit and is refused, as are 32-bit images (float ``F``, or integer ``I`` from a TIFF),
+  whose range the file does not state.
 * Images of more than ``data.max_pixels`` pixels (default 64 million; at most Pillow's own
   limit, 89,478,485) are refused by name before they are decoded: Pillow alone would decode up
   to twice its limit with only a warning.
@@ -48,7 +49,16 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 def _to_8_bits(where: str, image: Image.Image) -> Image.Image:
-    """A 16-bit greyscale image as 8-bit ``L`` (value * 255 / 65535, rounded); others as they are."""
+    """A 16-bit greyscale image as 8-bit ``L`` (value * 255 / 65535, rounded); others as they are.
+    32-bit images (floats, mode ``F``; integers, mode ``I`` from any file but a 16-bit PGM) are
+    refused: nothing in the file says what range their values mean, and Pillow's own conversion
+    turned a float TIFF of 0..1 black and an integer one of 0..255 near black."""
+    if image.mode == "F" or (image.mode == "I" and image.format != "PPM"):
+        kind = "floats" if image.mode == "F" else "integers"
+        raise WcganError(
+            f"image '{where}' holds 32-bit {kind} (mode {image.mode}), whose range is not known: save it "
+            f"with 8 or 16 bits per channel"
+        )
     if image.mode not in SIXTEEN_BIT_MODES:
         return image
     values = np.asarray(image)
