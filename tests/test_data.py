@@ -193,6 +193,17 @@ def test_links_are_followed_once_and_dangling_ones_are_named(image_tree, capsys)
     assert "1 dangling links ('broken.png')" in said
 
 
+def test_listed_labels_must_be_the_data_sets_where_it_is_here(image_tree, tmp_path):
+    spec = DataSpec("imagefolder", str(image_tree), labels=("red car", "Café"))
+    assert label_names(spec) == ["red car", "Café"]  # the list's order: the class indices
+    with pytest.raises(
+        WcganError, match="^data.labels lists 'blue car', a label data.root '.*' does not hold$"
+    ):
+        label_names(DataSpec("imagefolder", str(image_tree), labels=("red car", "blue car")))
+    # Without the data (a dry run on a login node) the list is taken as it is.
+    assert label_names(DataSpec("imagefolder", str(tmp_path / "absent"), labels=("x",))) == ["x"]
+
+
 def test_a_fifo_named_like_an_image_is_named_on_stderr_not_opened(image_tree, capsys):
     os.mkfifo(image_tree / "red car" / "pipe.png")  # opening it would wait for a writer forever
     os.symlink("pipe.png", image_tree / "red car" / "to pipe.png")

@@ -374,7 +374,10 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
         ),
         ({"data": {"resolution": 28}}, "config key 'data.resolution': 28 is not one of"),
         ({"data": {"source": "mnist"}}, "config key 'data.source': 'mnist' is not one of"),
-        ({"data": {"labels": ["Cat", "cat"]}}, "rename one so every label has its own slug"),
+        (  # listed for data that is not here (a dry run's), so only the slugs can be checked
+            {"data": {"source": "imagefolder", "root": "/nonexistent", "labels": ["Cat", "cat"]}},
+            "rename one so every label has its own slug",
+        ),
         (
             {"data": {"source": "imagefolder", "root": "/nonexistent"}},
             "data.root '/nonexistent' does not exist",
@@ -398,6 +401,10 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
             "config key 'resources.runtime_margin_minutes': inf is not a finite number",
         ),
         ({"run": "tiny\n"}, "config key 'run': 'tiny\\n' holds a control character"),
+        (
+            {"data": {"labels": ["0", "1", "eleven"]}},
+            "data.labels lists 'eleven', a label data.source digits does not hold",
+        ),
         ({"run": "tiny/compare/wgan-gp-s0"}, "run 'tiny/compare/wgan-gp-s0': a run name has no '/'"),
         ({"data": {"labels": ["0"]}}, "the data set has one label ('0'): scoring needs two or more"),
         ({"run": "tiny/scaling/local/n1"}, "a run name has no '/'"),

@@ -344,9 +344,19 @@ def get_source(spec: DataSpec) -> Source:
 
 
 def label_names(spec: DataSpec) -> list[str]:
-    """The data set's label names in class-index order, without reading any image."""
+    """The data set's label names in class-index order, without reading any image: those
+    ``data.labels`` lists, each of which the data set must hold where its files are here to
+    ask (a dry run on a login node without the data plans from the list alone)."""
     source = get_source(spec)
-    return list(spec.labels) if spec.labels is not None else source.label_names(spec)
+    if spec.labels is None:
+        return source.label_names(spec)
+    if not source.reads_root or spec.root_path().is_dir():
+        held = set(source.label_names(spec))
+        missing = next((name for name in spec.labels if name not in held), None)
+        if missing is not None:
+            where = f"data.root '{spec.root}'" if source.reads_root else f"data.source {spec.source}"
+            raise WcganError(f"data.labels lists '{missing}', a label {where} does not hold")
+    return list(spec.labels)
 
 
 def data_fingerprint(spec: DataSpec, names: Sequence[str]) -> str:
