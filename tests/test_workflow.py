@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import BIN, SNAKEFILE, TINY, env, merged, run_snakemake, save_png, write_config
@@ -429,6 +430,15 @@ def test_bad_config_is_one_clear_line_before_anything_runs(tmp_path, overrides, 
     result = run_snakemake(tmp_path, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has the GPU the run asks for")
+def test_a_gpu_this_machine_lacks_stops_a_local_run_before_its_first_job(tmp_path):
+    write_config(tmp_path, merged(TINY, {"train": {"device": "cuda"}}))
+    result = run_snakemake(tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert "train.device 'cuda' asked for a GPU, but this job has none" in result.stderr
     assert not (tmp_path / "results").exists()
 
 

@@ -247,6 +247,13 @@ onstart:
     _or_workflow_error(
         check_chunk_checkpoints, f"{RESULTS}/checkpoints", list(CHUNKS.values())
     )
+    if workflow.executor_plugin.name == "local" and TRAIN.device.startswith("cuda"):
+        # The jobs run here: a GPU asked for that this machine lacks stops the run before its
+        # first job, not at the first training job after every split. (A cluster's login node
+        # has none, so only here.)
+        from wcgan.training import resolve_device
+
+        _or_workflow_error(resolve_device, TRAIN.device)
     if workflow.executor_plugin.name == "slurm":
         train = RULE_RESOURCES.get(TRAIN_RULES[GENERATOR], {})
         partition = train.get(
