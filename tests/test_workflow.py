@@ -388,6 +388,10 @@ def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
             "metrics.inception_weights '/nonexistent.pth' does not exist",
         ),
         (
+            {"metrics": {"inception_weights": "/weights/{x}.pth"}},
+            "metrics.inception_weights '/weights/{x}.pth' holds a brace, which Snakemake reads as a wildcard",
+        ),
+        (
             {"scaling": {"series": {"my cluster": {"max_jobs": 1, "snakemake_args": []}}}},
             "config key 'scaling.series'",
         ),

@@ -95,6 +95,12 @@ RULE_RESOURCES = {
     name: _resource_values(resources)
     for name, resources in workflow.resource_settings.overwrite_resources.items()
 }
+if INCEPTION_WEIGHTS and ("{" in INCEPTION_WEIGHTS or "}" in INCEPTION_WEIGHTS):
+    # The path is a rule's input, where Snakemake reads braces as wildcards.
+    raise WorkflowError(
+        f"metrics.inception_weights '{INCEPTION_WEIGHTS}' holds a brace, which Snakemake "
+        f"reads as a wildcard: rename the file, or give a link to it"
+    )
 if (
     INCEPTION_WEIGHTS not in (None, INCEPTION_DOWNLOAD)
     and not Path(INCEPTION_WEIGHTS).is_file()
