@@ -114,7 +114,7 @@ def test_a_gpu_request_on_a_cpu_partition_stops_before_submission(tmp_path, gene
 
 def checkpoint_iteration(workdir: Path, chunk: str) -> int:
     (checkpoint,) = (workdir / RUN / "checkpoints" / chunk).glob("*.pt")
-    return torch.load(checkpoint, weights_only=True)["iteration"]
+    return torch.load(checkpoint, weights_only=True)["count"]
 
 
 def iterations_per_second(digit_shards, folder: Path) -> float:
