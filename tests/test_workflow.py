@@ -267,7 +267,7 @@ def test_distributed_training_in_the_pipeline(tmp_path):
 
 def test_dry_run_of_the_default_config(tmp_path):
     write_config(tmp_path, {})
-    assert planned_jobs(tmp_path)["train_chunk"] == 10
+    assert planned_jobs(tmp_path)["train_chunk"] == 2  # digits' 10 labels at labels_per_job 5
 
 
 def test_imagenet_dry_run_plans_a_job_per_chunk_without_the_data(tmp_path):
@@ -354,7 +354,7 @@ def test_a_changed_class_folder_resplits_only_its_chunk(tmp_path, image_tree):
 
 def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
     data = {"source": "imagefolder", "root": str(tmp_path / "not-here"), "labels": ["cat", "dog", "red car"]}
-    write_config(tmp_path, {"data": data})
+    write_config(tmp_path, {"data": data, "labels_per_job": 1})
     jobs = planned_jobs(tmp_path)
     assert jobs["split_chunk"] == 3 and jobs["train_chunk"] == 3
 
