@@ -392,7 +392,7 @@ def test_parallel_schedule_averages_the_local_critics_and_resumes(
     seed = label_seed(config.seed, data.name)
     shares = iid_rows(len(data.classes), 2, seed)
     generator, critic = initial_networks(config, data)
-    loss = LOSSES[config.loss](**config.loss_options())
+    loss = LOSSES[config.loss](**config.resolved().loss_options)
     settings = config.effective()
     states = []
     for device, rows in enumerate(shares, start=1):

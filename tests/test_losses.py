@@ -129,7 +129,7 @@ def test_every_loss_with_its_recipe_teaches_the_critic_to_rank_real_above_fake(n
     real, fake = torch.randn(1, 64, 1, 2, 2) + 1, torch.randn(1, 64, 1, 2, 2) - 1
     config = TrainConfig(loss=name, iterations=1)
     settings = config.effective()
-    loss = LOSSES[name](**config.loss_options())
+    loss = LOSSES[name](**config.resolved().loss_options)
     # Ten times the recipe's rate: a hundred steps stand in for a long run.
     optimizer = make_optimizer(
         settings["optimizer"], critic.parameters(), 10 * settings["lr"], settings.get("betas")

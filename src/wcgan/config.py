@@ -217,9 +217,6 @@ class TrainConfig(ConfigSection):
             seconds=None if self.seconds is None else self.seconds * count / processes,
         )
 
-    def loss_options(self) -> dict[str, float]:
-        return dict(self.resolved().loss_options)
-
     def resolved(self) -> Settings:
         """The section resolved once (``Settings``), for a run to pass down."""
         effective = self.effective()
