@@ -316,10 +316,12 @@ def test_a_sigkilled_chunk_resumes_bit_for_bit(digit_shards, tmp_path):
     finally:
         torch.set_num_threads(threads)
     for k, result in enumerate(straight):
-        resumed, meta = load_generator(tmp_path / f"g{k}.pt")
-        assert meta["slug"] == str(k) and meta["iterations"] == budget
-        pairs = zip(resumed.state_dict().values(), generator_weights(result), strict=True)
-        assert all(torch.equal(a, b) for a, b in pairs), k
+        # The raw weights and their moving average both.
+        for weights, trained in (("raw", result.generator), ("ema", result.generator_ema)):
+            resumed, meta = load_generator(tmp_path / f"g{k}.pt", weights)
+            assert meta["slug"] == str(k) and meta["iterations"] == budget and meta["weights"] == weights
+            pairs = zip(resumed.state_dict().values(), trained.state_dict().values(), strict=True)
+            assert all(torch.equal(a, b) for a, b in pairs), (k, weights)
         rows = (tmp_path / f"l{k}.csv").read_text().splitlines()[1:]
         assert [int(r.split(",")[0]) for r in rows] == list(range(1, budget + 1))
 

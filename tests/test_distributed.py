@@ -328,7 +328,10 @@ def test_serial_schedule_writes_its_outputs_and_counts_its_traffic(serial_run, d
     for index, shard in enumerate(digit_shards):
         images, label = load_samples(out / f"samples-{index}.pt")
         assert label == shard.label and images.shape == (5, 1, 8, 8)
-    assert [point["iteration"] for point in load_snapshot_samples(out / "snapshots.pt")] == [2, 3]
+    points = load_snapshot_samples(out / "snapshots.pt")  # the moving average's, then the raw weights'
+    assert [(point["weights"], point["iteration"]) for point in points] == [
+        ("ema", 2), ("ema", 3), ("raw", 2), ("raw", 3)
+    ]  # fmt: skip
 
 
 def test_a_checkpoint_of_another_layout_is_refused_in_one_line(serial_run, shard_files, tmp_path):

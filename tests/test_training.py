@@ -238,9 +238,11 @@ def test_killed_training_resumes_from_its_checkpoint(digit_shards, tmp_path, sig
         )
     finally:
         torch.set_num_threads(threads)
-    resumed, _ = load_generator(tmp_path / "g.pt")
-    pairs = zip(resumed.state_dict().values(), straight.generator.state_dict().values(), strict=True)
-    assert all(torch.equal(a, b) for a, b in pairs)
+    # The raw weights and their moving average both.
+    for weights, trained in (("raw", straight.generator), ("ema", straight.generator_ema)):
+        resumed, _ = load_generator(tmp_path / "g.pt", weights)
+        pairs = zip(resumed.state_dict().values(), trained.state_dict().values(), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs), weights
 
 
 def test_one_conditional_gan_trains_on_every_label_and_keeps_snapshots(digit_shards, tmp_path):

@@ -18,6 +18,7 @@ from wcgan.config import (
     OVERALL_PER_LABEL,
     PRC_MAX_IMAGES,
     SCORE_SEED,
+    WEIGHTS,
     ClassifierConfig,
     DistributedConfig,
     TrainConfig,
@@ -123,6 +124,13 @@ def _training_output_arguments(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument("--samples", type=int, default=1000, help="how many per label, with --samples-out")
     sub.add_argument("--samples-seed", type=int, default=0, help="base seed of their latents")
+    sub.add_argument(
+        "--samples-weights",
+        choices=WEIGHTS,
+        default="ema",
+        help="draw them from the generator's moving average (its raw weights when it has none) "
+        "or from its raw weights; snapshots keep both",
+    )
     sub.add_argument("--checkpoint-dir", required=True, help="resume state; kept after the run")
     sub.add_argument("--threads", type=int, help="torch intra-op threads (per process)")
     add_chunks_option(sub)  # --shard and --samples-out as the roots of every chunk's folder
@@ -352,7 +360,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     results = train_chunk(
         sets, config, args.checkpoint_dir, threads=args.threads, profile=args.profile, log=log
     )
-    outputs.write(results, sets, args.samples, args.samples_seed, args.started_at)
+    outputs.write(results, sets, args.samples, args.samples_seed, args.started_at, args.samples_weights)
 
 
 def _train_distributed_arguments(sub: argparse.ArgumentParser) -> None:
@@ -412,7 +420,9 @@ def cmd_train_distributed(args: argparse.Namespace) -> None:
         if outcome is not None:
             result, data = outcome
             outputs = TrainingOutputs.of(_outputs_given(args), data.labels, args.chunks)
-            outputs.write([result], [data], args.samples, args.samples_seed, args.started_at)
+            outputs.write(
+                [result], [data], args.samples, args.samples_seed, args.started_at, args.samples_weights
+            )
 
     launch_or_join(
         args.launch, args.argv, dist_config.processes, args.checkpoint_dir, rank, nodes=dist_config.nodes,
@@ -443,6 +453,12 @@ def _sample_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--model", help="one generator file (with --label for a conditional one)")
     sub.add_argument("-n", type=int, default=64, help="number of samples")
     sub.add_argument("--seed", type=int, default=0, help="base seed; each label derives its own")
+    sub.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default="ema",
+        help="the generator's moving average (its raw weights when it has none), or its raw weights",
+    )
     sub.add_argument("--columns", type=int, default=8, help="grid columns for a .png")
     sub.add_argument("--threads", type=int)
     sub.add_argument("--out", required=True, help=".png: a grid; .pt: uint8 samples")
@@ -460,7 +476,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise WcganError(f"--out '{out}' must end in .png (a grid) or .pt (uint8 samples)")
     _torch_setup(args)
     if args.model is not None:
-        generator, meta = load_generator(args.model)
+        generator, meta = load_generator(args.model, args.weights)
         labels = generator_labels(meta)
         if generator.num_classes is None:
             label, class_index = labels[0], None
@@ -471,7 +487,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
             class_index = labels.index(label)
         images = sample_label(generator, label, args.n, args.seed, class_index)
     elif args.label is not None:
-        ensemble = ConditionalEnsemble.from_run(args.run or _default_run())
+        ensemble = ConditionalEnsemble.from_run(args.run or _default_run(), weights=args.weights)
         images = ensemble.sample(args.label, args.n, args.seed)
         label = ensemble.find(args.label)
     else:
@@ -631,6 +647,7 @@ def _merge_curve_arguments(sub: argparse.ArgumentParser) -> None:
     add_chunks_option(sub)
     sub.add_argument("--out", required=True, help="curve table (.tsv)")
     sub.add_argument("--threads", type=int)
+    _precision_recall_arguments(sub)
     _merging_arguments(sub)
 
 
@@ -647,7 +664,8 @@ def cmd_merge_curve(args: argparse.Namespace) -> None:
 
     _torch_setup(args)
     run = load_chunk_score_files(chunk_paths(args, args.features, ".pt"))
-    write_tsv(pd.DataFrame(merge_curve(run, seed=args.seed, log=log)), args.out)
+    rows = merge_curve(run, prc_max_images=args.prc_max_images, seed=args.seed, log=log)
+    write_tsv(pd.DataFrame(rows), args.out)
 
 
 def _score_arguments(sub: argparse.ArgumentParser) -> None:
@@ -689,6 +707,7 @@ def _score_curve_arguments(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument("--out", required=True, help="curve table (.tsv)")
     _extraction_arguments(sub)
+    _precision_recall_arguments(sub)
     add_chunks_option(sub)
 
 
@@ -712,8 +731,9 @@ def cmd_score_curve(args: argparse.Namespace) -> None:
         key=lambda s: s.label.index,
     )
     rows = score_snapshots(
-        points, shards, network, args.max_real_per_label, overall_per_label=args.overall_per_label, log=log
-    )
+        points, shards, network, args.max_real_per_label, overall_per_label=args.overall_per_label,
+        prc_max_images=args.prc_max_images, log=log,
+    )  # fmt: skip
     write_tsv(pd.DataFrame(rows), args.out)
 
 

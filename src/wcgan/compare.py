@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,22 +250,31 @@ def label_table(variants: Sequence[tuple[str, int, pd.DataFrame, pd.DataFrame]])
 
 
 def curve_rows(points_per_unit: Sequence[Sequence[dict]]) -> list[dict[str, Any]]:
-    """The budget used at each snapshot point of a variant, over all its training jobs:
-    ``points_per_unit`` holds each job's points (``wcgan.sampling.load_snapshot_samples``),
-    which must be as many in every job."""
-    counts = {len(points) for points in points_per_unit}
+    """The budget used at each snapshot point of a variant, over all its training jobs, for the
+    points of each of the generators' weights in turn: ``points_per_unit`` holds each job's
+    points (``wcgan.sampling.load_snapshot_samples``; a point without ``weights``, of a file
+    from before the moving average, is of the raw ones), the same in every job."""
+    series = {tuple(point.get("weights", "raw") for point in points) for points in points_per_unit}
+    counts = sorted({len(points) for points in points_per_unit})
     if len(counts) != 1:
-        raise WcganError(f"compare: the training jobs kept different numbers of snapshots {sorted(counts)}")
-    (count,) = counts
-    return [
-        {
-            "point": k + 1,
-            "share": (k + 1) / count,
-            "iterations": sum(int(points[k]["iteration"]) for points in points_per_unit),
-            "device_seconds": sum(float(points[k]["device_seconds"]) for points in points_per_unit),
-        }
-        for k in range(count)
-    ]
+        raise WcganError(f"compare: the training jobs kept different numbers of snapshots {counts}")
+    if len(series) != 1:
+        raise WcganError("compare: some training jobs kept the moving average's snapshots, others not")
+    (weights,) = series
+    totals, seen = Counter(weights), Counter()
+    rows = []
+    for k, kind in enumerate(weights):
+        seen[kind] += 1
+        rows.append(
+            {
+                "weights": kind,
+                "point": seen[kind],
+                "share": seen[kind] / totals[kind],
+                "iterations": sum(int(points[k]["iteration"]) for points in points_per_unit),
+                "device_seconds": sum(float(points[k]["device_seconds"]) for points in points_per_unit),
+            }
+        )
+    return rows
 
 
 @dataclass(frozen=True)

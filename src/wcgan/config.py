@@ -64,6 +64,9 @@ GENERATORS = ("per_label", "conditional", "distributed")
 SCHEDULES = ("serial", "parallel")  # distributed: the server's generator step after or beside the devices'
 PARTITIONS = ("iid", "by_label")  # distributed: random shares of the images, or shares of the labels
 BACKENDS = ("auto", "gloo", "nccl")
+# Which of a generator file's weights to draw from: the moving average, where the file has one
+# (wcgan.ema), or the last weights of training.
+WEIGHTS = ("ema", "raw")
 
 
 class ConfigSection:
@@ -123,6 +126,12 @@ class TrainConfig(ConfigSection):
     betas: tuple[float, float] | None = option(None, "Adam's betas; unset: the recipe")
     gp_weight: float | None = option(None, "wgan-gp: weight of the gradient penalty; unset: 10")
     clip_value: float | None = option(None, "wgan-clip: critic weights clipped to [-c, c]; unset: 0.01")
+    ema_half_life_images: float = option(
+        10_000.0, "half-life of the generator's moving average, in images it generated (0: none)"
+    )
+    ema_rampup: float = option(
+        0.05, "the half-life is at most this share of the images generated so far (0: no ramp-up)"
+    )
     snapshots: int = option(0, "generator copies at even shares of the budget, for FID against compute")
     checkpoint_seconds: float = option(30.0, "seconds between checkpoints (0: every iteration)")
     log_seconds: float = option(5.0, "seconds between progress lines and NaN checks")
@@ -179,8 +188,9 @@ class TrainConfig(ConfigSection):
                 f"{key}.training {self.training} does not apply to {key}.generator distributed: the "
                 f"devices' critic steps and the server's generator step run in different processes"
             )
-        if self.snapshots < 0:
-            raise WcganError(f"{key}.snapshots must be 0 or more, got {self.snapshots}")
+        for name in ("ema_half_life_images", "ema_rampup", "snapshots"):
+            if getattr(self, name) < 0:
+                raise WcganError(f"{key}.{name} must be 0 or more, got {getattr(self, name)}")
         if self.checkpoint_seconds < 0:
             raise WcganError(f"{key}.checkpoint_seconds must be 0 or more")
         if self.seed < 0:
@@ -228,6 +238,22 @@ class TrainConfig(ConfigSection):
 
 
 @dataclass(frozen=True)
+class EmaSchedule:
+    """``half_life_images``: after this many generated images an old weight counts half;
+    ``rampup``: while ``rampup`` x images seen is shorter, that is the half-life (None: never)."""
+
+    half_life_images: float
+    rampup: float | None
+
+    def beta(self, images_seen: int, batch: int) -> float:
+        """The decay of the update after ``images_seen`` images, ``batch`` of them in this update."""
+        half_life = self.half_life_images
+        if self.rampup is not None:
+            half_life = min(half_life, images_seen * self.rampup)
+        return 0.5 ** (batch / max(half_life, 1e-8))
+
+
+@dataclass(frozen=True)
 class Settings:
     """A ``train`` section with its loss's recipe filled in: what a run really uses, resolved
     once (``TrainConfig.resolved``) and passed down to the trainers."""
@@ -239,6 +265,14 @@ class Settings:
     critic_steps: int
     loss_options: Mapping[str, float]  # the loss's own settings (gp_weight, clip_value)
     effective: Mapping[str, Any]  # every setting, as checkpoints and summaries record them
+
+    @property
+    def ema(self) -> EmaSchedule | None:
+        """The generators' moving average (``wcgan.ema``), None when it is off."""
+        config = self.config
+        if not config.ema_half_life_images:
+            return None
+        return EmaSchedule(config.ema_half_life_images, config.ema_rampup or None)
 
     def seed(self, name: str) -> int:
         """The seed of the GAN called ``name``: a label's slug, or the conditional GAN's."""

@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from wcgan.config import DistributedConfig, Settings, TrainConfig, label_seed
 from wcgan.data import CONDITIONAL, Shard, TrainingSet, load_shard
+from wcgan.ema import GeneratorAverage
 from wcgan.errors import QuietExit, WcganError
 from wcgan.labels import Label
 from wcgan.launch import Member, collective, describe_rank, refused_alike
@@ -516,6 +517,8 @@ class _Server:
         self.name = run.data.name
         self.subject = f"'{self.name}'"
         self.optimizer = run.optimizer(run.generator)
+        ema, batch = run.settings.ema, run.config.batch_size
+        self.average = GeneratorAverage([run.generator], ema, batch) if ema else None
         _, self.generator_rng = random_streams(run.seed, run.device)
         self.class_table = run.data.classes.to(run.device)  # how often each class occurs, not the images
         self.generators, self.critics = (
@@ -544,6 +547,8 @@ class _Server:
         self.run.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator_rng.set_state(state["generator_rng"])
+        if self.average is not None:
+            self.average.load([state["generator_ema"]])
         self.history.rows = state["history"]
         self.timings, self.snapshots, self.device_states = (
             state["timings"],
@@ -563,6 +568,7 @@ class _Server:
             "history": self.history.rows,
             "timings": self.timings,
             "generator": run.generator.state_dict(),
+            **({"generator_ema": self.average.state()[0]} if self.average is not None else {}),
             "critic": run.critic.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator_rng": self.generator_rng.get_state(),
@@ -595,8 +601,9 @@ class _Server:
             torch.cuda.synchronize(run.device)
         return generator_loss, time.perf_counter() - start
 
-    def step(self, clock: PhaseClock) -> tuple[torch.Tensor, torch.Tensor]:
-        """One round; its losses and its timing row (``TIMING_COLUMNS``, then each device's)."""
+    def step(self, count: int, clock: PhaseClock) -> tuple[torch.Tensor, torch.Tensor]:
+        """Round ``count``; its losses and its timing row (``TIMING_COLUMNS``, then each
+        device's)."""
         run, link, devices = self.run, self.run.link, self.run.dist_config.devices
         parallel = run.dist_config.schedule == "parallel"
         link.take()  # the round's own traffic and time, not the exchanges between rounds
@@ -612,6 +619,8 @@ class _Server:
         if not parallel:  # against the new D
             generator_loss, compute = self._generator_step()
         communication, sent, received = link.take()
+        if self.average is not None:  # on the server alone, between rounds: not the devices' time
+            self.average.update(count)
         means, device_timing = reduced[self.critic_size :].split([3, 2 * devices])
         row = [time.perf_counter() - round_start, sent, received, compute, communication]
         row = torch.cat([torch.tensor(row, dtype=torch.float64), device_timing.double().cpu()])
@@ -622,8 +631,13 @@ class _Server:
         self.history.add(count, seconds, losses)
         self.timings = torch.cat([self.timings, row[None]])
 
+    @property
+    def averaged(self) -> Generator | None:
+        return self.average.averages[0] if self.average is not None else None
+
     def snapshot(self, count: int, seconds: float) -> None:
-        self.snapshots.append(snapshot(self.run.generator, count, seconds, self.run.dist_config.processes))
+        processes = self.run.dist_config.processes
+        self.snapshots.append(snapshot(self.run.generator, self.averaged, count, seconds, processes))
 
     def progress_lines(self, count: int, seconds: float, rate: float) -> list[str]:
         run = self.run
@@ -669,9 +683,9 @@ class _Server:
             "snapshots": [[point["iteration"], point["seconds"]] for point in self.snapshots]
             + [[round_, trained_seconds]],
         }
-        final = snapshot(run.generator, round_, trained_seconds, dist_config.processes)
+        final = snapshot(run.generator, self.averaged, round_, trained_seconds, dist_config.processes)
         points = [*self.snapshots, final] if run.config.snapshots else []
-        return TrainResult(run.generator.eval(), self.history.rows, summary, points)
+        return TrainResult(run.generator.eval(), self.averaged, self.history.rows, summary, points)
 
 
 def _serve(

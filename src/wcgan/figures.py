@@ -182,17 +182,22 @@ def plot_compare_fid(comparison: pd.DataFrame, label_fids: pd.DataFrame, path: s
 
 
 def plot_compare_curves(curves: pd.DataFrame, path: str | os.PathLike) -> None:
-    """FID of all labels merged against the device-seconds spent, one line per scheme and seed
-    (a scheme's seeds share its colour): ``curves`` has columns scheme, seed, device_seconds,
-    fid, extractor, one row per snapshot point."""
+    """FID of all labels merged against the device-seconds spent, one line per scheme, seed and
+    generator weights (a scheme's seeds share its colour; the moving average's solid, the raw
+    weights' dashed): ``curves`` has columns scheme, seed, device_seconds, fid, extractor and
+    weights (absent: raw), one row per snapshot point."""
     fig, axis = plt.subplots(figsize=(6.4, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    curves = curves.assign(weights=curves.get("weights", "raw"))
+    both = curves["weights"].nunique() > 1
     for i, (scheme, rows) in enumerate(curves.groupby("scheme", sort=False)):
-        for j, (_, run) in enumerate(rows.groupby("seed")):
-            axis.plot(
-                run["device_seconds"], run["fid"], marker="o", ms=3, lw=1.2, color=colors[i % len(colors)],
-                label=scheme if j == 0 else None,
-            )  # fmt: skip
+        for weights, runs in rows.groupby("weights", sort=False):
+            name = f"{scheme} (raw weights)" if both and weights == "raw" else scheme
+            for j, (_, run) in enumerate(runs.groupby("seed")):
+                axis.plot(
+                    run["device_seconds"], run["fid"], marker="o", ms=3, lw=1.2, color=colors[i % len(colors)],
+                    ls="--" if both and weights == "raw" else "-", label=name if j == 0 else None,
+                )  # fmt: skip
     axis.set_xlabel("device-seconds of training (all jobs)")
     axis.set_ylabel(f"FID, all labels merged ({curves['extractor'].iloc[0]})")
     if (curves["fid"] > 0).all() and curves["fid"].max() > 20 * curves["fid"].min():

@@ -7,7 +7,7 @@ A GAN's job holds, besides the runtime (Python, torch and their libraries):
 
 - its images, as uint8 (``wcgan.training.resident_images``): images x C x H x W bytes;
 - per GAN, its generator and critic in float32 with a gradient and the optimizer's moments for
-  each parameter (Adam 2, RMSprop 1), and its generator's snapshots;
+  each parameter (Adam 2, RMSprop 1), its generator's moving average and snapshots;
 - a step's activations, per GAN in proportion to the batch and to the feature maps of one image
   through both networks (the factor fitted to measurements, docs/many-labels.md).
 
@@ -103,8 +103,10 @@ def training_memory(
     x ``resolution``."""
     generator, critic, features = network_sizes(resolution, channels, config.width, config.z_dim, classes)
     per_parameter = 4 * (2 + MOMENTS[config.effective_optimizer])  # weight, gradient, moments
-    # The snapshots taken, and the trained generator's copy beside them.
-    generator_copies = 4 * generator * (config.snapshots + 1)
+    # The snapshots taken, and the trained generator's copy beside them; with a moving average,
+    # its generator and a copy of it at each snapshot.
+    averaged = 2 if config.ema_half_life_images else 1
+    generator_copies = 4 * generator * (config.snapshots + 1) * averaged
     networks = gans * (per_parameter * (generator + critic) + generator_copies)
     activations = gans * ACTIVATION_FACTOR * 4 * config.batch_size * features
     return MemoryEstimate(images * channels * resolution**2, networks, activations)

@@ -293,7 +293,7 @@ def extract_snapshot_features(network: FeatureNetwork, points: Sequence[dict]) -
     featured = []
     for point in points:
         features, logits = network.extract(point["images"])
-        kept = {key: point[key] for key in (*SNAPSHOT_BUDGET, "indices")}
+        kept = {key: point[key] for key in (*SNAPSHOT_BUDGET, "weights", "indices")}
         featured.append({**kept, "features": features, "logits": logits})
     return featured
 
@@ -341,8 +341,15 @@ def _summed(moments: Sequence[Moments]) -> Moments:
 
 
 def _budgets(units: Sequence[Sequence[dict]]) -> list[list[dict[str, float]]]:
-    """Each training job's budget used at each of its snapshot points."""
-    return [[{key: float(point[key]) for key in SNAPSHOT_BUDGET} for point in points] for points in units]
+    """Each training job's budget used at each of its snapshot points, and whose weights the
+    point's samples are of (``wcgan.sampling.save_snapshot_samples``)."""
+    return [
+        [
+            {**{key: float(point[key]) for key in SNAPSHOT_BUDGET}, "weights": point["weights"]}
+            for point in points
+        ]
+        for points in units
+    ]
 
 
 def _snapshot_parts(
@@ -691,13 +698,18 @@ def merge_scores(
 
 
 def merge_curve(
-    run: ChunkScores, *, seed: int = SCORE_SEED, log: Callable[[str], None] = print
+    run: ChunkScores,
+    *,
+    prc_max_images: int = PRC_MAX_IMAGES,
+    seed: int = SCORE_SEED,
+    log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """The quality-against-compute curve of a run (every chunk merged, ``merged_chunks``)."""
     kept_real = torch.cat(run.kept_real)
     return curve(
-        run.budgets, run.snapshots, run.real, kept_real, run.labels, run.extractor, seed=seed, log=log
-    )
+        run.budgets, run.snapshots, run.real, kept_real, run.labels, run.extractor,
+        prc_max_images=prc_max_images, seed=seed, log=log,
+    )  # fmt: skip
 
 
 def curve(
@@ -708,23 +720,27 @@ def curve(
     labels: Sequence[Label],
     extractor: Extractor,
     *,
+    prc_max_images: int = PRC_MAX_IMAGES,
     seed: int = SCORE_SEED,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """At each snapshot point, the budget every training job used so far (``budgets``, per job
-    and point; ``wcgan.compare.curve_rows``) and IS, FID and KID of every label's snapshot
-    samples merged (``snapshots``, a point each) against the real features of ``labels`` (FID
-    from the moments, IS and KID from the kept subsets, in label-index order)."""
+    """At each snapshot point of each of the generators' weights (the moving average's, the raw
+    ones), the budget every training job used so far (``budgets``, per job and point;
+    ``wcgan.compare.curve_rows``) and IS, FID, KID and precision/recall of every label's
+    snapshot samples merged (``snapshots``, a point each, in the same order) against the real
+    features of ``labels`` (FID from the moments, the others from the kept subsets, in
+    label-index order; precision/recall from at most ``prc_max_images`` of them)."""
     wanted = sorted(label.index for label in labels)
     rows = []
-    for row in curve_rows(budgets):
-        part = snapshots[row["point"] - 1]
+    for row, part in zip(curve_rows(budgets), snapshots, strict=True):
+        where = f"snapshot {row['point']} ({row['weights']} weights)"
         if part.indices.unique().tolist() != wanted:
-            raise WcganError(
-                f"snapshot point {row['point']}: the samples do not cover the real images' labels"
-            )
-        values = metric_values(part.features, kept_real, part.logits, seed=seed, moments=(part.fake, real))
-        log(f"snapshot {row['point']}: {_shown(values)}")
+            raise WcganError(f"{where}: the samples do not cover the real images' labels")
+        values = metric_values(
+            part.features, kept_real, part.logits, precision_recall=True, prc_max_images=prc_max_images,
+            seed=seed, moments=(part.fake, real),
+        )  # fmt: skip
+        log(f"{where}: {_shown(values)}")
         rows.append({**row, **values, "extractor": extractor.name})
     return rows
 
@@ -762,6 +778,7 @@ def score_snapshots(
     max_real_per_label: int | None = None,
     *,
     overall_per_label: int | None = OVERALL_PER_LABEL,
+    prc_max_images: int = PRC_MAX_IMAGES,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """The curve of every training job's snapshot samples (``wcgan.sampling.load_snapshot_samples``)
@@ -778,5 +795,6 @@ def score_snapshots(
         ),
         labels,
         network.extractor,
+        prc_max_images=prc_max_images,
         log=log,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wcgan.atomic import load_torch, save_torch
+from wcgan.config import WEIGHTS
 from wcgan.errors import WcganError
 from wcgan.networks import Classifier, Generator
 
@@ -24,12 +25,15 @@ CLASSIFIER_FORMAT = "wcgan-classifier-1"
 
 
 def save_generator(result: TrainResult, data: TrainingSet, path: str | Path) -> None:
-    """The trained generator with what sampling needs: architecture, label(s), how it was trained."""
+    """The trained generator and its moving average (when it has one) with what sampling needs:
+    architecture, label(s), how it was trained."""
+    averaged = {} if result.generator_ema is None else {"ema_state": result.generator_ema.state_dict()}
     save_torch(
         {
             "format": GENERATOR_FORMAT,
             "hparams": result.generator.hparams,
             "state": result.generator.state_dict(),
+            **averaged,
             **data.identity("name"),
             "iterations": result.summary["iterations"],
             "seconds": result.summary["seconds"],
@@ -39,15 +43,20 @@ def save_generator(result: TrainResult, data: TrainingSet, path: str | Path) -> 
     )
 
 
-def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
-    """Rebuild a saved generator in eval mode; returns it and the file's metadata."""
+def load_generator(path: str | Path, weights: str = "ema") -> tuple[Generator, dict[str, Any]]:
+    """Rebuild a saved generator in eval mode with its ``weights`` (``WEIGHTS``; a file without
+    a moving average, written with it off or before there was one, has its raw weights only);
+    returns it and the file's metadata, ``weights`` naming the ones loaded."""
+    if weights not in WEIGHTS:
+        raise WcganError(f"generator weights '{weights}' are unknown (known: {', '.join(WEIGHTS)})")
     data = load_torch(path, "generator")
     if not isinstance(data, dict) or data.get("format") != GENERATOR_FORMAT:
         raise WcganError(f"generator '{path}' is not a wcgan generator (made by 'wcgan train')")
     generator = Generator(**data["hparams"])
-    generator.load_state_dict(data["state"])
-    meta = {k: v for k, v in data.items() if k not in ("state", "format")}
-    return generator.eval(), meta
+    loaded = "ema" if weights == "ema" and "ema_state" in data else "raw"
+    generator.load_state_dict(data["ema_state" if loaded == "ema" else "state"])
+    meta = {k: v for k, v in data.items() if k not in ("state", "ema_state", "format")}
+    return generator.eval(), {**meta, "weights": loaded}
 
 
 def save_classifier(model: Classifier, labels: Sequence[str], report: dict, path: str | Path) -> None:

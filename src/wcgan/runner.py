@@ -62,8 +62,9 @@ class Trainer(Protocol):
     def start(self) -> None:
         """After the run is set up, before the first step."""
 
-    def step(self, clock: PhaseClock) -> Any:
-        """One generator update (with its critic steps); returns what ``record`` keeps."""
+    def step(self, count: int, clock: PhaseClock) -> Any:
+        """Generator update number ``count`` (with its critic steps; 1 for a run's first);
+        returns what ``record`` keeps."""
 
     def record(self, count: int, seconds: float, outcome: Any) -> None: ...
 
@@ -255,9 +256,10 @@ class Housekeeping:
 @dataclass
 class TrainResult:
     generator: Generator
+    generator_ema: Generator | None  # its moving average (wcgan.ema), None when that is off
     history: torch.Tensor  # float64, one row per generator iteration, LOSS_COLUMNS
     summary: dict[str, Any]
-    # (iteration, seconds, generator state) at each train.snapshots point, the last one the end
+    # ``snapshot`` at each train.snapshots point, the last one the end
     snapshots: list[dict[str, Any]]
 
 
@@ -311,7 +313,7 @@ def run_to_budget(
 
         with stop_requests() as stop_requested:
             while house.budget_left():
-                outcome = trainer.step(clock)
+                outcome = trainer.step(house.count + 1, clock)
                 house.advance()
                 trainer.record(house.count, house.seconds, outcome)
                 if house.snapshot_due(trainer.snapshots_taken):
@@ -336,16 +338,21 @@ def run_to_budget(
     return Session(house, where, clock)
 
 
-def snapshot(generator: Generator, iteration: int, seconds: float, processes: int = 1) -> dict[str, Any]:
-    """A copy of the generator after ``iteration`` updates and ``seconds`` of training by
-    ``processes`` processes, each on a device of its own."""
-    state = {key: value.detach().cpu().clone() for key, value in generator.state_dict().items()}
-    return {
-        "iteration": iteration,
-        "seconds": seconds,
-        "device_seconds": seconds * processes,
-        "generator": state,
-    }
+def snapshot(
+    generator: Generator,
+    generator_ema: Generator | None,
+    iteration: int,
+    seconds: float,
+    processes: int = 1,
+) -> dict[str, Any]:
+    """A copy of the generator and of its moving average (when there is one) after
+    ``iteration`` updates and ``seconds`` of training by ``processes`` processes, each on a
+    device of its own."""
+    point = {"iteration": iteration, "seconds": seconds, "device_seconds": seconds * processes}
+    for key, network in (("generator", generator), ("generator_ema", generator_ema)):
+        if network is not None:
+            point[key] = {name: value.detach().cpu().clone() for name, value in network.state_dict().items()}
+    return point
 
 
 def progress_line(slug, config, iteration, seconds, rate, images_per_iteration, last_row) -> str:

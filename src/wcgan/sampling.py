@@ -16,7 +16,9 @@ from wcgan.model_files import load_generator
 from wcgan.networks import Generator, float_to_images
 
 SAMPLES_FORMAT = "wcgan-samples-1"
-SNAPSHOTS_FORMAT = "wcgan-snapshot-samples-1"
+# 2: each point says whose samples it holds ("weights": "ema" or "raw"); 1 held the raw ones.
+SNAPSHOTS_FORMAT = "wcgan-snapshot-samples-2"
+SNAPSHOTS_FORMATS = ("wcgan-snapshot-samples-1", SNAPSHOTS_FORMAT)
 
 
 @torch.no_grad()
@@ -53,31 +55,37 @@ class ConditionalEnsemble:
     ``ensemble(z, c)`` maps latents ``z`` and class indices ``c`` to uint8 images, like a
     conditional generator ``G(z, c)``; ``ensemble.sample(label, n)`` draws for one label by name
     or slug. Generators are loaded on first use, so a 1,000-label ensemble costs nothing until
-    its labels are asked for.
+    its labels are asked for; ``weights`` says which of their weights (``WEIGHTS``).
     """
 
     def __init__(
-        self, labels: Sequence[Label], model_paths: Sequence[str | os.PathLike], device: str = "cpu"
+        self,
+        labels: Sequence[Label],
+        model_paths: Sequence[str | os.PathLike],
+        device: str = "cpu",
+        weights: str = "ema",
     ):
         self.labels = list(labels)
         self.model_paths = [Path(path) for path in model_paths]  # one per label, in label order
-        self.device = torch.device(device)
+        self.device, self.weights = torch.device(device), weights
         self._generators: dict[int, Generator] = {}
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu") -> ConditionalEnsemble:
+    def from_run(
+        cls, run_dir: str | os.PathLike, device: str = "cpu", weights: str = "ema"
+    ) -> ConditionalEnsemble:
         """Open a run folder (``results/<run>``) holding ``labels.tsv`` and
         ``models/<chunk>/<label>.pt``."""
         run_dir = Path(run_dir)
         rows = read_table(run_dir / "labels.tsv")
         paths = [run_dir / "models" / chunk / f"{label.slug}.pt" for label, _, chunk in rows]
-        return cls([label for label, _, _ in rows], paths, device)
+        return cls([label for label, _, _ in rows], paths, device, weights)
 
     def generator(self, index: int) -> Generator:
         if index not in self._generators:
             if not 0 <= index < len(self.labels):
                 raise WcganError(f"class index {index} is outside 0..{len(self.labels) - 1}")
-            generator, _ = load_generator(self.model_paths[index])
+            generator, _ = load_generator(self.model_paths[index], self.weights)
             self._generators[index] = generator.to(self.device)
         return self._generators[index]
 
@@ -145,28 +153,28 @@ def sample_labels(generator: Generator, labels: Sequence[Label], n: int, seed: i
 def save_snapshot_samples(
     points: Sequence[dict], generator: Generator, labels: Sequence[Label], n: int, seed: int, path
 ) -> None:
-    """Samples of every label from each training snapshot (``TrainResult.snapshots``): the
-    points of the quality-against-compute curve (``wcgan score-curve``)."""
+    """Samples of every label from each training snapshot (``TrainResult.snapshots``), of the
+    moving average's weights where there is one and of the raw ones, all the moving average's
+    points first: the points of the quality-against-compute curves (``wcgan score-curve``)."""
     saved = []
-    for point in points:
-        generator.load_state_dict(point["generator"])
-        images = sample_labels(generator.eval(), labels, n, seed)
-        saved.append(
-            {
-                "iteration": point["iteration"],
-                "seconds": point["seconds"],
-                "device_seconds": point["device_seconds"],
-                "images": torch.cat(images),
-                "indices": torch.cat(
-                    [torch.full((len(x),), lb.index) for x, lb in zip(images, labels, strict=True)]
-                ),
-            }
-        )
+    for weights, key in (("ema", "generator_ema"), ("raw", "generator")):
+        for point in points:
+            if key not in point:
+                continue
+            generator.load_state_dict(point[key])
+            images = sample_labels(generator.eval(), labels, n, seed)
+            budget = {name: point[name] for name in ("iteration", "seconds", "device_seconds")}
+            indices = [torch.full((len(x),), lb.index) for x, lb in zip(images, labels, strict=True)]
+            saved.append(
+                {**budget, "weights": weights, "images": torch.cat(images), "indices": torch.cat(indices)}
+            )
     save_torch({"format": SNAPSHOTS_FORMAT, "points": saved}, path)
 
 
 def load_snapshot_samples(path: str | os.PathLike) -> list[dict]:
+    """The points of ``save_snapshot_samples`` (those of a file from before the moving average
+    are the raw weights')."""
     data = load_torch(path, "snapshot samples")
-    if not isinstance(data, dict) or data.get("format") != SNAPSHOTS_FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in SNAPSHOTS_FORMATS:
         raise WcganError(f"snapshots '{path}' is not a wcgan snapshot samples file (made by 'wcgan train')")
-    return data["points"]
+    return [{"weights": "raw", **point} for point in data["points"]]

@@ -22,6 +22,7 @@ import torch
 from wcgan.atomic import atomic_open
 from wcgan.config import Settings, TrainConfig, label_seed
 from wcgan.data import TrainingSet
+from wcgan.ema import GeneratorAverage
 from wcgan.errors import WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float, stack_labels
@@ -50,9 +51,11 @@ def run_key(settings: Settings, sets: Sequence[TrainingSet], device: torch.devic
     """Names the checkpoint of a chunk of ``sets``: changes with anything that makes a run
     different (every label's data and slug, their number and order), but not with the budget,
     so raising ``iterations`` continues a finished run instead of starting over. The device type
-    is part of it because CPU and GPU random generators have different states."""
+    is part of it because CPU and GPU random generators have different states. Without a
+    moving average the key is the one runs had before there was one, so their checkpoints resume."""
     effective = dict(settings.effective)
-    for name in ("iterations", "seconds", "checkpoint_seconds", "log_seconds", "device", "generator"):
+    dropped = ["iterations", "seconds", "checkpoint_seconds", "log_seconds", "device", "generator"]
+    for name in dropped + (["ema_half_life_images", "ema_rampup"] if settings.ema is None else []):
         effective.pop(name)
     effective["device_type"] = device.type
     digest = hashlib.sha256(json.dumps(effective, sort_keys=True).encode())
@@ -285,6 +288,8 @@ class ChunkTrainer:
         self.opt_d = make_optimizer(
             settings.optimizer, self.critics.parameters(), settings.lr, settings.betas
         )
+        generators = [member.generator for member in self.labels]
+        self.average = GeneratorAverage(generators, settings.ema, config.batch_size) if settings.ema else None
         self.images = resident_images(sets, device)
         self.classes = None if sets[0].classes is None else sets[0].classes.to(device)
         self.critic_steps = settings.critic_steps
@@ -301,6 +306,8 @@ class ChunkTrainer:
             member.generator_rng.set_state(label_state["generator_rng"])
             member.history.rows = label_state["history"]
             member.snapshots = label_state["snapshots"]
+        if self.average is not None:
+            self.average.load([label_state["generator_ema"] for label_state in state["labels"]])
         self.opt_g.load_state_dict(_merge_optimizer_states([ls["opt_g"] for ls in state["labels"]]))
         self.opt_d.load_state_dict(_merge_optimizer_states([ls["opt_d"] for ls in state["labels"]]))
 
@@ -309,12 +316,14 @@ class ChunkTrainer:
             member.history.flush()
             check_finite(member, count)  # the last good checkpoint stays
         count = len(self.labels)
+        averages = self.average.state() if self.average is not None else [None] * count
         return {
             "labels": [
                 {
                     "slug": member.data.name,
                     "history": member.history.rows,
                     "generator": member.generator.state_dict(),
+                    **({"generator_ema": average} if average is not None else {}),
                     "critic": member.critic.state_dict(),
                     "opt_g": opt_g_state,
                     "opt_d": opt_d_state,
@@ -322,8 +331,9 @@ class ChunkTrainer:
                     "generator_rng": member.generator_rng.get_state(),
                     "snapshots": member.snapshots,
                 }
-                for member, opt_g_state, opt_d_state in zip(
+                for member, average, opt_g_state, opt_d_state in zip(
                     self.labels,
+                    averages,
                     _split_optimizer_state(self.opt_g.state_dict(), count),
                     _split_optimizer_state(self.opt_d.state_dict(), count),
                     strict=True,
@@ -344,8 +354,9 @@ class ChunkTrainer:
     def start(self) -> None:
         pass
 
-    def step(self, clock: PhaseClock) -> torch.Tensor:
-        """Each label's critic steps and generator update; their losses ``(K, 4)``."""
+    def step(self, count: int, clock: PhaseClock) -> torch.Tensor:
+        """Each label's critic steps and generator update number ``count``; their losses
+        ``(K, 4)``."""
         one_stage = self.config.training == "one_stage"
         critic_rngs = [member.critic_rng for member in self.labels]
         means, generator_loss = critic_steps_on(
@@ -361,15 +372,21 @@ class ChunkTrainer:
                     self.generators, self.critics, self.opt_g, self.loss, self.classes, generator_rngs,
                     self.config.batch_size,
                 )  # fmt: skip
+            if self.average is not None:
+                self.average.update(count)
         return torch.cat([means, generator_loss.detach()[:, None]], 1)
 
     def record(self, count: int, seconds: float, outcome: torch.Tensor) -> None:
         for member, label_losses in zip(self.labels, outcome, strict=True):
             member.history.add(count, seconds, label_losses)
 
+    def averaged(self) -> list[Generator | None]:
+        """Each label's moving-average generator, or None each when that is off."""
+        return self.average.averages if self.average is not None else [None] * len(self.labels)
+
     def snapshot(self, count: int, seconds: float) -> None:
-        for member in self.labels:
-            member.snapshots.append(snapshot(member.generator, count, seconds))
+        for member, average in zip(self.labels, self.averaged(), strict=True):
+            member.snapshots.append(snapshot(member.generator, average, count, seconds))
 
     def progress_lines(self, count: int, seconds: float, rate: float) -> list[str]:
         images = self.config.batch_size * self.critic_steps
@@ -422,7 +439,7 @@ class ChunkTrainer:
             "config": self.settings.effective,
         }
         results = []
-        for member in self.labels:
+        for member, average in zip(self.labels, self.averaged(), strict=True):
             summary = {
                 **member.data.identity(),
                 **shared,
@@ -431,11 +448,12 @@ class ChunkTrainer:
                 + [[iteration, seconds]],
             }
             points = (
-                [*member.snapshots, snapshot(member.generator, iteration, seconds)]
+                [*member.snapshots, snapshot(member.generator, average, iteration, seconds)]
                 if config.snapshots
                 else []
             )
-            results.append(TrainResult(member.generator.eval(), member.history.rows, summary, points))
+            result = TrainResult(member.generator.eval(), average, member.history.rows, summary, points)
+            results.append(result)
         return results
 
 

@@ -95,10 +95,17 @@ class TrainingOutputs:
         return cls(**{name: files(name) for name in SUFFIXES})
 
     def write(
-        self, results: Sequence, sets: Sequence, samples: int, samples_seed: int, started_at: float
+        self,
+        results: Sequence,
+        sets: Sequence,
+        samples: int,
+        samples_seed: int,
+        started_at: float,
+        weights: str = "ema",
     ) -> None:
-        """Per GAN: generator, losses, samples of each of its labels, snapshot samples, and the
-        summary with where the job's time went (for the weak-scaling split, wcgan.scaling)."""
+        """Per GAN: generator, losses, samples of each of its labels (from its ``weights``:
+        ``wcgan.model_files.WEIGHTS``), snapshot samples, and the summary with where the job's
+        time went (for the weak-scaling split, wcgan.scaling)."""
         from wcgan.atomic import atomic_open, remove_stale_temporaries
         from wcgan.model_files import save_generator
         from wcgan.sampling import sample_labels, save_samples, save_snapshot_samples
@@ -118,8 +125,10 @@ class TrainingOutputs:
         for k, (result, data) in enumerate(zip(results, sets, strict=True)):
             save_generator(result, data, self.models[k])
             write_losses(result.history, self.losses[k])
+            averaged = weights == "ema" and result.generator_ema is not None
             if self.samples:
-                images = sample_labels(result.generator, data.labels, samples, samples_seed)
+                drawn = result.generator_ema if averaged else result.generator
+                images = sample_labels(drawn, data.labels, samples, samples_seed)
                 for label_images, label in zip(images, data.labels, strict=True):
                     save_samples(label_images, label, next(samples_out))
             if self.snapshots:
@@ -128,6 +137,7 @@ class TrainingOutputs:
                     result.snapshots, generator, data.labels, samples, samples_seed, self.snapshots[k]
                 )
             summary: dict[str, Any] = result.summary
+            summary["samples_weights"] = "ema" if averaged else "raw"
             loop = summary["session_seconds"]
             checkpoint = summary.get("phase_seconds", {}).get("checkpoint", 0.0)
             summary["job"] = {

@@ -97,7 +97,7 @@ rule compare_curve:
     params:
         snapshots=compare_snapshots,
         extractor=extractor_option(),
-        options=feature_options(),
+        options=f"{feature_options()} {merge_options()}",
     shell:
         "wcgan score-curve --snapshots {params.snapshots} --shards {input.shards}"
         " {params.extractor} {params.options} --threads {threads} --out {output.table}"

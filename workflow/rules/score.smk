@@ -94,8 +94,10 @@ if TRAIN.snapshots and GENERATOR == "per_label":
             "../../envs/wcgan.yaml"
         params:
             features=every_chunk("features"),
+            options=merge_options(),
         shell:
-            "wcgan merge-curve --features {params.features} --out {output.table} 2> {log}"
+            "wcgan merge-curve --features {params.features} {params.options}"
+            " --out {output.table} 2> {log}"
 
 else:
 
@@ -118,7 +120,7 @@ else:
         params:
             shards=every_chunk("shards"),
             extractor=extractor_option(),
-            options=feature_options(),
+            options=f"{feature_options()} {merge_options()}",
         shell:
             "wcgan score-curve --snapshots {input.snapshots} --shards {params.shards}"
             " {params.extractor} {params.options} --threads {threads} --out {output.table}"

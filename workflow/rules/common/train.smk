@@ -144,6 +144,7 @@ def training_params():
         "threads": config["resources"]["train_threads"],
         "samples": config["sampling"]["per_label"],
         "samples_seed": config["sampling"]["seed"],
+        "samples_weights": config["sampling"]["weights"],
     }
     # Only the distributed command launches a group: a params function costs every job.
     if GENERATOR == "distributed":
@@ -160,6 +161,7 @@ def training_command():
         launch = "wcgan train-distributed --launch {params.launcher}"
     return (
         f"{launch} {{params.files}} --samples {{params.samples}}"
-        " --samples-seed {params.samples_seed} --threads {params.threads}"
+        " --samples-seed {params.samples_seed} --samples-weights {params.samples_weights}"
+        " --threads {params.threads}"
         " {params.options} 2> {log}"
     )
