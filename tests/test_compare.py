@@ -19,6 +19,8 @@ from wcgan.compare import (
     budget_table,
     collapsed_labels,
     comparison_table,
+    curve_end,
+    curve_ends_table,
     curve_rows,
     label_table,
     read_variants,
@@ -262,3 +264,35 @@ def test_compare_fid_figure(tmp_path):
     plot_compare_fid(comparison, label_fids, out)
     with Image.open(out) as image:
         assert 400 < image.size[0] < 1500 and 300 < image.size[1] < 800
+
+
+def test_the_curve_ends_give_each_weights_last_scores_and_slope_over_seeds(tmp_path):
+    def curve(seed: int, fids: dict[str, list[float]]) -> str:
+        rows = [
+            {"weights": weights, "point": k + 1, "iterations": 10 * (k + 1), "device_seconds": 50.0 * (k + 1),
+             "is_mean": 2.0, "fid": fid, "kid_mean": 0.1, "precision": 0.5, "recall": 0.4 + seed}
+            for weights, values in fids.items()
+            for k, fid in enumerate(values)
+        ]  # fmt: skip
+        path = tmp_path / f"wgan-gp-s{seed}" / "curve.tsv"
+        path.parent.mkdir()
+        write_tsv(pd.DataFrame(rows), path)
+        return str(path)
+
+    paths = [
+        curve(0, {"ema": [9.0, 4.0, 3.9], "raw": [9.0, 6.0, 4.0]}),
+        curve(1, {"ema": [8.0, 4.2, 4.1], "raw": [8.0, 7.0, 5.0]}),
+    ]
+    table = curve_ends_table(paths).set_index("weights")
+    assert table["seeds"].tolist() == [2, 2] and table["scheme"].tolist() == ["wgan-gp", "wgan-gp"]
+    assert table.loc["ema", "fid_mean"] == pytest.approx(4.0) and table.loc[
+        "raw", "fid_mean"
+    ] == pytest.approx(4.5)
+    assert table.loc["ema", "recall_std"] == pytest.approx(0.5**0.5)
+    # The last segment: -0.1 FID over 50 device-seconds (2.5 %, flat), -2 over 50 (a third, falling).
+    assert table.loc["ema", "fid_slope_per_100s_mean"] == pytest.approx(-0.2)
+    assert table.loc["raw", "fid_slope_per_100s_mean"] == pytest.approx(-4.0)
+    assert table["flattened"].tolist() == [True, False]
+    old = curve_end(pd.DataFrame([{"iterations": 5, "device_seconds": 1.0, "is_mean": 1.0, "fid": 2.0,
+                                   "kid_mean": 0.0, "precision": 1.0, "recall": 1.0}]))  # fmt: skip
+    assert old["weights"].tolist() == ["raw"] and old["fid_slope_per_100s"].isna().all()

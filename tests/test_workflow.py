@@ -240,8 +240,12 @@ def test_one_conditional_gan_for_all_labels_in_the_pipeline(tmp_path):
     metrics = pd.read_csv(tmp_path / RUN / "scores/metrics.tsv", sep="\t")
     assert metrics["scope"].tolist() == ["overall", "label", "label", "label"]
     curve = pd.read_csv(tmp_path / RUN / "scores/curve.tsv", sep="\t")
-    assert curve["iterations"].tolist() == [6, 12]
-    assert curve["fid"].iloc[-1] == pytest.approx(metrics["fid"].iloc[0], rel=1e-4)
+    # The moving average's points, then the raw weights'; the scores drew from the average.
+    assert curve["weights"].tolist() == ["ema", "ema", "raw", "raw"]
+    assert curve["iterations"].tolist() == [6, 12, 6, 12]
+    averaged = curve[curve["weights"] == "ema"]
+    assert averaged["fid"].iloc[-1] == pytest.approx(metrics["fid"].iloc[0], rel=1e-4)
+    assert curve["fid"].iloc[-1] != pytest.approx(metrics["fid"].iloc[0], rel=1e-4)
     assert (tmp_path / RUN / "figures/samples/2.png").exists()
     assert planned_jobs(tmp_path) == {}
 
@@ -259,7 +263,7 @@ def test_distributed_training_in_the_pipeline(tmp_path):
     assert summary["device_labels"] == [["0", "1"], ["2"]] and summary["bytes_per_round"] > 0
     curve = pd.read_csv(tmp_path / RUN / "scores/curve.tsv", sep="\t")
     # Three processes, each on a device of its own: device-seconds are three times the seconds.
-    assert curve["iterations"].tolist() == [3, 6]
+    assert curve["iterations"].tolist() == [3, 6, 3, 6]
     assert curve["device_seconds"].iloc[-1] == pytest.approx(3 * summary["seconds"], rel=1e-4)
     assert pd.read_csv(tmp_path / RUN / "scores/metrics.tsv", sep="\t")["scope"].tolist()[0] == "overall"
     assert planned_jobs(tmp_path) == {}
@@ -537,11 +541,16 @@ def test_compare_target_trains_and_scores_each_scheme_alike(tmp_path):
     assert summary["config"]["loss"] == "hinge" and summary["iterations"] == 18
     assert [len(summary["labels"]), len(summary["snapshots"])] == [3, 2]
     curve = pd.read_csv(workdir / RUN / "compare/cgan-s0/curve.tsv", sep="\t")
-    assert curve["iterations"].tolist() == [9, 18] and curve["device_seconds"].is_monotonic_increasing
+    assert curve["iterations"].tolist() == [9, 18, 9, 18] and curve["precision"].notna().all()
     per_label_curve = pd.read_csv(workdir / RUN / "compare/wgan-gp-s0/curve.tsv", sep="\t")
-    assert per_label_curve["iterations"].tolist() == [9, 18]
-    # The curve's last point is the final generator: the same samples, the same FID.
-    assert curve["fid"].iloc[-1] == pytest.approx(table["fid"].iloc[1], rel=1e-4)
+    assert per_label_curve["iterations"].tolist() == [9, 18, 9, 18]
+    # The moving average's last point is the final generator the scores drew from: the same FID.
+    averaged = curve[curve["weights"] == "ema"]
+    assert averaged["device_seconds"].is_monotonic_increasing
+    assert averaged["fid"].iloc[-1] == pytest.approx(table["fid"].iloc[1], rel=1e-4)
+    ends = pd.read_csv(workdir / RUN / "compare/curve_ends.tsv", sep="\t").set_index(["scheme", "weights"])
+    assert ends.loc[("cgan", "ema"), "fid_mean"] == pytest.approx(averaged["fid"].iloc[-1])
+    assert ends.loc[("cgan", "raw"), "iterations_mean"] == 18 and len(ends) == 2 * len(table)
     assert not (workdir / RUN / "models").exists()  # the run itself trains nothing
     figures = workdir / RUN / "figures/compare"
     for name in ("samples.png", "fid.png", "fid_budget.png"):

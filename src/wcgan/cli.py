@@ -869,21 +869,30 @@ def _compare_report_arguments(sub: argparse.ArgumentParser) -> None:
         "--labels-out", required=True, help="per variant and label: FID, recall, collapsed (.tsv)"
     )
     sub.add_argument("--seeds-out", help="also: mean and std over seeds per scheme (.tsv)")
+    sub.add_argument("--curves", nargs="+", help="<scheme>-s<seed>/curve.tsv of each variant")
+    sub.add_argument(
+        "--curve-ends-out",
+        help="with --curves: per scheme and generator weights, each curve's end and last slope (.tsv)",
+    )
 
 
 @command(
     "compare-report", "one table of every compare variant's budget and scores", _compare_report_arguments
 )
 def cmd_compare_report(args: argparse.Namespace) -> None:
-    from wcgan.compare import aggregate_seeds, comparison_table, label_table, read_variants
+    from wcgan.compare import aggregate_seeds, comparison_table, curve_ends_table, label_table, read_variants
     from wcgan.tables import write_tsv
 
+    if bool(args.curves) != bool(args.curve_ends_out):
+        raise WcganError("--curves and --curve-ends-out go together")
     variants = read_variants(args.budgets, args.metrics)
     table = comparison_table(variants)
     write_tsv(table, args.out)
     write_tsv(label_table(variants), args.labels_out)
     if args.seeds_out:
         write_tsv(aggregate_seeds(table), args.seeds_out)
+    if args.curves:
+        write_tsv(curve_ends_table(args.curves), args.curve_ends_out)
     columns = [
         "scheme",
         "seed",

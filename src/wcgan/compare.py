@@ -54,6 +54,8 @@ SCHEMES: dict[str, tuple[str, str]] = {
     "distributed": ("distributed", "wgan-gp"),
 }
 COLLAPSE_FACTOR = 3.0
+# A FID curve whose last segment moved it by less than this share has flattened.
+FLAT_CHANGE = 0.05
 OVERALL_METRICS = ("is_mean", "fid", "kid_mean", "precision", "recall")
 SPREAD = ("mean", "std", "min", "max")
 # What the table over seeds averages.
@@ -214,6 +216,47 @@ def aggregate_seeds(table: pd.DataFrame) -> pd.DataFrame:
     out = groups[list(AGGREGATED)].agg(["mean", "std"])
     out.columns = [f"{column}_{stat}" for column, stat in out.columns]
     out.insert(0, "seeds", groups.size())
+    return out.reset_index()
+
+
+def curve_end(curve: pd.DataFrame) -> pd.DataFrame:
+    """Per generator weights of a variant's curve (its ``curve.tsv``): the last point's budget
+    and scores, and over the last segment FID's relative change and its slope (FID per 100
+    device-seconds); NaN where the curve has one point."""
+    rows = []
+    curve = curve.assign(weights=curve.get("weights", "raw"))  # a curve from before the average
+    for weights, points in curve.groupby("weights", sort=False):
+        last = points.iloc[-1]
+        row = {
+            "weights": weights,
+            **{key: last[key] for key in ("device_seconds", "iterations", *OVERALL_METRICS)},
+        }
+        row["fid_last_change"] = row["fid_slope_per_100s"] = float("nan")
+        if len(points) > 1:
+            before = points.iloc[-2]
+            row["fid_last_change"] = (last["fid"] - before["fid"]) / before["fid"]
+            row["fid_slope_per_100s"] = (
+                100 * (last["fid"] - before["fid"]) / (last["device_seconds"] - before["device_seconds"])
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curve_ends_table(curves: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """``curve_ends.tsv``: per scheme and generator weights, the mean and std over seeds of each
+    variant's curve end (``curve_end``), and whether FID has flattened: its mean change over the
+    last segment is below ``FLAT_CHANGE``."""
+    frames = []
+    for path in curves:
+        scheme, seed = parse_variant(path)
+        frames.append(curve_end(pd.read_csv(path, sep="\t")).assign(scheme=scheme, seed=seed))
+    table = pd.concat(frames, ignore_index=True)
+    groups = table.groupby(["scheme", "weights"], sort=False)
+    ended = ["device_seconds", "iterations", *OVERALL_METRICS, "fid_last_change", "fid_slope_per_100s"]
+    out = groups[ended].agg(["mean", "std"])
+    out.columns = [f"{column}_{stat}" for column, stat in out.columns]
+    out.insert(0, "seeds", groups.size())
+    out["flattened"] = out["fid_last_change_mean"].abs() < FLAT_CHANGE
     return out.reset_index()
 
 

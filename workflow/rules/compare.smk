@@ -108,6 +108,7 @@ rule compare_report:
     input:
         budgets=compare_variant_files("budget.tsv"),
         metrics=compare_variant_files("metrics.tsv"),
+        curves=compare_variant_files("curve.tsv"),
     output:
         **({"seeds": f"{COMPARE_DIR}/seeds.tsv"} if len(COMPARE["seeds"]) > 1 else {}),
         table=report(
@@ -120,6 +121,7 @@ rule compare_report:
             caption="../report/compare_labels.rst",
             category="Comparing schemes",
         ),
+        curve_ends=f"{COMPARE_DIR}/curve_ends.tsv",
     log:
         f"{RESULTS}/logs/compare/report.log",
     benchmark:
@@ -132,7 +134,8 @@ rule compare_report:
         ),
     shell:
         "wcgan compare-report --budgets {input.budgets} --metrics {input.metrics}"
-        " --out {output.table} --labels-out {output.labels} {params.seeds} 2> {log}"
+        " --out {output.table} --labels-out {output.labels} {params.seeds}"
+        " --curves {input.curves} --curve-ends-out {output.curve_ends} 2> {log}"
 
 
 rule plot_compare:
