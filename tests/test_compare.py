@@ -31,6 +31,7 @@ from wcgan.config import TrainConfig, describe_schema_error
 from wcgan.errors import WcganError
 from wcgan.figures import plot_compare_fid, save_compare_grid
 from wcgan.labels import make_labels
+from wcgan.layout import RunLayout
 from wcgan.tables import write_metrics, write_tsv
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -80,13 +81,16 @@ def test_the_cgan_scheme_is_one_conditional_hinge_gan_with_the_labels_budget_tog
     config = variant_config(default_config(), "d/compare/cgan-s0", LABELS, "cgan", 0, {"lr": 1e-4})
     train = TrainConfig.from_mapping(config["train"])
     assert (train.generator, train.loss, train.lr) == ("conditional", "hinge", 1e-4)
-    assert trained_units(config, LABELS) == [("conditional", "training/conditional.json")]
+    layout = RunLayout.of_config(config)
+    assert trained_units(layout, LABELS, 1) == [
+        ("conditional", "results/d/compare/cgan-s0/training/conditional.json")
+    ]
     per_label = variant_config(default_config(), "d/compare/dcgan-s0", LABELS, "dcgan", 0)
-    per_label["labels_per_job"] = 3
     slugs = [label.slug for label in make_labels(LABELS)]
     chunks = ["c000-002"] * 3 + ["c003-003"]
-    assert trained_units(per_label, LABELS) == [
-        (slug, f"training/{chunk}/{slug}.json") for slug, chunk in zip(slugs, chunks, strict=True)
+    assert trained_units(RunLayout.of_config(per_label), LABELS, 3) == [
+        (slug, f"results/d/compare/dcgan-s0/training/{chunk}/{slug}.json")
+        for slug, chunk in zip(slugs, chunks, strict=True)
     ]
     together = train.for_labels(len(LABELS))
     assert (together.iterations, together.seconds) == (4 * train.iterations, 4 * train.seconds)
@@ -107,14 +111,14 @@ def test_scheme_options_that_do_not_fit_are_one_line_naming_them(scheme, options
 
 
 def test_budget_table_reads_the_training_summaries(tmp_path):
-    units = [("a", "training/c0-1/a.json"), ("b", "training/c0-1/b.json")]
+    units = [("a", f"{tmp_path}/training/c0-1/a.json"), ("b", f"{tmp_path}/training/c0-1/b.json")]
     # A chunk of two labels that trained 3 s together: each label's share is its device-seconds.
-    for slug, relative in units:
+    for slug, path in units:
         summary = {"label": slug, "loss": "hinge", "iterations": 6, "seconds": 3.0, "device_seconds": 1.5}
         summary |= {"stopped_by": "iterations", "device": "cpu"}
-        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / relative).write_text(json.dumps(summary))
-    table = budget_table(tmp_path, units, "hinge")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(summary))
+    table = budget_table(units, "hinge")
     assert table["iterations"].tolist() == [6, 6] and table["device_seconds"].sum() == 3.0
     assert table["labels"].tolist() == [1, 1]
     conditional = {"slug": "conditional", "labels": [[0, "a", "a"], [1, "b", "b"]], "loss": "hinge"}
@@ -126,12 +130,12 @@ def test_budget_table_reads_the_training_summaries(tmp_path):
         "device": "cpu",
     }
     (tmp_path / "training" / "conditional.json").write_text(json.dumps(conditional))
-    one_job = budget_table(tmp_path, [("conditional", "training/conditional.json")], "hinge").iloc[0]
+    one_job = budget_table([("conditional", f"{tmp_path}/training/conditional.json")], "hinge").iloc[0]
     assert (one_job["labels"], one_job["iterations"], one_job["device_seconds"]) == (2, 12, 3.5)
     with pytest.raises(WcganError, match="trained with loss 'hinge', not 'dcgan'"):
-        budget_table(tmp_path, units[:1], "dcgan")
+        budget_table(units[:1], "dcgan")
     with pytest.raises(WcganError, match="did 'c' train"):
-        budget_table(tmp_path, [("c", "training/c0-1/c.json")], "hinge")
+        budget_table([("c", f"{tmp_path}/training/c0-1/c.json")], "hinge")
 
 
 def test_collapsed_labels_are_those_above_three_times_the_median():

@@ -102,15 +102,18 @@ def test_find_label_by_name_or_slug_and_unknown_label():
 
 
 def test_after_a_failed_run_the_labels_without_a_model_are_named(tmp_path):
+    from wcgan.layout import RunLayout
     from wcgan.tables import missing_models
 
     models = {slug: tmp_path / "models" / "c0-1" / f"{slug}.pt" for slug in ("a", "b")}
     models["a"].parent.mkdir(parents=True)
     models["a"].write_bytes(b"model")
-    message = missing_models(tmp_path, models)
+    logs = RunLayout(str(tmp_path)).log("train/<chunk>")
+    message = missing_models(logs, models)
     assert message.startswith("1 of 2 labels have no trained model") and ": b;" in message
+    assert f"see {tmp_path}/logs/train/<chunk>.log (labels.tsv names" in message
     models["b"].write_bytes(b"model")
-    assert missing_models(tmp_path, models) is None
+    assert missing_models(logs, models) is None
 
 
 def test_checkpoints_of_another_labels_per_job_stop_the_run_before_it_trains(tmp_path):

@@ -15,6 +15,7 @@ from wcgan.cluster import _epoch
 from wcgan.config import coerce_strings
 from wcgan.errors import WcganError
 from wcgan.figures import plot_job_time_split, plot_scaling_projection, plot_weak_scaling
+from wcgan.layout import RunLayout
 from wcgan.scaling import PARTS, point_config, point_jobs, point_times, project, scaling_points, summarize
 
 
@@ -37,14 +38,18 @@ def test_point_config_fixes_the_work_and_leaves_the_base_alone():
     assert base["train"] == {"iterations": 5, "seconds": 60} and base["data"]["labels"] is None
 
 
-JOBS = [("a", "training/a/first.json"), ("b", "training/b/first.json")]  # chunks a, b
+def jobs(run_dir) -> list[tuple[str, str, str]]:
+    """Chunks a and b, each timed by its first label's summary and its benchmark file."""
+    return [
+        (chunk, f"{run_dir}/training/{chunk}/first.json", f"{run_dir}/benchmarks/train/{chunk}.tsv")
+        for chunk in "ab"
+    ]
 
 
 def test_a_point_trains_n_chunks_and_times_each_by_its_first_label():
-    config = {"labels_per_job": 2, "data": {"labels": ["x", "y", "z"]}}
-    assert point_jobs(config) == [
-        ("c000-001", "training/c000-001/x.json"),
-        ("c002-002", "training/c002-002/z.json"),
+    assert point_jobs(RunLayout.of("p"), ["x", "y", "z"], 2) == [
+        ("c000-001", "results/p/training/c000-001/x.json", "results/p/benchmarks/train/c000-001.tsv"),
+        ("c002-002", "results/p/training/c002-002/z.json", "results/p/benchmarks/train/c002-002.tsv"),
     ]
 
 
@@ -77,7 +82,7 @@ def write_job(
 def test_point_times_split_each_job_into_parts_that_sum_to_its_time(tmp_path):
     write_job(tmp_path, "a", command_s=5.0, start=1000.0)
     write_job(tmp_path, "b", command_s=6.0, start=1000.5)
-    table = point_times(tmp_path, JOBS, "local", 300)
+    table = point_times(str(tmp_path), jobs(tmp_path), "local", 300)
     assert list(table["slug"]) == ["a", "b"] and set(table["n"]) == {2}
     # Start-up is what the command's own clocks do not cover: interpreter start and exit too.
     assert table["startup"].tolist() == pytest.approx([1.25, 2.25])
@@ -89,14 +94,14 @@ def test_point_times_split_each_job_into_parts_that_sum_to_its_time(tmp_path):
 def test_point_times_name_the_label_whose_files_are_missing(tmp_path):
     write_job(tmp_path, "a", command_s=5.0, start=1000.0)
     with pytest.raises(WcganError, match="did job 'b' train"):
-        point_times(tmp_path, JOBS, "local", 300)
+        point_times(str(tmp_path), jobs(tmp_path), "local", 300)
 
 
 def test_point_times_add_the_schedulers_queue_and_launch(tmp_path):
     write_job(tmp_path, "a", command_s=5.0, start=1002.5, job="11")
     write_job(tmp_path, "b", command_s=6.0, start=1003.0, job="12")
     stamps = {"11": (1000.0, 1001.0, 1008.0), "12": (1000.0, 1002.0, 1010.0)}
-    table = point_times(tmp_path, JOBS, "slurm", 300, scheduler_times=stamps)
+    table = point_times(str(tmp_path), jobs(tmp_path), "slurm", 300, scheduler_times=stamps)
     assert table["queue"].tolist() == [1.0, 2.0]
     assert table["launch"].tolist() == pytest.approx([2.0, 2.0])  # Slurm's 7 and 8 s less the command's
     assert table["time_s"].tolist() == pytest.approx([7.0, 8.0])  # start to end, queue apart
@@ -105,18 +110,18 @@ def test_point_times_add_the_schedulers_queue_and_launch(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("jobs", "resumed", "times", "message"),
+    ("scheduler_jobs", "resumed", "times", "message"),
     [
         (("11", "11"), 0, {"11": (1.0, 2.0, 9.0)}, "share scheduler jobs"),
         (("11", "12"), 0, {"11": (1.0, 2.0, 9.0)}, "no submit/start/end time for jobs 12"),
         ((None, None), 40, {}, "resumed from 40, not 300 in one go"),
     ],
 )
-def test_point_times_refuse_jobs_whose_time_would_be_wrong(tmp_path, jobs, resumed, times, message):
-    for slug, job in zip("ab", jobs, strict=True):
+def test_point_times_refuse_jobs_whose_time_would_be_wrong(tmp_path, scheduler_jobs, resumed, times, message):
+    for slug, job in zip("ab", scheduler_jobs, strict=True):
         write_job(tmp_path, slug, command_s=5.0, start=1000.0, job=job, resumed=resumed)
     with pytest.raises(WcganError, match=message):
-        point_times(tmp_path, JOBS, "slurm", 300, scheduler_times=times)
+        point_times(str(tmp_path), jobs(tmp_path), "slurm", 300, scheduler_times=times)
 
 
 def jobs_table(times_by_n: dict[int, list[float]], starts=None, series="local") -> pd.DataFrame:

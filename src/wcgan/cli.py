@@ -25,6 +25,7 @@ from wcgan.config import (
     read_run_config,
 )
 from wcgan.errors import QuietExit, WcganError
+from wcgan.layout import RunLayout
 from wcgan.options import add_config_options, config_from_options
 
 
@@ -442,7 +443,7 @@ def _default_run() -> str:
     run = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("run")
     if not run:
         raise WcganError(f"no --run DIR given and '{config}' names no run")
-    return str(Path("results") / run)
+    return RunLayout.of(run).root
 
 
 def _sample_arguments(sub: argparse.ArgumentParser) -> None:
@@ -780,8 +781,9 @@ def cmd_scaling_times(args: argparse.Namespace) -> None:
     from wcgan.scaling import point_jobs, point_times, write_table
 
     config = read_run_config(args.config)
-    jobs = point_jobs(config)
-    table = point_times(Path("results") / config["run"], jobs, args.series, config["train"]["iterations"])
+    layout = RunLayout.of_config(config)
+    jobs = point_jobs(layout, config["data"]["labels"], config["labels_per_job"])
+    table = point_times(layout.root, jobs, args.series, config["train"]["iterations"])
     write_table(table, args.out)
     log(f"scaling {args.series} N={len(jobs)}: mean job time {table['time_s'].mean():.2f} s")
 
@@ -850,8 +852,8 @@ def cmd_compare_budget(args: argparse.Namespace) -> None:
     from wcgan.tables import write_tsv
 
     config = read_run_config(args.config)
-    units = trained_units(config, config["data"]["labels"])
-    table = budget_table(Path("results") / config["run"], units, config["train"]["loss"])
+    units = trained_units(RunLayout.of_config(config), config["data"]["labels"], config["labels_per_job"])
+    table = budget_table(units, config["train"]["loss"])
     write_tsv(table, args.out)
     log(
         f"compare {config['run']}: {table['iterations'].sum()} iterations, "

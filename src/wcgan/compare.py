@@ -40,6 +40,7 @@ import pandas as pd
 from wcgan.config import TrainConfig, read_run_config
 from wcgan.errors import WcganError
 from wcgan.labels import make_chunks, make_labels
+from wcgan.layout import RunLayout
 from wcgan.tables import read_metrics
 
 # Reset to null in every variant: each scheme takes its own recipe (wcgan.config.RECIPES).
@@ -123,24 +124,26 @@ def variant_config(
     return config
 
 
-def trained_units(config: Mapping[str, Any], labels: Sequence[str]) -> list[tuple[str, str]]:
-    """A run's trained units and their summaries, relative to the run folder: each label's
-    ``training/<chunk>/<slug>.json``, or the one ``training/<name>.json`` of a conditional or
+def trained_units(layout: RunLayout, labels: Sequence[str], labels_per_job: int) -> list[tuple[str, str]]:
+    """A run's trained units and their summaries: each label's, or the one of a conditional or
     distributed generator."""
-    generator = config["train"]["generator"]
-    if generator != "per_label":
-        return [(generator, f"training/{generator}.json")]
-    chunks = make_chunks(make_labels(list(labels)), config["labels_per_job"])
-    return [(lb.slug, f"training/{chunk.name}/{lb.slug}.json") for chunk in chunks for lb in chunk.labels]
+    if not layout.per_label:
+        return [(layout.generator, layout.trained("training"))]
+    chunks = make_chunks(make_labels(list(labels)), labels_per_job)
+    return [
+        (label.slug, layout.trained_file("training", chunk.name, label.slug))
+        for chunk in chunks
+        for label in chunk.labels
+    ]
 
 
-def budget_table(run_dir: str | os.PathLike, units: Sequence[tuple[str, str]], loss: str) -> pd.DataFrame:
+def budget_table(units: Sequence[tuple[str, str]], loss: str) -> pd.DataFrame:
     """Per trained unit of a variant (``trained_units``): the budget it used, from its summary
     (iterations, and its device-seconds: training seconds summed over resumed sessions, times
     the processes of a distributed job, or the label's share of its chunk's job)."""
     rows = []
-    for unit, relative in units:
-        path = Path(run_dir) / relative
+    for unit, summary_path in units:
+        path = Path(summary_path)
         if not path.is_file():
             raise WcganError(f"compare: '{path}' is missing; did '{unit}' train in this variant?")
         summary = json.loads(path.read_text(encoding="utf-8"))
@@ -365,7 +368,8 @@ def figure_data(
             for label in chunk.labels
         }
         shown = [labels[i].slug for i in evenly_spread(len(labels), max_labels)]
-        samples = [load_samples(run_dir / "samples" / chunk_of[slug] / f"{slug}.pt") for slug in shown]
+        layout = RunLayout(str(run_dir))
+        samples = [load_samples(layout.chunk_file("samples", chunk_of[slug], slug)) for slug in shown]
         blocks.append((run_dir.name, [(label.name, images[:per_label]) for images, label in samples]))
     title = f"{per_label} samples per label" + (
         f"; {len(shown)} of {len(labels)} labels, evenly spaced in label order"

@@ -12,6 +12,7 @@ from wcgan.atomic import load_torch, save_torch
 from wcgan.config import label_seed
 from wcgan.errors import WcganError
 from wcgan.labels import Label, find_label, read_table
+from wcgan.layout import RunLayout
 from wcgan.model_files import load_generator
 from wcgan.networks import Generator, float_to_images
 
@@ -76,9 +77,9 @@ class ConditionalEnsemble:
     ) -> ConditionalEnsemble:
         """Open a run folder (``results/<run>``) holding ``labels.tsv`` and
         ``models/<chunk>/<label>.pt``."""
-        run_dir = Path(run_dir)
-        rows = read_table(run_dir / "labels.tsv")
-        paths = [run_dir / "models" / chunk / f"{label.slug}.pt" for label, _, chunk in rows]
+        layout = RunLayout(str(run_dir))
+        rows = read_table(layout.labels_table)
+        paths = [layout.chunk_file("models", chunk, label.slug) for label, _, chunk in rows]
         return cls([label for label, _, _ in rows], paths, device, weights)
 
     def generator(self, index: int) -> Generator:

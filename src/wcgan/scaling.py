@@ -33,6 +33,7 @@ import pandas as pd
 from wcgan.cluster import slurm_job_times
 from wcgan.errors import WcganError
 from wcgan.labels import make_chunks, make_labels
+from wcgan.layout import RunLayout
 from wcgan.tables import write_tsv
 
 PARTS = ("queue", "launch", "startup", "training", "checkpoint", "shutdown")
@@ -64,16 +65,22 @@ def point_config(base: Mapping[str, Any], run: str, labels: Sequence[str], itera
     return config
 
 
-def point_jobs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """A point's training jobs: each chunk's name and the summary of its first label (every
-    label of a chunk shares its job's timing), relative to the run folder."""
-    chunks = make_chunks(make_labels(config["data"]["labels"]), config["labels_per_job"])
-    return [(chunk.name, f"training/{chunk.name}/{chunk.labels[0].slug}.json") for chunk in chunks]
+def point_jobs(layout: RunLayout, labels: Sequence[str], labels_per_job: int) -> list[tuple[str, str, str]]:
+    """A point's training jobs: each chunk's name, the summary of its first label (every label
+    of a chunk shares its job's timing) and the job's Snakemake benchmark file."""
+    chunks = make_chunks(make_labels(list(labels)), labels_per_job)
+    return [
+        (
+            chunk.name,
+            layout.trained_file("training", chunk.name, chunk.labels[0].slug),
+            layout.benchmark(f"train/{chunk.name}"),
+        )
+        for chunk in chunks
+    ]
 
 
-def _job_row(run_dir: Path, slug: str, summary: str, iterations: int) -> dict[str, Any]:
-    summary_path = run_dir / summary
-    benchmark_path = run_dir / "benchmarks" / "train" / f"{slug}.tsv"
+def _job_row(run_dir: str, slug: str, summary: str, benchmark: str, iterations: int) -> dict[str, Any]:
+    summary_path, benchmark_path = Path(summary), Path(benchmark)
     for path in (summary_path, benchmark_path):
         if not path.is_file():
             raise WcganError(f"scaling: '{path}' is missing; did job '{slug}' train in this point?")
@@ -109,8 +116,8 @@ SchedulerTimes = Mapping[str, tuple[float | None, float | None, float | None]]
 
 
 def point_times(
-    run_dir: str | os.PathLike,
-    jobs: Sequence[tuple[str, str]],
+    run_dir: str,
+    jobs: Sequence[tuple[str, str, str]],
     series: str,
     iterations: int,
     scheduler_times: SchedulerTimes | None = None,
@@ -120,8 +127,7 @@ def point_times(
     epoch; ``slurm_job_times`` when not given). A job that resumed, shares its scheduler job
     with another (Snakemake job groups) or that the scheduler no longer knows is an error:
     its time would be wrong."""
-    run_dir = Path(run_dir)
-    table = pd.DataFrame([_job_row(run_dir, slug, summary, iterations) for slug, summary in jobs])
+    table = pd.DataFrame([_job_row(run_dir, *job, iterations) for job in jobs])
     table.insert(0, "series", series)
     table.insert(1, "n", len(jobs))
     ids = [str(job) for job in table["scheduler_job"].dropna()]

@@ -43,16 +43,16 @@ def format_metrics(path: str | os.PathLike, max_rows: int = 25) -> str:
     return f"metrics ({extractor} features) from {path}:\n{text}{more}"
 
 
-def missing_models(run_dir: str | os.PathLike, models: Mapping[str, str | os.PathLike]) -> str | None:
+def missing_models(logs: str, models: Mapping[str, str | os.PathLike]) -> str | None:
     """After a failed run: one line naming the labels (or generators) whose model file in
-    ``models`` (name -> path) is missing, and where their training logs are (None when every
-    one has its model)."""
+    ``models`` (name -> path) is missing, and where their training ``logs`` are (None when
+    every one has its model)."""
     missing = [name for name, path in models.items() if not Path(path).exists()]
     if not missing:
         return None
     shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
     return (
         f"{len(missing)} of {len(models)} labels have no trained model, so the merged scores and "
-        f"figures were not made: {shown}; see {Path(run_dir)}/logs/train/<chunk>.log (labels.tsv "
+        f"figures were not made: {shown}; see {logs} (labels.tsv "
         f"names each label's chunk), fix, and rerun (finished chunks are kept, interrupted ones resume)"
     )

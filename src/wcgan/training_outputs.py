@@ -16,10 +16,15 @@ from typing import Any
 
 from wcgan.errors import WcganError
 from wcgan.labels import Label, chunk_names
+from wcgan.layout import TRAINED_SUFFIXES
 
-# Each output's file suffix: one given as a folder, not such a file, holds a file per label
-# (``<slug><suffix>``), in its chunk's folder when the command has ``--chunks``.
-SUFFIXES = {"models": ".pt", "losses": ".csv", "summaries": ".json", "samples": ".pt", "snapshots": ".pt"}
+# Each output's file suffix, the run folder's (whose folder of summaries is "training"): one given
+# as a folder, not such a file, holds a file per label (``<slug><suffix>``), in its chunk's folder
+# when the command has ``--chunks``.
+SUFFIXES = {
+    name: TRAINED_SUFFIXES["training" if name == "summaries" else name]
+    for name in ("models", "losses", "summaries", "samples", "snapshots")
+}
 OPTIONS = {"models": "--model-out", "losses": "--losses-out", "summaries": "--summary-out",
            "samples": "--samples-out", "snapshots": "--snapshots-out"}  # fmt: skip
 

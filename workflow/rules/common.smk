@@ -30,6 +30,7 @@ from wcgan.config import (
     scheduler_minutes,
 )
 from wcgan.errors import WcganError
+from wcgan.layout import RunLayout
 from wcgan.labels import (
     CHUNK_PATTERN,
     SLUG_PATTERN,
@@ -66,7 +67,6 @@ def _or_workflow_error(make, *args):
 
 _or_workflow_error(check_plain_values, config)
 _or_workflow_error(check_run_name, config["run"], config.get("parent_run"))
-RESULTS = f"results/{config['run']}"
 DATA = config["data"]
 SPEC = _or_workflow_error(DataSpec.from_mapping, DATA)
 LABELS = _or_workflow_error(lambda: make_labels(label_names(SPEC)))
@@ -79,6 +79,8 @@ TRAIN = _or_workflow_error(TrainConfig.from_mapping, config["train"])
 DIST = _or_workflow_error(DistributedConfig.from_mapping, config["distributed"])
 # The training jobs: one per label, or the one job of a conditional or distributed generator.
 GENERATOR = TRAIN.generator
+# Every path under results/<run>/ (wcgan.layout).
+LAYOUT = RunLayout.of(config["run"], GENERATOR)
 INCEPTION_WEIGHTS = config["metrics"]["inception_weights"]
 
 
@@ -138,9 +140,9 @@ def model_files():
     """Each label's generator (or the one generator), for the message after a failed run:
     built only then, not on every parse of thousands of labels."""
     if GENERATOR != "per_label":
-        return {GENERATOR: f"{RESULTS}/models/{GENERATOR}.pt"}
+        return {GENERATOR: LAYOUT.trained("models")}
     return {
-        label.slug: f"{RESULTS}/models/{chunk.name}/{label.slug}.pt"
+        label.slug: LAYOUT.trained_file("models", chunk.name, label.slug)
         for chunk in CHUNKS.values()
         for label in chunk.labels
     }
@@ -157,29 +159,19 @@ def shape_gate():
     costs Snakemake time quadratic in the labels, is left out."""
     if DATA["resolution"] is not None:
         return []
-    return ancient(f"{RESULTS}/labels.tsv")
+    return ancient(LAYOUT.labels_table)
 
 
 def trained_files(kind):
-    """A training job's output of ``kind`` (models, losses, training, snapshots): a chunk's
-    folder of per-label files, or the one file of a conditional or distributed generator.
-    """
-    suffix = {
-        "models": ".pt",
-        "losses": ".csv",
-        "training": ".json",
-        "snapshots": ".pt",
-    }
-    if GENERATOR == "per_label":
-        return directory(f"{RESULTS}/{kind}/{{chunk}}")
-    return f"{RESULTS}/{kind}/{GENERATOR}{suffix[kind]}"
+    """A training job's output of ``kind`` as the rule declares it (a chunk's folder is one)."""
+    return directory(LAYOUT.trained(kind)) if LAYOUT.per_label else LAYOUT.trained(kind)
 
 
 def all_trained(kind):
     """Every training job's output of ``kind``."""
-    if GENERATOR == "per_label":
-        return per_chunk(f"{RESULTS}/{kind}/{{chunk}}")
-    return [trained_files(kind)]
+    return (
+        per_chunk(LAYOUT.trained(kind)) if LAYOUT.per_label else [LAYOUT.trained(kind)]
+    )
 
 
 def all_trained_option(kind):
@@ -193,7 +185,7 @@ def all_trained_option(kind):
 def extractor_input():
     """The file the feature extractor reads: the run's classifier or local Inception weights."""
     if INCEPTION_WEIGHTS is None:
-        return f"{RESULTS}/classifier/classifier.pt"
+        return LAYOUT.classifier
     return [] if INCEPTION_WEIGHTS == INCEPTION_DOWNLOAD else INCEPTION_WEIGHTS
 
 
@@ -219,9 +211,9 @@ def merge_options():
 def get_final_output():
     """The metrics, the figures and every generator: the ensemble is a deliverable, so a
     deleted model is retrained (resumed) even when its samples still exist."""
-    curve = [f"{RESULTS}/scores/curve.tsv"] if TRAIN.snapshots else []
+    curve = [LAYOUT.scores("curve.tsv")] if TRAIN.snapshots else []
     return [
-        f"{RESULTS}/scores/metrics.tsv",
+        LAYOUT.scores("metrics.tsv"),
         *curve,
         *get_figures(),
         *all_trained("models"),
@@ -230,11 +222,11 @@ def get_final_output():
 
 def get_figures():
     return [
-        f"{RESULTS}/figures/samples",
-        f"{RESULTS}/figures/samples_merged.png",
-        f"{RESULTS}/figures/losses.png",
-        f"{RESULTS}/figures/fid_per_label.png",
-        f"{RESULTS}/figures/grids_by_fid.png",
+        LAYOUT.figure("samples"),
+        LAYOUT.figure("samples_merged.png"),
+        LAYOUT.figure("losses.png"),
+        LAYOUT.figure("fid_per_label.png"),
+        LAYOUT.figure("grids_by_fid.png"),
     ]
 
 
@@ -251,7 +243,7 @@ onstart:
     # executor is known only now.
     _or_workflow_error(check_root, SPEC)
     _or_workflow_error(
-        check_chunk_checkpoints, f"{RESULTS}/checkpoints", list(CHUNKS.values())
+        check_chunk_checkpoints, LAYOUT.checkpoints(), list(CHUNKS.values())
     )
     if workflow.executor_plugin.name == "local" and TRAIN.device.startswith("cuda"):
         # The jobs run here: a GPU asked for that this machine lacks stops the run before its
@@ -271,17 +263,20 @@ onstart:
 
 
 onsuccess:
-    metrics = Path(f"{RESULTS}/scores/metrics.tsv")
+    metrics = Path(LAYOUT.scores("metrics.tsv"))
     if metrics.exists():
         print(format_metrics(metrics))
-        print(f"figures: {RESULTS}/figures/")
+        print(f"figures: {LAYOUT.figure('')}")
 
 
 onerror:
     # Only when the run trained labels (not, say, after a failed scaling point).
     message = (
-        missing_models(RESULTS, model_files())
-        if Path(RESULTS, "models").is_dir()
+        missing_models(
+            LAYOUT.log(f"train/{'<chunk>' if LAYOUT.per_label else GENERATOR}"),
+            model_files(),
+        )
+        if Path(LAYOUT.path("models")).is_dir()
         else None
     )
     if message:

@@ -17,9 +17,9 @@ rule compare_train:
         # Written after the variant's call: its own files stay undeclared here (locks).
         budget=f"{COMPARE_DIR}/{{variant}}/budget.tsv",
     log:
-        f"{RESULTS}/logs/compare/{{variant}}.log",
+        LAYOUT.log("compare/{variant}"),
     benchmark:
-        f"{RESULTS}/benchmarks/compare/{{variant}}.tsv"
+        LAYOUT.benchmark("compare/{variant}")
     wildcard_constraints:
         variant="|".join(COMPARE_VARIANTS),
     conda:
@@ -55,14 +55,14 @@ rule compare_score:
     input:
         # Only the order: the variant's samples exist once its budget table does.
         budget=rules.compare_train.output.budget,
-        shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
+        shards=per_chunk(LAYOUT.chunks("shards")),
         extractor=extractor_input(),
     output:
         table=f"{COMPARE_DIR}/{{variant}}/metrics.tsv",
     log:
-        f"{RESULTS}/logs/compare/{{variant}}.score.log",
+        LAYOUT.log("compare/{variant}.score"),
     benchmark:
-        f"{RESULTS}/benchmarks/compare/{{variant}}.score.tsv"
+        LAYOUT.benchmark("compare/{variant}.score")
     wildcard_constraints:
         variant="|".join(COMPARE_VARIANTS),
     conda:
@@ -81,14 +81,14 @@ rule compare_curve:
     input:
         # Only the order: the variant's snapshots exist once its budget table does.
         budget=rules.compare_train.output.budget,
-        shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
+        shards=per_chunk(LAYOUT.chunks("shards")),
         extractor=extractor_input(),
     output:
         table=f"{COMPARE_DIR}/{{variant}}/curve.tsv",
     log:
-        f"{RESULTS}/logs/compare/{{variant}}.curve.log",
+        LAYOUT.log("compare/{variant}.curve"),
     benchmark:
-        f"{RESULTS}/benchmarks/compare/{{variant}}.curve.tsv"
+        LAYOUT.benchmark("compare/{variant}.curve")
     wildcard_constraints:
         variant="|".join(COMPARE_VARIANTS),
     conda:
@@ -123,9 +123,9 @@ rule compare_report:
         ),
         curve_ends=f"{COMPARE_DIR}/curve_ends.tsv",
     log:
-        f"{RESULTS}/logs/compare/report.log",
+        LAYOUT.log("compare/report"),
     benchmark:
-        f"{RESULTS}/benchmarks/compare/report.tsv"
+        LAYOUT.benchmark("compare/report")
     conda:
         "../../envs/wcgan.yaml"
     params:
@@ -145,24 +145,24 @@ rule plot_compare:
         curves=compare_variant_files("curve.tsv"),
     output:
         samples=report(
-            f"{RESULTS}/figures/compare/samples.png",
+            LAYOUT.figure("compare/samples.png"),
             caption="../report/compare.rst",
             category="Comparing schemes",
         ),
         fid=report(
-            f"{RESULTS}/figures/compare/fid.png",
+            LAYOUT.figure("compare/fid.png"),
             caption="../report/compare.rst",
             category="Comparing schemes",
         ),
         budget=report(
-            f"{RESULTS}/figures/compare/fid_budget.png",
+            LAYOUT.figure("compare/fid_budget.png"),
             caption="../report/compare_budget.rst",
             category="Comparing schemes",
         ),
     log:
-        f"{RESULTS}/logs/figures/compare.log",
+        LAYOUT.log("figures/compare"),
     benchmark:
-        f"{RESULTS}/benchmarks/figures/compare.tsv"
+        LAYOUT.benchmark("figures/compare")
     conda:
         "../../envs/wcgan.yaml"
     params:

@@ -13,16 +13,16 @@ localrules:
 
 rule plot_sample_grids:
     input:
-        samples=per_chunk(f"{RESULTS}/samples/{{chunk}}"),
+        samples=per_chunk(LAYOUT.chunks("samples")),
     output:
         # One folder, not one output per label: a DAG of thousands of labels resolves it once.
         # Not in the report: a grid per label made the report of 1,000 labels 13.5 MB;
         # plot_ranked_grids shows the worst and best labels' grids there.
-        grids=directory(f"{RESULTS}/figures/samples"),
+        grids=directory(LAYOUT.figure("samples")),
     log:
-        f"{RESULTS}/logs/figures/sample_grids.log",
+        LAYOUT.log("figures/sample_grids"),
     benchmark:
-        f"{RESULTS}/benchmarks/figures/sample_grids.tsv"
+        LAYOUT.benchmark("figures/sample_grids")
     conda:
         "../../envs/wcgan.yaml"
     params:
@@ -35,18 +35,18 @@ rule plot_sample_grids:
 
 rule plot_merged_grid:
     input:
-        samples=per_chunk(f"{RESULTS}/samples/{{chunk}}"),
+        samples=per_chunk(LAYOUT.chunks("samples")),
     output:
         grid=report(
-            f"{RESULTS}/figures/samples_merged.png",
+            LAYOUT.figure("samples_merged.png"),
             caption="../report/samples_merged.rst",
             category="Samples",
             subcategory="All labels",
         ),
     log:
-        f"{RESULTS}/logs/figures/samples_merged.log",
+        LAYOUT.log("figures/samples_merged"),
     benchmark:
-        f"{RESULTS}/benchmarks/figures/samples_merged.tsv"
+        LAYOUT.benchmark("figures/samples_merged")
     conda:
         "../../envs/wcgan.yaml"
     params:
@@ -63,17 +63,17 @@ rule plot_losses:
         losses=all_trained("losses"),
         # A plain path, not rules.label_table.output: Snakemake's rule-dependency lookup is
         # quadratic in the length of this rule's other (per-label) input list.
-        labels=f"{RESULTS}/labels.tsv",
+        labels=LAYOUT.labels_table,
     output:
         plot=report(
-            f"{RESULTS}/figures/losses.png",
+            LAYOUT.figure("losses.png"),
             caption="../report/losses.rst",
             category="Training",
         ),
     log:
-        f"{RESULTS}/logs/figures/losses.log",
+        LAYOUT.log("figures/losses"),
     benchmark:
-        f"{RESULTS}/benchmarks/figures/losses.tsv"
+        LAYOUT.benchmark("figures/losses")
     conda:
         "../../envs/wcgan.yaml"
     params:
@@ -88,14 +88,14 @@ rule plot_label_scores:
         metrics=rules.score.output.table,
     output:
         plot=report(
-            f"{RESULTS}/figures/fid_per_label.png",
+            LAYOUT.figure("fid_per_label.png"),
             caption="../report/fid_per_label.rst",
             category="Metrics",
         ),
     log:
-        f"{RESULTS}/logs/figures/fid_per_label.log",
+        LAYOUT.log("figures/fid_per_label"),
     benchmark:
-        f"{RESULTS}/benchmarks/figures/fid_per_label.tsv"
+        LAYOUT.benchmark("figures/fid_per_label")
     conda:
         "../../envs/wcgan.yaml"
     shell:
@@ -108,15 +108,15 @@ rule plot_ranked_grids:
         grids=rules.plot_sample_grids.output.grids,
     output:
         plot=report(
-            f"{RESULTS}/figures/grids_by_fid.png",
+            LAYOUT.figure("grids_by_fid.png"),
             caption="../report/grids_by_fid.rst",
             category="Samples",
             subcategory="Worst and best labels",
         ),
     log:
-        f"{RESULTS}/logs/figures/grids_by_fid.log",
+        LAYOUT.log("figures/grids_by_fid"),
     benchmark:
-        f"{RESULTS}/benchmarks/figures/grids_by_fid.tsv"
+        LAYOUT.benchmark("figures/grids_by_fid")
     conda:
         "../../envs/wcgan.yaml"
     params:

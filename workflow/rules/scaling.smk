@@ -18,9 +18,9 @@ rule scaling_point:
     output:
         table=f"{SCALING_DIR}/{{series}}/n{{n}}.tsv",
     log:
-        f"{RESULTS}/logs/scaling/{{series}}/n{{n}}.log",
+        LAYOUT.log("scaling/{series}/n{n}"),
     benchmark:
-        f"{RESULTS}/benchmarks/scaling/{{series}}/n{{n}}.tsv"
+        LAYOUT.benchmark("scaling/{series}/n{n}")
     wildcard_constraints:
         series="[A-Za-z0-9_-]+",
         n="[0-9]+",
@@ -64,9 +64,9 @@ rule scaling_report:
         summary=f"{SCALING_DIR}/summary.tsv",
         projection=f"{SCALING_DIR}/projection.tsv",
     log:
-        f"{RESULTS}/logs/scaling/report.log",
+        LAYOUT.log("scaling/report"),
     benchmark:
-        f"{RESULTS}/benchmarks/scaling/report.tsv"
+        LAYOUT.benchmark("scaling/report")
     conda:
         "../../envs/wcgan.yaml"
     params:
@@ -83,15 +83,15 @@ rule plot_scaling:
         projection=rules.scaling_report.output.projection,
     output:
         figures=report(
-            directory(f"{RESULTS}/figures/scaling"),
+            directory(LAYOUT.figure("scaling")),
             patterns=["{name}.png"],
             caption="../report/scaling.rst",
             category="Weak scaling",
         ),
     log:
-        f"{RESULTS}/logs/figures/scaling.log",
+        LAYOUT.log("figures/scaling"),
     benchmark:
-        f"{RESULTS}/benchmarks/figures/scaling.tsv"
+        LAYOUT.benchmark("figures/scaling")
     conda:
         "../../envs/wcgan.yaml"
     shell:

@@ -7,17 +7,17 @@ rule train_classifier:
     input:
         shards=classifier_shards,
     output:
-        model=f"{RESULTS}/classifier/classifier.pt",
-        report=f"{RESULTS}/classifier/report.json",
+        model=LAYOUT.classifier,
+        report=LAYOUT.path("classifier", "report.json"),
     log:
-        f"{RESULTS}/logs/train_classifier.log",
+        LAYOUT.log("train_classifier"),
     benchmark:
-        f"{RESULTS}/benchmarks/train_classifier.tsv"
+        LAYOUT.benchmark("train_classifier")
     conda:
         "../../envs/wcgan.yaml"
     threads: config["resources"]["classifier_threads"]
     params:
-        shards=f"{RESULTS}/shards {CHUNKS_OPTION}",
+        shards=f"{LAYOUT.path('shards')} {CHUNKS_OPTION}",
         options=format_options(config["metrics"]["classifier"]),
     shell:
         "wcgan train-classifier --shards {params.shards} --out {output.model}"
@@ -32,16 +32,16 @@ rule train_classifier:
 
 rule features_chunk:
     input:
-        samples=f"{RESULTS}/samples/{{chunk}}",
-        shards=f"{RESULTS}/shards/{{chunk}}",
+        samples=LAYOUT.chunks("samples"),
+        shards=LAYOUT.chunks("shards"),
         snapshots=chunk_snapshots(),
         extractor=extractor_input(),
     output:
-        features=f"{RESULTS}/features/{{chunk}}.pt",
+        features=LAYOUT.features(),
     log:
-        f"{RESULTS}/logs/features/{{chunk}}.log",
+        LAYOUT.log("features/{chunk}"),
     benchmark:
-        f"{RESULTS}/benchmarks/features/{{chunk}}.tsv"
+        LAYOUT.benchmark("features/{chunk}")
     conda:
         "../../envs/wcgan.yaml"
     threads: config["resources"]["score_threads"]
@@ -56,17 +56,17 @@ rule features_chunk:
 
 rule score:
     input:
-        features=per_chunk(f"{RESULTS}/features/{{chunk}}.pt"),
+        features=per_chunk(LAYOUT.features()),
     output:
         table=report(
-            f"{RESULTS}/scores/metrics.tsv",
+            LAYOUT.scores("metrics.tsv"),
             caption="../report/metrics.rst",
             category="Metrics",
         ),
     log:
-        f"{RESULTS}/logs/score.log",
+        LAYOUT.log("score"),
     benchmark:
-        f"{RESULTS}/benchmarks/score.tsv"
+        LAYOUT.benchmark("score")
     conda:
         "../../envs/wcgan.yaml"
     params:
@@ -83,13 +83,13 @@ if TRAIN.snapshots and GENERATOR == "per_label":
         # FID against compute: every train.snapshots point, all labels merged, from the
         # snapshot scores of the feature jobs.
         input:
-            features=per_chunk(f"{RESULTS}/features/{{chunk}}.pt"),
+            features=per_chunk(LAYOUT.features()),
         output:
-            table=f"{RESULTS}/scores/curve.tsv",
+            table=LAYOUT.scores("curve.tsv"),
         log:
-            f"{RESULTS}/logs/score_curve.log",
+            LAYOUT.log("score_curve"),
         benchmark:
-            f"{RESULTS}/benchmarks/score_curve.tsv"
+            LAYOUT.benchmark("score_curve")
         conda:
             "../../envs/wcgan.yaml"
         params:
@@ -106,14 +106,14 @@ else:
         # the curve in one job.
         input:
             snapshots=all_trained("snapshots"),
-            shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
+            shards=per_chunk(LAYOUT.chunks("shards")),
             extractor=extractor_input(),
         output:
-            table=f"{RESULTS}/scores/curve.tsv",
+            table=LAYOUT.scores("curve.tsv"),
         log:
-            f"{RESULTS}/logs/score_curve.log",
+            LAYOUT.log("score_curve"),
         benchmark:
-            f"{RESULTS}/benchmarks/score_curve.tsv"
+            LAYOUT.benchmark("score_curve")
         conda:
             "../../envs/wcgan.yaml"
         threads: config["resources"]["score_threads"]

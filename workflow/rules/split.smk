@@ -5,11 +5,11 @@
 
 rule split_chunk:
     output:
-        shards=directory(f"{RESULTS}/shards/{{chunk}}"),
+        shards=directory(LAYOUT.chunks("shards")),
     log:
-        f"{RESULTS}/logs/split/{{chunk}}.log",
+        LAYOUT.log("split/{chunk}"),
     benchmark:
-        f"{RESULTS}/benchmarks/split/{{chunk}}.tsv"
+        LAYOUT.benchmark("split/{chunk}")
     conda:
         "../../envs/wcgan.yaml"
     params:
@@ -23,13 +23,13 @@ rule split_chunk:
 
 rule label_table:
     input:
-        shards=per_chunk(f"{RESULTS}/shards/{{chunk}}"),
+        shards=per_chunk(LAYOUT.chunks("shards")),
     output:
-        table=f"{RESULTS}/labels.tsv",
+        table=LAYOUT.labels_table,
     log:
-        f"{RESULTS}/logs/label_table.log",
+        LAYOUT.log("label_table"),
     benchmark:
-        f"{RESULTS}/benchmarks/label_table.tsv"
+        LAYOUT.benchmark("label_table")
     conda:
         "../../envs/wcgan.yaml"
     params:

@@ -18,15 +18,15 @@ rule:
         shards=(
             rules.split_chunk.output.shards
             if GENERATOR == "per_label"
-            else per_chunk(f"{RESULTS}/shards/{{chunk}}")
+            else per_chunk(LAYOUT.chunks("shards"))
         ),
         shapes_checked=shape_gate(),
     output:
         **training_outputs(),
     log:
-        f"{RESULTS}/logs/train/{TRAINING_JOB}.log",
+        LAYOUT.log(f"train/{LAYOUT.training_job}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{TRAINING_JOB}.tsv"
+        LAYOUT.benchmark(f"train/{LAYOUT.training_job}")
     conda:
         "../../envs/wcgan.yaml"
     threads: config["resources"]["train_threads"] * TRAINING_PROCESSES

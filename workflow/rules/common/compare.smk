@@ -3,7 +3,7 @@
 
 
 COMPARE = config["compare"]
-COMPARE_DIR = f"{RESULTS}/compare"
+COMPARE_DIR = LAYOUT.compare()
 for _scheme in COMPARE["schemes"]:  # a bad scheme option fails now, naming it
     _or_workflow_error(
         variant_train,

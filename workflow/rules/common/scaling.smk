@@ -10,7 +10,7 @@ def scaling_max_jobs(settings):
 
 
 SCALING = config["scaling"]
-SCALING_DIR = f"{RESULTS}/scaling"
+SCALING_DIR = LAYOUT.path("scaling")
 SCALING_POINTS = [
     (series, jobs)
     for series, settings in SCALING["series"].items()

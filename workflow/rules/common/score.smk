@@ -6,16 +6,18 @@ def feature_files(wildcards):
     """The folders ``wcgan features`` reads for the job's chunk: samples, real images and (with
     train.snapshots) snapshot samples, one file per label in each."""
     chunk = wildcards.chunk
-    options = [("--samples", f"samples/{chunk}"), ("--shards", f"shards/{chunk}")]
+    options = [("--samples", "samples"), ("--shards", "shards")]
     if TRAIN.snapshots and GENERATOR == "per_label":
-        options.append(("--snapshots", f"snapshots/{chunk}"))
-    return " ".join(f"{option} {RESULTS}/{folder}" for option, folder in options)
+        options.append(("--snapshots", "snapshots"))
+    return " ".join(
+        f"{option} {LAYOUT.chunks(kind, chunk)}" for option, kind in options
+    )
 
 
 def chunk_snapshots():
     """A chunk's snapshot samples, which its feature job reads (per-label generators only)."""
     if TRAIN.snapshots and GENERATOR == "per_label":
-        return f"{RESULTS}/snapshots/{{chunk}}"
+        return LAYOUT.chunks("snapshots")
     return []
 
 
@@ -32,4 +34,4 @@ def classifier_shards(wildcards):
             f"the data set has one label ('{LABELS[0].name}'): scoring needs two or more for its "
             f"classifier; add labels, or set metrics.inception_weights"
         )
-    return f"{RESULTS}/labels.tsv"
+    return LAYOUT.labels_table

@@ -23,8 +23,6 @@ TRAIN_RUNTIME = scheduler_minutes(
 _or_workflow_error(check_resources, DEFAULT_RESOURCES, RULE_RESOURCES, TRAIN_JOB_BUDGET)
 
 
-# A chunk's job is named by its chunk wildcard; the one job of another generator after it.
-TRAINING_JOB = "{chunk}" if GENERATOR == "per_label" else GENERATOR
 TRAINING_PROCESSES = DIST.processes if GENERATOR == "distributed" else 1
 
 
@@ -33,11 +31,9 @@ def training_outputs():
     label's samples; with train.snapshots also the samples of every snapshot point."""
     outputs = {kind: trained_files(kind) for kind in ("models", "losses", "training")}
     if GENERATOR == "per_label":
-        outputs["samples"] = directory(f"{RESULTS}/samples/{{chunk}}")
+        outputs["samples"] = directory(LAYOUT.chunks("samples"))
     else:
-        outputs["samples"] = [
-            directory(d) for d in per_chunk(f"{RESULTS}/samples/{{chunk}}")
-        ]
+        outputs["samples"] = [directory(d) for d in per_chunk(LAYOUT.chunks("samples"))]
     if TRAIN.snapshots:
         outputs["snapshots"] = trained_files("snapshots")
     return outputs
@@ -51,21 +47,21 @@ def training_files():
     """
     if GENERATOR == "per_label":
         files = {
-            "--checkpoint-dir": f"{RESULTS}/checkpoints/{{chunk}}",
-            "--shard": f"{RESULTS}/shards/{{chunk}}",
-            "--model-out": f"{RESULTS}/models/{{chunk}}",
-            "--losses-out": f"{RESULTS}/losses/{{chunk}}",
-            "--summary-out": f"{RESULTS}/training/{{chunk}}",
-            "--samples-out": f"{RESULTS}/samples/{{chunk}}",
+            "--checkpoint-dir": LAYOUT.checkpoints(LAYOUT.training_job),
+            "--shard": LAYOUT.chunks("shards"),
+            "--model-out": LAYOUT.chunks("models"),
+            "--losses-out": LAYOUT.chunks("losses"),
+            "--summary-out": LAYOUT.chunks("training"),
+            "--samples-out": LAYOUT.chunks("samples"),
         }
         if TRAIN.snapshots:
-            files["--snapshots-out"] = f"{RESULTS}/snapshots/{{chunk}}"
+            files["--snapshots-out"] = LAYOUT.chunks("snapshots")
     else:
         files = {
-            "--checkpoint-dir": f"{RESULTS}/checkpoints/{GENERATOR}",
+            "--checkpoint-dir": LAYOUT.checkpoints(LAYOUT.training_job),
             # The job writes each label's samples in its chunk's folder.
-            "--shard": f"{RESULTS}/shards",
-            "--samples-out": f"{RESULTS}/samples",
+            "--shard": LAYOUT.path("shards"),
+            "--samples-out": LAYOUT.path("samples"),
             "--model-out": trained_files("models"),
             "--losses-out": trained_files("losses"),
             "--summary-out": trained_files("training"),
