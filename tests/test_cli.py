@@ -186,7 +186,7 @@ def test_label_table_refuses_shards_of_different_shapes(tmp_path):
         "--out",
         str(tmp_path / "t.tsv"),
     )
-    assert "label 'a' has images of shape (1, 8, 8) but 'b' has (3, 8, 8)" in one_error_line(result)
+    assert "label 'b' has images of shape (3, 8, 8) but 'a' has (1, 8, 8)" in one_error_line(result)
     assert not (tmp_path / "t.tsv").exists()
 
 

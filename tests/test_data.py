@@ -353,3 +353,29 @@ def test_the_data_fingerprint_follows_each_labels_file_list(image_tree):
     assert len(fingerprints) == 4  # every change noticed
     assert data_fingerprint(DataSpec(), ["0"]) == ""  # digits ships with scikit-learn
     assert data_fingerprint(DataSpec(source="imagefolder", root=str(image_tree / "gone")), ["a"]) == ""
+
+
+@pytest.mark.parametrize(
+    ("load", "what", "made_by"),
+    [
+        ("wcgan.data:load_shard", "shard", "'wcgan split'"),
+        ("wcgan.sampling:load_samples", "samples", "'wcgan train --samples-out' or 'wcgan sample'"),
+        ("wcgan.sampling:load_snapshot_samples", "snapshot samples", "'wcgan train --snapshots-out'"),
+        ("wcgan.model_files:load_generator", "generator", "'wcgan train'"),
+        ("wcgan.model_files:load_classifier", "classifier", "'wcgan train-classifier'"),
+        ("wcgan.metrics:load_chunk_scores", "chunk scores", "'wcgan features'"),
+    ],
+)
+def test_every_file_kind_refuses_another_kinds_file_in_one_line_naming_what_makes_it(
+    tmp_path, load, what, made_by
+):
+    import importlib
+
+    from wcgan.atomic import save_torch
+
+    module, name = load.split(":")
+    path = tmp_path / "other.pt"
+    save_torch({"format": "wcgan-labels-9", "images": torch.zeros(1, 1, 8, 8, dtype=torch.uint8)}, path)
+    with pytest.raises(WcganError) as refused:
+        getattr(importlib.import_module(module), name)(path)
+    assert str(refused.value) == f"{what} '{path}' is not a wcgan {what} file (made by {made_by})"

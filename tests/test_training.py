@@ -108,7 +108,8 @@ def test_a_checkpoint_of_the_former_schema_resumes_and_an_unknown_one_is_refused
         train(data, tiny(iterations=6), tmp_path / "former", log=lambda _: None)
     assert (
         str(refused.value)
-        == f"checkpoint '{path}' is not a wcgan checkpoint of this version; move it away to retrain"
+        == f"checkpoint '{path}' is not a wcgan checkpoint file (made by a training job of this version; "
+        "move it away to retrain)"
     )
 
 

@@ -91,6 +91,24 @@ def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
     return _load(path, path, what, mmap=mmap)
 
 
+def load_tagged(
+    path: str | os.PathLike, what: str, tags: str | tuple[str, ...], made_by: str, mmap: bool = False
+) -> dict[str, Any]:
+    """``load_torch`` of a file wcgan wrote: a dict whose ``format`` is one of ``tags`` (each
+    kind's format tag, with its version), refused in one line naming the command that makes it."""
+    return check_tagged(load_torch(path, what, mmap=mmap), path, what, tags, made_by)
+
+
+def check_tagged(
+    data: Any, path: str | os.PathLike, what: str, tags: str | tuple[str, ...], made_by: str
+) -> dict[str, Any]:
+    """``data`` loaded from ``path`` when it is what ``load_tagged`` accepts, else its error."""
+    known = (tags,) if isinstance(tags, str) else tags
+    if not isinstance(data, dict) or data.get("format") not in known:
+        raise WcganError(f"{what} '{path}' is not a wcgan {what} file (made by {made_by})")
+    return data
+
+
 def load_torch_hashed(path: str | os.PathLike, what: str) -> tuple[Any, str]:
     """``load_torch`` of a file read once, with the SHA-256 of the very bytes it loaded: a file
     replaced while it is read cannot make the digest and the contents disagree."""

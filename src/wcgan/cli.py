@@ -221,7 +221,7 @@ def _split_arguments(sub: argparse.ArgumentParser) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     """Write a shard per label of a chunk; all are read and checked before any is written, so
     a bad label or two labels of different shapes leave no shard of the chunk behind."""
-    from wcgan.data import Shard, load_label_images, save_shard
+    from wcgan.data import Shard, load_label_images, one_image_shape, save_shard
     from wcgan.labels import Label, find_label, make_labels, slugify
     from wcgan.sources import label_names
 
@@ -237,15 +237,9 @@ def cmd_split(args: argparse.Namespace) -> None:
         ]
     shards = []
     for label in labels:
-        shard = Shard(load_label_images(spec, label.name), label, spec.source)
-        first = shards[0] if shards else shard
-        if shard.images.shape[1:] != first.images.shape[1:]:
-            raise WcganError(
-                f"label '{label.name}' has images of shape {tuple(shard.images.shape[1:])} but "
-                f"'{first.label.name}' has {tuple(first.images.shape[1:])}; the labels of a chunk "
-                f"train as one network: set data.resolution (and data.channels) to give them one shape"
-            )
-        shards.append(shard)
+        shards.append(Shard(load_label_images(spec, label.name), label, spec.source))
+        # Before the next label is read: a chunk's labels train as one network.
+        one_image_shape((tuple(s.images.shape[1:]), s.label.name) for s in (shards[0], shards[-1]))
     for shard in shards:
         save_shard(shard, Path(args.out_dir) / f"{shard.label.slug}.pt")
         log(
@@ -267,21 +261,16 @@ def _label_table_arguments(sub: argparse.ArgumentParser) -> None:
 
 @command("label-table", "write labels.tsv from the shards", _label_table_arguments)
 def cmd_label_table(args: argparse.Namespace) -> None:
-    from wcgan.data import load_shard
+    from wcgan.data import load_shard, one_image_shape
     from wcgan.labels import make_chunks, write_table
 
-    labels, counts, shapes = [], [], {}
+    labels, counts, shapes = [], [], []
     for path in files_in(chunk_paths(args, args.shards)):
         shard = load_shard(path, mmap=True)  # only the header is read, not the images
         labels.append(shard.label)
         counts.append(len(shard.images))
-        shapes.setdefault(tuple(shard.images.shape[1:]), shard.label.name)
-    if len(shapes) > 1:
-        (shape_a, name_a), (shape_b, name_b) = list(shapes.items())[:2]
-        raise WcganError(
-            f"label '{name_a}' has images of shape {shape_a} but '{name_b}' has {shape_b}; "
-            f"set data.resolution (and data.channels) so every label shares one shape"
-        )
+        shapes.append((tuple(shard.images.shape[1:]), shard.label.name))
+    one_image_shape(shapes)
     order = sorted(range(len(labels)), key=lambda i: labels[i].index)
     labels = [labels[i] for i in order]
     per_job = args.chunks[1] if args.chunks else args.labels_per_job

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wcgan.atomic import load_torch, save_torch
+from wcgan.atomic import load_tagged, save_torch
 from wcgan.config import SUPPORTED_RESOLUTIONS
 from wcgan.errors import WcganError
 from wcgan.labels import Label
@@ -169,11 +170,27 @@ def save_shard(shard: Shard, path: str | os.PathLike) -> None:
     )
 
 
+def one_image_shape(named_shapes: Iterable[tuple[tuple[int, ...], str]]) -> tuple[int, ...]:
+    """The one image shape (C, H, W) of labels given as (shape, label name) pairs, which train
+    as one network or are scored as one set; a second shape is refused in one line naming a
+    label of each, with the fix."""
+    first: tuple[tuple[int, ...], str] | None = None
+    for shape, name in named_shapes:
+        if first is None:
+            first = (shape, name)
+        elif shape != first[0]:
+            raise WcganError(
+                f"label '{name}' has images of shape {shape} but '{first[1]}' has {first[0]}; "
+                f"set data.resolution (and data.channels) so every label shares one shape"
+            )
+    if first is None:
+        raise WcganError("no label's images were given")
+    return first[0]
+
+
 def load_shard(path: str | os.PathLike, mmap: bool = False) -> Shard:
     """Read a shard; with ``mmap`` its images stay on disk until rows of them are used."""
-    data = load_torch(path, "shard", mmap=mmap)
-    if not isinstance(data, dict) or data.get("format") != SHARD_FORMAT:
-        raise WcganError(f"shard '{path}' is not a wcgan shard (made by 'wcgan split')")
+    data = load_tagged(path, "shard", SHARD_FORMAT, "'wcgan split'", mmap=mmap)
     images = data["images"]
     if images.dtype != torch.uint8 or images.dim() != 4 or len(images) == 0:
         raise WcganError(f"shard '{path}' holds no uint8 N x C x H x W images")
@@ -210,9 +227,7 @@ class TrainingSet:
         """Every shard's images, classes numbered in the order given."""
         if not shards:
             raise WcganError("a conditional GAN needs at least one label's shard")
-        shapes = {tuple(s.images.shape[1:]) for s in shards}
-        if len(shapes) > 1:
-            raise WcganError(f"the shards hold images of different shapes {sorted(shapes)}")
+        one_image_shape((tuple(s.images.shape[1:]), s.label.name) for s in shards)
         classes = torch.cat([torch.full((len(s.images),), c) for c, s in enumerate(shards)])
         return cls(torch.cat([s.images for s in shards]), [s.label for s in shards], classes, CONDITIONAL)
 

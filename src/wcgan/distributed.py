@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from wcgan.config import DistributedConfig, Settings, TrainConfig, label_seed
-from wcgan.data import CONDITIONAL, Shard, TrainingSet, load_shard
+from wcgan.data import CONDITIONAL, Shard, TrainingSet, load_shard, one_image_shape
 from wcgan.ema import GeneratorAverage
 from wcgan.errors import QuietExit, WcganError
 from wcgan.labels import Label
@@ -398,14 +398,12 @@ def _share_data(
         own = _read_shards(shards, shares)
         _refuse_repeated_labels([s.label for s in own])
         if own:
-            shapes = {tuple(shard.images.shape[1:]) for shard in own}
-            if len(shapes) > 1:
-                raise WcganError(f"the shards hold images of different shapes {sorted(shapes)}")
+            shape = one_image_shape((tuple(shard.images.shape[1:]), shard.label.name) for shard in own)
             report = {
                 "labels": [s.label for s in own],
                 "counts": [len(s.images) for s in own],
                 "digests": [hashlib.sha256(s.images.numpy().tobytes()).hexdigest() for s in own],
-                "shape": shapes.pop(),
+                "shape": shape,
             }
     except WcganError as exc:
         report = {"error": str(exc)}
@@ -419,10 +417,8 @@ def _share_data(
             raise WcganError(report["error"])
         raise QuietExit(f"{', '.join(describe_rank(r, None) for r in refused)} could not read its shards")
     held = reports[1:]
-    shapes = {rep["shape"] for rep in held}
     with refused_alike(rank):
-        if len(shapes) > 1:
-            raise WcganError(f"the devices' shards hold images of different shapes {sorted(shapes)}")
+        shape = one_image_shape((rep["shape"], rep["labels"][0].name) for rep in held)
         if by_label:
             _refuse_repeated_labels([label for rep in held for label in rep["labels"]])
     counts = {label.index: n for rep in held for label, n in zip(rep["labels"], rep["counts"], strict=True)}
@@ -450,7 +446,7 @@ def _share_data(
         "".join(f"{lb.slug}:{counts[lb.index]}:{digests[lb.index]};" for lb in labels).encode()
     ).hexdigest()
     if rank == SERVER:  # the images' shape and classes, not the images
-        images = torch.empty((len(classes), *shapes.pop()), dtype=torch.uint8, device="meta")
+        images = torch.empty((len(classes), *shape), dtype=torch.uint8, device="meta")
         return TrainingSet(images, labels, classes, CONDITIONAL), sizes, device_labels, data_key
     images = torch.cat([shard.images for shard in own])
     own_classes = torch.cat([torch.full((len(s.images),), position[s.label.index]) for s in own])

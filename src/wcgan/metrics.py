@@ -33,7 +33,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-from wcgan.atomic import load_torch, load_torch_hashed, save_torch
+from wcgan.atomic import load_tagged, load_torch_hashed, save_torch
 from wcgan.compare import curve_rows
 from wcgan.config import INCEPTION_DOWNLOAD, OVERALL_PER_LABEL, PRC_MAX_IMAGES, SCORE_SEED
 from wcgan.data import Shard, sample_rows
@@ -469,9 +469,7 @@ def load_chunk_scores(path: str | os.PathLike) -> ChunkScores:
     """A file of ``save_chunk_scores``; it loads with ``weights_only=True``, so a file that holds
     anything but tensors and plain values is refused before any of it runs."""
     what = "chunk scores"
-    data = load_torch(path, what)
-    if not isinstance(data, dict) or data.get("format") != CHUNK_SCORES_FORMAT:
-        raise WcganError(f"{what} '{path}' is not a wcgan chunk scores file (made by 'wcgan features')")
+    data = load_tagged(path, what, CHUNK_SCORES_FORMAT, "'wcgan features'")
     try:
         extractor = Extractor(**data["extractor"])
         labels = [Label(**label) for label in data["labels"]]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wcgan.atomic import load_torch, save_torch
+from wcgan.atomic import check_tagged, load_tagged, save_torch
 from wcgan.config import WEIGHTS
 from wcgan.errors import WcganError
 from wcgan.networks import Classifier, Generator
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 GENERATOR_FORMAT = "wcgan-generator-1"
 CLASSIFIER_FORMAT = "wcgan-classifier-1"
+CLASSIFIER_MADE_BY = "'wcgan train-classifier'"
 
 
 def save_generator(result: TrainResult, data: TrainingSet, path: str | Path) -> None:
@@ -49,9 +50,7 @@ def load_generator(path: str | Path, weights: str = "ema") -> tuple[Generator, d
     returns it and the file's metadata, ``weights`` naming the ones loaded."""
     if weights not in WEIGHTS:
         raise WcganError(f"generator weights '{weights}' are unknown (known: {', '.join(WEIGHTS)})")
-    data = load_torch(path, "generator")
-    if not isinstance(data, dict) or data.get("format") != GENERATOR_FORMAT:
-        raise WcganError(f"generator '{path}' is not a wcgan generator (made by 'wcgan train')")
+    data = load_tagged(path, "generator", GENERATOR_FORMAT, "'wcgan train'")
     generator = Generator(**data["hparams"])
     loaded = "ema" if weights == "ema" and "ema_state" in data else "raw"
     generator.load_state_dict(data["ema_state" if loaded == "ema" else "state"])
@@ -75,13 +74,14 @@ def save_classifier(model: Classifier, labels: Sequence[str], report: dict, path
 
 def load_classifier(path: str | Path) -> Classifier:
     """Rebuild a saved classifier in eval mode."""
-    return classifier_from_file_data(load_torch(path, "classifier"), path)
+    return classifier_from_file_data(
+        load_tagged(path, "classifier", CLASSIFIER_FORMAT, CLASSIFIER_MADE_BY), path
+    )
 
 
 def classifier_from_file_data(data: Any, path: str | Path) -> Classifier:
     """The classifier that ``save_classifier`` wrote to ``path``, from the file's loaded contents."""
-    if not isinstance(data, dict) or data.get("format") != CLASSIFIER_FORMAT:
-        raise WcganError(f"classifier '{path}' is not a wcgan classifier (made by 'wcgan train-classifier')")
+    check_tagged(data, path, "classifier", CLASSIFIER_FORMAT, CLASSIFIER_MADE_BY)
     model = Classifier(**data["hparams"])
     model.load_state_dict(data["state"])
     return model.eval()

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
-from wcgan.atomic import exclusive_lock, load_torch, remove_stale_temporaries, save_torch
+from wcgan.atomic import exclusive_lock, load_tagged, remove_stale_temporaries, save_torch
 from wcgan.cluster import scheduler_job
 from wcgan.config import TrainConfig
 from wcgan.errors import TrainingInterrupted, WcganError
@@ -31,6 +31,7 @@ from wcgan.networks import Generator
 
 # 4: one schema for every trainer (3: a chunk's, wcgan-distributed-checkpoint-1: the server's).
 CHECKPOINT_FORMAT = "wcgan-checkpoint-4"
+CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, "wcgan-checkpoint-3", "wcgan-distributed-checkpoint-1")
 # "wasserstein" is E[D(real)] - E[D(fake)]: the Wasserstein estimate for the Wasserstein losses,
 # a generic gap between the critic's scores of real and fake images for the others.
 LOSS_COLUMNS = ("iteration", "seconds", "critic_loss", "wasserstein", "penalty", "generator_loss")
@@ -105,9 +106,9 @@ def _upgraded(state: dict[str, Any]) -> dict[str, Any]:
 def load_checkpoint(path: Path, kind: str, budget: int | None, subject: str) -> dict[str, Any]:
     """A checkpoint to resume from, refused when it is not one of a ``kind`` trainer or when its
     count is already past the ``budget`` of ``train.iterations``."""
-    state = load_torch(path, "checkpoint")
-    state = _upgraded(state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or state.get("kind") != kind or "count" not in state:
+    made_by = "a training job of this version; move it away to retrain"
+    state = _upgraded(load_tagged(path, "checkpoint", CHECKPOINT_FORMATS, made_by))
+    if state.get("kind") != kind or "count" not in state:
         raise WcganError(
             f"checkpoint '{path}' is not a wcgan checkpoint of this version; move it away to retrain"
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from wcgan.atomic import load_torch, save_torch
+from wcgan.atomic import load_tagged, save_torch
 from wcgan.config import label_seed
 from wcgan.errors import WcganError
 from wcgan.labels import Label, find_label, read_table
@@ -128,11 +128,7 @@ def save_samples(images: torch.Tensor, label: Label, path: str | os.PathLike) ->
 
 
 def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, Label]:
-    data = load_torch(path, "samples")
-    if not isinstance(data, dict) or data.get("format") != SAMPLES_FORMAT:
-        raise WcganError(
-            f"samples '{path}' is not a wcgan samples file (made by 'wcgan train --samples-out' or 'wcgan sample')"
-        )
+    data = load_tagged(path, "samples", SAMPLES_FORMAT, "'wcgan train --samples-out' or 'wcgan sample'")
     return data["images"], Label(data["index"], data["slug"], data["name"])
 
 
@@ -175,7 +171,5 @@ def save_snapshot_samples(
 def load_snapshot_samples(path: str | os.PathLike) -> list[dict]:
     """The points of ``save_snapshot_samples`` (those of a file from before the moving average
     are the raw weights')."""
-    data = load_torch(path, "snapshot samples")
-    if not isinstance(data, dict) or data.get("format") not in SNAPSHOTS_FORMATS:
-        raise WcganError(f"snapshots '{path}' is not a wcgan snapshot samples file (made by 'wcgan train')")
+    data = load_tagged(path, "snapshot samples", SNAPSHOTS_FORMATS, "'wcgan train --snapshots-out'")
     return [{"weights": "raw", **point} for point in data["points"]]

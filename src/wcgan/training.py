@@ -21,7 +21,7 @@ import torch
 
 from wcgan.atomic import atomic_open
 from wcgan.config import Settings, TrainConfig, label_seed
-from wcgan.data import TrainingSet
+from wcgan.data import TrainingSet, one_image_shape
 from wcgan.ema import GeneratorAverage
 from wcgan.errors import WcganError
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
@@ -196,9 +196,7 @@ def check_chunk(sets: Sequence[TrainingSet]) -> None:
         raise WcganError("a training chunk needs at least one label")
     if len(sets) > 1 and any(data.classes is not None for data in sets):
         raise WcganError("a conditional GAN trains alone: it cannot share a chunk with other sets")
-    shapes = {tuple(data.images.shape[1:]) for data in sets}
-    if len(shapes) > 1:
-        raise WcganError(f"the chunk's labels hold images of different shapes {sorted(shapes)}")
+    one_image_shape((tuple(data.images.shape[1:]), data.name) for data in sets)
     names = [data.name for data in sets]
     if len(set(names)) < len(names):
         raise WcganError(f"the chunk names a label twice: {', '.join(names)}")
