@@ -228,3 +228,17 @@ def test_label_names_are_drawn_as_written(tmp_path, drawn):
     )  # fmt: skip
     plot_label_scores(table, tmp_path / "fid.png")
     assert (tmp_path / "fid.png").stat().st_size > 0
+
+
+def test_the_merged_grid_leaves_room_for_long_label_names(tmp_path, drawn):
+    images = torch.randint(0, 255, (2, 3, 1, 8, 8), dtype=torch.uint8)
+    long = "n01440764 tench, Tinca tinca, a freshwater fish of the carp family" + " (Cyprinidae)" * 5
+    save_merged_grid([("a", images[0]), (long, images[1])], tmp_path / "merged.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = drawn[0]
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    ticks = figure.axes[0].get_yticklabels()
+    assert all(tick.get_window_extent(renderer).x0 >= 0 for tick in ticks)  # nothing cut on the left
+    shown = ticks[1].get_text()
+    assert len(shown) == 60 and shown.startswith("n01440764 tench") and shown.endswith("(Cyprinidae)")

@@ -40,6 +40,7 @@ WORST_COLORS = ("tab:red", "tab:orange", "tab:purple")
 TICKED_LABELS = 40  # up to this many labels, the FID figure names every label on its axis
 WORST_NAMED = 5  # the FID figure names this many worst labels
 TAIL_SPANS = 5  # a run's end: its last 5 spans (points of the curves), each 1 % of the longest run
+LONGEST_NAME = 60  # characters of a label name a sample grid shows; a longer one keeps its ends
 RANKED_COLUMNS = 4  # label grids per row in the figure of the worst and best labels
 RANKED_PANEL_INCHES = 2.6  # each grid's width there: the figure's size does not follow the images'
 
@@ -116,7 +117,10 @@ def save_compare_grid(
     mosaic = _enlarge(np.concatenate(parts, axis=1), cell)
     scale = mosaic.width / sum(part.shape[1] for part in parts)
     named = any(scheme for scheme, _ in blocks)
-    dpi, margin_left, margin_top = 100, 1.4, 0.6 if named else 0.4
+    names = [_shortened(name) for name in names]
+    # Wide enough for the widest name (drawn at 9 points), so none is cut at the figure's edge.
+    widest = max(_text_width(name, 9) for name in names)
+    dpi, margin_left, margin_top = 100, max(1.4, widest / 72 + 0.2), 0.6 if named else 0.4
     fig = plt.figure(
         figsize=(mosaic.width / dpi + margin_left + 0.1, mosaic.height / dpi + margin_top + 0.1), dpi=dpi
     )
@@ -512,6 +516,24 @@ def plot_scaling_projection(summary: pd.DataFrame, projection: pd.DataFrame, pat
     axis.legend(fontsize=7)
     fig.tight_layout()
     _save_figure(fig, path)
+
+
+def _shortened(name: str, limit: int = LONGEST_NAME) -> str:
+    """A label name of at most ``limit`` characters: a longer one keeps its two ends."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    tail = limit - 1 - head
+    return f"{name[:head]}…{name[len(name) - tail :]}"
+
+
+def _text_width(text: str, size: float) -> float:
+    """The width of ``text`` drawn literally at ``size`` points, in points."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    width, _, _ = TextToPath().get_text_width_height_descent(text, FontProperties(size=size), ismath=False)
+    return width
 
 
 def _save_figure(fig: plt.Figure, path: str | os.PathLike) -> None:
