@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from wcgan.errors import WcganError
@@ -105,15 +107,19 @@ def test_after_a_failed_run_the_labels_without_a_model_are_named(tmp_path):
     from wcgan.layout import RunLayout
     from wcgan.tables import missing_models
 
-    models = {slug: tmp_path / "models" / "c0-1" / f"{slug}.pt" for slug in ("a", "b")}
-    models["a"].parent.mkdir(parents=True)
-    models["a"].write_bytes(b"model")
-    logs = RunLayout(str(tmp_path)).log("train/<chunk>")
-    message = missing_models(logs, models)
-    assert message.startswith("1 of 2 labels have no trained model") and ": b;" in message
-    assert f"see {tmp_path}/logs/train/<chunk>.log (labels.tsv names" in message
-    models["b"].write_bytes(b"model")
-    assert missing_models(logs, models) is None
+    layout = RunLayout(str(tmp_path))
+    paths = {slug: Path(layout.chunk_file("models", "c0-1", slug)) for slug in ("a", "b", "c")}
+    paths["a"].parent.mkdir(parents=True)
+    paths["a"].write_bytes(b"model")
+    # b's chunk trained and failed; c's split failed, so it never trained.
+    logs = {"a": layout.log("train/c0-1"), "b": layout.log("train/c0-1"), "c": layout.log("split/c2-2")}
+    models = {slug: (paths[slug], logs[slug]) for slug in paths}
+    message = missing_models(models)
+    assert message.startswith("2 of 3 labels have no trained model") and ": b, c;" in message
+    assert f"see {tmp_path}/logs/train/c0-1.log, {tmp_path}/logs/split/c2-2.log, fix" in message
+    paths["b"].write_bytes(b"model")
+    paths["c"].write_bytes(b"model")
+    assert missing_models(models) is None
 
 
 def test_checkpoints_of_another_labels_per_job_stop_the_run_before_it_trains(tmp_path):

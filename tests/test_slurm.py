@@ -185,6 +185,7 @@ def test_one_failing_label_does_not_stop_the_others_and_is_named(tmp_path):
         "1 of 3 labels have no trained model, so the merged scores and figures were not made: 1;"
         in result.stderr
     )
+    assert f"; see {RUN}/logs/train/c001-001.log, fix" in result.stderr  # the log that holds the error
 
 
 def test_weak_scaling_through_slurm_splits_each_job_with_the_schedulers_times(tmp_path):

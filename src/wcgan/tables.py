@@ -43,16 +43,19 @@ def format_metrics(path: str | os.PathLike, max_rows: int = 25) -> str:
     return f"metrics ({extractor} features) from {path}:\n{text}{more}"
 
 
-def missing_models(logs: str, models: Mapping[str, str | os.PathLike]) -> str | None:
-    """After a failed run: one line naming the labels (or generators) whose model file in
-    ``models`` (name -> path) is missing, and where their training ``logs`` are (None when
-    every one has its model)."""
-    missing = [name for name, path in models.items() if not Path(path).exists()]
+def missing_models(models: Mapping[str, tuple[str | os.PathLike, str]]) -> str | None:
+    """After a failed run: one line naming the labels (or generators) whose model file is
+    missing, and the logs that say why: ``models`` maps each name to its model's path and the
+    log of the job that failed it (its split's, or its training's). None when every one has
+    its model."""
+    missing = [name for name, (path, _) in models.items() if not Path(path).exists()]
     if not missing:
         return None
     shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
+    logs = list(dict.fromkeys(models[name][1] for name in missing))
+    where = ", ".join(logs[:3]) + (f" and {len(logs) - 3} more" if len(logs) > 3 else "")
     return (
         f"{len(missing)} of {len(models)} labels have no trained model, so the merged scores and "
-        f"figures were not made: {shown}; see {logs} (labels.tsv "
-        f"names each label's chunk), fix, and rerun (finished chunks are kept, interrupted ones resume)"
+        f"figures were not made: {shown}; see {where}, fix, and rerun (finished chunks are kept, "
+        f"interrupted ones resume)"
     )

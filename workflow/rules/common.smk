@@ -137,12 +137,19 @@ def every_chunk(name):
 
 
 def model_files():
-    """Each label's generator (or the one generator), for the message after a failed run:
-    built only then, not on every parse of thousands of labels."""
+    """Each label's generator (or the one generator) and the log that says why it is missing,
+    for the message after a failed run: its chunk's split log when the split made no shards,
+    else its training job's. Built only then, not on every parse of thousands of labels."""
+    unsplit = [name for name in CHUNKS if not Path(LAYOUT.chunks("shards", name)).is_dir()]
+    split_logs = [LAYOUT.log(f"split/{name}") for name in unsplit]
     if GENERATOR != "per_label":
-        return {GENERATOR: LAYOUT.trained("models")}
+        log = split_logs[0] if split_logs else LAYOUT.log(f"train/{GENERATOR}")
+        return {GENERATOR: (LAYOUT.trained("models"), log)}
     return {
-        label.slug: LAYOUT.trained_file("models", chunk.name, label.slug)
+        label.slug: (
+            LAYOUT.trained_file("models", chunk.name, label.slug),
+            LAYOUT.log(f"{'split' if chunk.name in unsplit else 'train'}/{chunk.name}"),
+        )
         for chunk in CHUNKS.values()
         for label in chunk.labels
     }
@@ -272,11 +279,8 @@ onsuccess:
 onerror:
     # Only when the run trained labels (not, say, after a failed scaling point).
     message = (
-        missing_models(
-            LAYOUT.log(f"train/{'<chunk>' if LAYOUT.per_label else GENERATOR}"),
-            model_files(),
-        )
-        if Path(LAYOUT.path("models")).is_dir()
+        missing_models(model_files())
+        if Path(LAYOUT.path("shards")).is_dir()
         else None
     )
     if message:
