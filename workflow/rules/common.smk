@@ -280,7 +280,7 @@ onerror:
     # Only when the run trained labels (not, say, after a failed scaling point).
     message = (
         missing_models(model_files())
-        if Path(LAYOUT.path("shards")).is_dir()
+        if Path(LAYOUT.path("models")).is_dir()
         else None
     )
     if message:
