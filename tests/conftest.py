@@ -43,7 +43,9 @@ TINY = {
     "run": "tiny",
     "labels_per_job": 1,
     "data": {"labels": ["0", "1", "2"]},
-    "train": {"iterations": 12, "seconds": 60, "width": 8, "z_dim": 16, "batch_size": 16, "log_seconds": 1},
+    # An iteration budget alone: tests count iterations and rounds, which a wall-clock budget
+    # would cut short on a loaded machine.
+    "train": {"iterations": 12, "seconds": None, "width": 8, "z_dim": 16, "batch_size": 16, "log_seconds": 1},
     "sampling": {"per_label": 40},
     "metrics": {"classifier": {"epochs": 2, "batch_size": 64, "width": 8}},
     "figures": {"grid_samples": 16, "merged_per_label": 6},

@@ -34,7 +34,8 @@ def site_profile(folder: Path) -> Path:
 
 def test_each_training_job_asks_lsf_for_its_queue_project_time_memory_and_gpu(tmp_path):
     workdir = tmp_path / "work"
-    write_config(workdir, merged(TINY, {"labels_per_job": 2}))
+    # A seconds budget, which sets the jobs' time limit.
+    write_config(workdir, merged(TINY, {"labels_per_job": 2, "train": {"seconds": 60}}))
     lsf = {"PATH": f"{STANDIN}{os.pathsep}{env()['PATH']}", "LSF_STANDIN_DIR": str(tmp_path / "lsf")}
     targets = [str(RUN / "training" / chunk) for chunk in ("c000-001", "c002-002")]
     result = run_snakemake(
@@ -45,7 +46,7 @@ def test_each_training_job_asks_lsf_for_its_queue_project_time_memory_and_gpu(tm
     train = {s["job"]: s for s in submissions if "rule_train_chunk" in s["options"]["-J"][0]}
     split = [s for s in submissions if "rule_split_chunk" in s["options"]["-J"][0]]
     assert len(train) == 2 and len(split) == 2  # a job per chunk of two labels
-    config = merged(default_config(), TINY)
+    config = merged(default_config(), merged(TINY, {"train": {"seconds": 60}}))
     estimate = training_memory(
         TrainConfig.from_mapping(config["train"], "train"),
         2,
