@@ -139,8 +139,11 @@ def every_chunk(name):
 def model_files():
     """Each label's generator (or the one generator) and the log that says why it is missing,
     for the message after a failed run: its chunk's split log when the split made no shards,
-    else its training job's. Built only then, not on every parse of thousands of labels."""
-    unsplit = [name for name in CHUNKS if not Path(LAYOUT.chunks("shards", name)).is_dir()]
+    else its training job's. Built only then, not on every parse of thousands of labels.
+    """
+    unsplit = [
+        name for name in CHUNKS if not Path(LAYOUT.chunks("shards", name)).is_dir()
+    ]
     split_logs = [LAYOUT.log(f"split/{name}") for name in unsplit]
     if GENERATOR != "per_label":
         log = split_logs[0] if split_logs else LAYOUT.log(f"train/{GENERATOR}")
