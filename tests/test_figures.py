@@ -242,3 +242,17 @@ def test_the_merged_grid_leaves_room_for_long_label_names(tmp_path, drawn):
     assert all(tick.get_window_extent(renderer).x0 >= 0 for tick in ticks)  # nothing cut on the left
     shown = ticks[1].get_text()
     assert len(shown) == 60 and shown.startswith("n01440764 tench") and shown.endswith("(Cyprinidae)")
+
+
+def test_log_axes_label_ticks_as_plain_numbers(tmp_path, drawn):
+    # Label names turn math off everywhere; log ticks, typeset as math by default, then printed
+    # their source ("$\mathdefault{10^{2}}$") instead of a number.
+    curves = pd.DataFrame(
+        {"scheme": "wgan-gp", "seed": 0, "device_seconds": [10.0, 20.0, 40.0], "fid": [500.0, 30.0, 2.0]}
+    ).assign(extractor="classifier")
+    figures.plot_compare_curves(curves, tmp_path / "curves.png")
+    (axis,) = drawn[0].axes
+    assert axis.get_yscale() == "log"
+    drawn[0].canvas.draw()
+    ticks = [t.get_text() for t in axis.get_yticklabels() + axis.get_yticklabels(minor=True) if t.get_text()]
+    assert "100" in ticks and not [t for t in ticks if "$" in t or "mathdefault" in t]

@@ -24,6 +24,21 @@ from wcgan.errors import WcganError
 # Label names are drawn as written: "$x^$" is not math to typeset (matplotlib failed on it).
 matplotlib.rcParams["text.parse_math"] = False
 
+
+def _log_scale(axes: plt.Axes, which: str, base: float = 10) -> None:
+    """Put the `which` ("x" or "y") axis on a log scale whose tick labels are plain numbers.
+
+    matplotlib typesets log ticks as math ("10^2"), which the setting above turns off: they
+    would print as "$\\mathdefault{10^{2}}$".
+    """
+    getattr(axes, f"set_{which}scale")("log", base=base)
+    axis = getattr(axes, f"{which}axis")
+    axis.set_major_formatter(matplotlib.ticker.LogFormatter(base, labelOnlyBase=False))
+    axis.set_minor_formatter(
+        matplotlib.ticker.LogFormatter(base, labelOnlyBase=False, minor_thresholds=(1, 0.4))
+    )
+
+
 if TYPE_CHECKING:
     # Imported where used: the loss and score figures need no torch, whose import takes seconds.
     import torch
@@ -205,7 +220,7 @@ def plot_compare_curves(curves: pd.DataFrame, path: str | os.PathLike) -> None:
     axis.set_xlabel("device-seconds of training (all jobs)")
     axis.set_ylabel(f"FID, all labels merged ({curves['extractor'].iloc[0]})")
     if (curves["fid"] > 0).all() and curves["fid"].max() > 20 * curves["fid"].min():
-        axis.set_yscale("log")
+        _log_scale(axis, "y")
     axis.set_title("quality against compute; one line per seed", fontsize=9)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
@@ -349,7 +364,7 @@ def plot_label_scores(table: pd.DataFrame, path: str | os.PathLike, metric: str 
         axis.set_xlim(0, len(values) + 1)
         axis.set_xlabel(f"{len(values)} labels ranked by {name}, worst first")
         if values[-1] > 0 and values[0] > 20 * values[-1]:
-            axis.set_yscale("log")  # a few far-off labels would flatten all the others
+            _log_scale(axis, "y")  # a few far-off labels would flatten all the others
     median = float(np.median(values))
     axis.axhline(median, color="black", ls=":", lw=1, label=f"median over labels: {median:.3g}")
     overall = table.loc[table["scope"] == "overall", metric]
@@ -453,9 +468,8 @@ def plot_weak_scaling(summary: pd.DataFrame, path: str | os.PathLike) -> None:
     efficiency.set_ylabel("efficiency T(1) / T(N)")
     efficiency.set_ylim(0, max(1.15, 1.05 * summary[["efficiency", "makespan_efficiency"]].max().max()))
     for axis in (times, efficiency):
-        axis.set_xscale("log", base=2)
+        _log_scale(axis, "x", base=2)
         axis.set_xticks(sorted(summary["n"].unique()))
-        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.set_xlabel("concurrent label jobs N")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
@@ -504,7 +518,7 @@ def plot_scaling_projection(summary: pd.DataFrame, projection: pd.DataFrame, pat
             alpha=0.2,
         )
     axis.axhline(1.0, color="black", lw=1, ls=":", label="ideal")
-    axis.set_xscale("log")
+    _log_scale(axis, "x")
     axis.set_ylim(0, max(1.15, 1.05 * summary["makespan_efficiency"].max()))
     axis.set_xlabel("label jobs N (one device each)")
     axis.set_ylabel("makespan efficiency T(1) / T(N)")
