@@ -11,6 +11,10 @@ set that is not there (as on a login node without data) at a fixed resolution, a
 With ``--vs REF`` the same dry runs of the commit REF (checked out in a temporary git worktree,
 its own package on PYTHONPATH) alternate with this tree's, so that a machine whose speed drifts
 slows both alike; the ratio REF / this tree is the median of the pairs' ratios.
+With ``--floor`` a workflow of the same chunks that does nothing (a split, a training and a
+feature rule per chunk, each with a log and a benchmark, and one rule reading every chunk; no
+config, params or resources) alternates with them too: Snakemake's own cost for that many jobs,
+which no change to this workflow's code can go below.
 Prints seconds, jobs in the DAG, and milliseconds per job, side by side.
 """
 
@@ -35,6 +39,7 @@ parser.add_argument(
 )
 parser.add_argument("--repeats", type=int, default=3)
 parser.add_argument("--vs", metavar="REF", help="also time the commit REF, alternating with this tree")
+parser.add_argument("--floor", action="store_true", help="also time a do-nothing workflow of the same chunks")
 args = parser.parse_args()
 
 
@@ -53,17 +58,88 @@ def write_config(repo: Path, workdir: Path, n: int, per_job: int) -> None:
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def dry_run(repo: Path, workdir: Path) -> tuple[float, int]:
-    """Seconds of one dry run of ``repo``'s workflow in ``workdir``, and its number of jobs."""
+FLOOR_SNAKEFILE = """
+CHUNKS = [f"chunk{{i:05d}}" for i in range({chunks})]
+
+
+rule all:
+    input:
+        expand("features/{{chunk}}.pt", chunk=CHUNKS),
+        "labels.tsv",
+
+
+rule label_table:
+    input:
+        expand("shards/{{chunk}}", chunk=CHUNKS),
+    output:
+        "labels.tsv",
+    log:
+        "logs/label_table",
+    benchmark:
+        "benchmarks/label_table"
+    shell:
+        "touch {{output}}"
+
+
+rule split_chunk:
+    output:
+        directory("shards/{{chunk}}"),
+    log:
+        "logs/split/{{chunk}}",
+    benchmark:
+        "benchmarks/split/{{chunk}}"
+    shell:
+        "mkdir {{output}}"
+
+
+rule train_chunk:
+    input:
+        "shards/{{chunk}}",
+    output:
+        directory("samples/{{chunk}}"),
+    log:
+        "logs/train/{{chunk}}",
+    benchmark:
+        "benchmarks/train/{{chunk}}"
+    shell:
+        "mkdir {{output}}"
+
+
+rule features_chunk:
+    input:
+        "shards/{{chunk}}",
+        "samples/{{chunk}}",
+    output:
+        "features/{{chunk}}.pt",
+    log:
+        "logs/features/{{chunk}}",
+    benchmark:
+        "benchmarks/features/{{chunk}}"
+    shell:
+        "touch {{output}}"
+"""
+
+
+def write_floor(workdir: Path, n: int, per_job: int) -> Path:
+    """A do-nothing workflow with the chunks of ``n`` labels at ``per_job``; its Snakefile."""
+    workdir.mkdir(parents=True)
+    snakefile = workdir / "Snakefile"
+    snakefile.write_text(FLOOR_SNAKEFILE.format(chunks=-(-n // per_job)))
+    return snakefile
+
+
+def dry_run(snakefile: Path, workdir: Path, package: Path | None) -> tuple[float, int]:
+    """Seconds of one dry run of ``snakefile`` in ``workdir`` (``package``'s wcgan on the path),
+    and its number of jobs."""
     command = [
         str(BIN / "snakemake"),
         "--snakefile",
-        str(repo / "workflow" / "Snakefile"),
+        str(snakefile),
         "-n",
         "--quiet",
         "rules",
     ]
-    environment = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    environment = {**os.environ, "PYTHONPATH": str(package or "")}
     start = time.perf_counter()
     result = subprocess.run(command, cwd=workdir, env=environment, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -85,28 +161,35 @@ with tempfile.TemporaryDirectory() as scratch:
         for case in args.cases:
             n, per_job = (int(part) for part in case.split(":"))
             workdirs = {name: Path(scratch) / f"{case}-{i}".replace(":", "_") for i, name in enumerate(trees)}
+            runs = {}
             for name, repo in trees.items():
                 write_config(repo, workdirs[name], n, per_job)
-            times: dict[str, list[float]] = {name: [] for name in trees}
+                runs[name] = (repo / "workflow" / "Snakefile", workdirs[name], repo / "src")
+            if args.floor:
+                floor = Path(scratch) / f"{case}-floor".replace(":", "_")
+                runs["floor"] = (write_floor(floor, n, per_job), floor, None)
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            jobs = {}
             for _ in range(args.repeats):
-                for name, repo in trees.items():  # alternating: REF, this tree, REF, ...
-                    seconds, jobs = dry_run(repo, workdirs[name])
+                for name, run in runs.items():  # alternating: REF, this tree, floor, REF, ...
+                    seconds, jobs[name] = dry_run(*run)
                     times[name].append(seconds)
             rows.append((n, per_job, jobs, times))
     finally:
         if args.vs:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(other)], check=True)
 
-names = list(trees)
+names = list(rows[0][3])
 print(
-    f"{'labels':>8} {'K':>5} {'jobs':>7} " + " ".join(f"{name + ' s':>14} {'ms/job':>7}" for name in names),
+    f"{'labels':>8} {'K':>5} "
+    + " ".join(f"{name + ' jobs':>14} {name + ' s':>14} {'ms/job':>7}" for name in names),
     end="",
 )
 print(f" {'ratio':>6}" if args.vs else "")
 for n, per_job, jobs, times in rows:
     medians = {name: statistics.median(times[name]) for name in names}
-    line = f"{n:>8} {per_job:>5} {jobs:>7} " + " ".join(
-        f"{medians[name]:>14.2f} {1000 * medians[name] / jobs:>7.2f}" for name in names
+    line = f"{n:>8} {per_job:>5} " + " ".join(
+        f"{jobs[name]:>14} {medians[name]:>14.2f} {1000 * medians[name] / jobs[name]:>7.2f}" for name in names
     )
     if args.vs:
         ratio = statistics.median(a / b for a, b in zip(times[names[0]], times[names[1]], strict=True))
