@@ -330,6 +330,48 @@ def test_a_damaged_file_is_named_with_what_to_do_and_never_weights_only_false(tm
     assert "weights_only" not in message and "\n" not in message
 
 
+def zero_bytes_inside(path, record_suffix: str, count: int = 64) -> None:
+    """Overwrite ``count`` bytes in the middle of one record of a torch zip with zeros, in
+    place, the file's length unchanged (damage that torch.load alone does not notice)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        (record,) = [r for r in archive.infolist() if r.filename.endswith(record_suffix)]
+        with open(path, "rb") as fh:  # the data starts after the record's local header
+            fh.seek(record.header_offset + 26)
+            name_length, extra_length = struct.unpack("<HH", fh.read(4))
+        start = record.header_offset + 30 + name_length + extra_length + record.file_size // 2
+    with open(path, "r+b") as fh:
+        fh.seek(start)
+        fh.write(b"\x00" * count)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_damage_of_the_same_length_inside_a_tensor_is_refused_by_its_checksum(tmp_path, mmap):
+    path = tmp_path / "ck.pt"
+    torch.save({"iteration": 3, "state": {"w": torch.randn(1000)}}, path)
+    zero_bytes_inside(path, "data/0")
+    assert torch.load(path, weights_only=True)["iteration"] == 3  # torch alone reads it
+    with pytest.raises(WcganError) as caught:
+        load_torch(path, "checkpoint", mmap=mmap)
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint '{path}' cannot be read: it is damaged (Bad CRC-32")
+    assert "\n" not in message and message.endswith("move it away and rerun to make it again")
+
+
+def test_a_shards_header_reader_skips_its_images_checksum_and_every_image_reader_checks_it(tmp_path):
+    label = Label(0, "a", "a")
+    save_shard(
+        Shard(torch.randint(0, 255, (512, 3, 32, 32), dtype=torch.uint8), label, "imagefolder"),
+        tmp_path / "a.pt",
+    )
+    zero_bytes_inside(tmp_path / "a.pt", "data/0")
+    assert load_shard(tmp_path / "a.pt", header_only=True).label == label  # label table, memory check
+    for mmap in (False, True):  # training; classifier and features
+        with pytest.raises(WcganError, match=r"shard '.*a\.pt' cannot be read: it is damaged"):
+            load_shard(tmp_path / "a.pt", mmap=mmap)
+
+
 def test_the_data_fingerprint_follows_each_labels_file_list(image_tree):
     from wcgan.sources import DataSpec, data_fingerprint
 

@@ -1,5 +1,6 @@
-"""Write-then-rename helpers, so a killed job never leaves a truncated output behind, and an
-exclusive lock on a folder, so two jobs never write one checkpoint.
+"""Write-then-rename helpers, so a killed job never leaves a truncated output behind; reads that
+verify each ``.pt`` file's checksums, so a damaged one is never used; and an exclusive lock on a
+folder, so two jobs never write one checkpoint.
 
 No torch at import time: the workflow imports the package when it builds the DAG.
 """
@@ -13,6 +14,8 @@ import io
 import os
 import socket
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -80,23 +83,39 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
-    """``torch.load(weights_only=True)`` with a one-line error naming the file when it is unusable.
+# Records above this size are left unread by a read of the header only (``check_large=False``).
+HEADER_RECORD_BYTES = 1 << 20
 
-    ``mmap=True`` maps tensors instead of reading them: slicing then reads only what is used.
+
+def load_torch(path: str | os.PathLike, what: str, mmap: bool = False, check_large: bool = True) -> Any:
+    """``torch.load(weights_only=True)`` of a file ``torch.save`` wrote, with a one-line error
+    naming the file when it is unusable.
+
+    Every record of the file (torch writes a zip: the pickle, then one record per tensor) is
+    first read against the CRC-32 the zip stores for it, which ``torch.load`` never checks: a
+    block of a tensor overwritten in place, same length, would load without error.
+    ``check_large=False`` skips records over ``HEADER_RECORD_BYTES``, for a reader of a shard's
+    header that never uses its images. ``mmap=True`` maps tensors instead of reading them.
     torch's own message is left out of that line: it advises loading with ``weights_only=False``,
     which runs whatever code the file holds; a file wcgan wrote never needs that.
     """
     path = _existing(path, what)
+    _check_records(path, path, what, None if check_large else HEADER_RECORD_BYTES)
     return _load(path, path, what, mmap=mmap)
 
 
 def load_tagged(
-    path: str | os.PathLike, what: str, tags: str | tuple[str, ...], made_by: str, mmap: bool = False
+    path: str | os.PathLike,
+    what: str,
+    tags: str | tuple[str, ...],
+    made_by: str,
+    mmap: bool = False,
+    check_large: bool = True,
 ) -> dict[str, Any]:
     """``load_torch`` of a file wcgan wrote: a dict whose ``format`` is one of ``tags`` (each
     kind's format tag, with its version), refused in one line naming the command that makes it."""
-    return check_tagged(load_torch(path, what, mmap=mmap), path, what, tags, made_by)
+    data = load_torch(path, what, mmap=mmap, check_large=check_large)
+    return check_tagged(data, path, what, tags, made_by)
 
 
 def check_tagged(
@@ -111,10 +130,14 @@ def check_tagged(
 
 def load_torch_hashed(path: str | os.PathLike, what: str) -> tuple[Any, str]:
     """``load_torch`` of a file read once, with the SHA-256 of the very bytes it loaded: a file
-    replaced while it is read cannot make the digest and the contents disagree."""
+    replaced while it is read cannot make the digest and the contents disagree. A file in
+    torch's former format (not a zip; such as published weights may be) has no records to check:
+    its digest names it."""
     path = _existing(path, what)
-    data = path.read_bytes()
-    return _load(io.BytesIO(data), path, what), hashlib.sha256(data).hexdigest()
+    data = io.BytesIO(path.read_bytes())
+    if zipfile.is_zipfile(data):
+        _check_records(data, path, what, None)
+    return _load(data, path, what), hashlib.sha256(data.getbuffer()).hexdigest()
 
 
 def _existing(path: str | os.PathLike, what: str) -> Path:
@@ -122,6 +145,25 @@ def _existing(path: str | os.PathLike, what: str) -> Path:
     if not path.is_file():
         raise WcganError(f"{what} '{path}' does not exist")
     return path
+
+
+def _check_records(source: Path | IO[bytes], path: Path, what: str, largest: int | None) -> None:
+    """Read each record of ``source`` (up to ``largest`` bytes, or all) against its CRC-32."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            for record in archive.infolist():
+                if largest is None or record.file_size <= largest:
+                    with archive.open(record) as stream:
+                        while stream.read(1 << 22):  # zipfile checks the CRC at the record's end
+                            pass
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
+        raise WcganError(
+            f"{what} '{path}' cannot be read: it is damaged ({str(exc).rstrip('.')}) or not a file "
+            f"wcgan wrote; move it away and rerun to make it again"
+        ) from None
+    finally:
+        if not isinstance(source, Path):
+            source.seek(0)
 
 
 def _load(source: Path | IO[bytes], path: Path, what: str, mmap: bool = False) -> Any:

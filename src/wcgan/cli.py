@@ -266,7 +266,7 @@ def cmd_label_table(args: argparse.Namespace) -> None:
 
     labels, counts, shapes = [], [], []
     for path in files_in(chunk_paths(args, args.shards)):
-        shard = load_shard(path, mmap=True)  # only the header is read, not the images
+        shard = load_shard(path, header_only=True)
         labels.append(shard.label)
         counts.append(len(shard.images))
         shapes.append((tuple(shard.images.shape[1:]), shard.label.name))

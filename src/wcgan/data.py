@@ -188,9 +188,13 @@ def one_image_shape(named_shapes: Iterable[tuple[tuple[int, ...], str]]) -> tupl
     return first[0]
 
 
-def load_shard(path: str | os.PathLike, mmap: bool = False) -> Shard:
-    """Read a shard; with ``mmap`` its images stay on disk until rows of them are used."""
-    data = load_tagged(path, "shard", SHARD_FORMAT, "'wcgan split'", mmap=mmap)
+def load_shard(path: str | os.PathLike, mmap: bool = False, header_only: bool = False) -> Shard:
+    """Read a shard; with ``mmap`` its images stay on disk until rows of them are used. A reader
+    of only its label and image shape asks ``header_only``: the images are mapped, and their
+    checksum left unread (a whole read of every shard of a run, for a table of labels)."""
+    data = load_tagged(
+        path, "shard", SHARD_FORMAT, "'wcgan split'", mmap=mmap or header_only, check_large=not header_only
+    )
     images = data["images"]
     if images.dtype != torch.uint8 or images.dim() != 4 or len(images) == 0:
         raise WcganError(f"shard '{path}' holds no uint8 N x C x H x W images")

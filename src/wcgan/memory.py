@@ -120,7 +120,7 @@ def check_training_memory(
     ``chunk`` names the chunk of a per-label job in the message."""
     from wcgan.data import load_shard
 
-    shards = [load_shard(path, mmap=True) for path in shard_files]  # headers only
+    shards = [load_shard(path, header_only=True) for path in shard_files]
     if not shards:
         return  # the training data's own check says so
     count, (channels, resolution) = len(shards), shards[0].images.shape[1:3]
