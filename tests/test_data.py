@@ -288,6 +288,21 @@ def test_imagenet_layout_is_read_per_wnid(tmp_path):
     assert load_label_images(spec, "n01440764").shape == (2, 3, 16, 16)
 
 
+def test_the_runs_image_size_is_its_first_images_and_a_label_of_another_is_refused(image_tree, tmp_path):
+    from wcgan.sources import native_image_size
+
+    spec = DataSpec("imagefolder", str(image_tree))
+    assert native_image_size(spec, "red car") == 8
+    assert native_image_size(DataSpec("imagefolder", str(image_tree), resolution=16), "red car") == 16
+    assert native_image_size(DataSpec(), "0") == 8  # the digits' own size
+    assert native_image_size(DataSpec("imagefolder", str(tmp_path / "not-here")), "red car") is None
+    for i in range(2):  # a label of 16x16 images: alone it agrees with itself
+        save_png(image_tree / "big" / f"{i}.png", size=(16, 16))
+    assert load_label_images(spec, "big").shape[-1] == 16
+    with pytest.raises(WcganError, match=r"big/0.png' is 16x16 but the run's first image is 8x8"):
+        load_label_images(spec, "big", image_size=8)
+
+
 def test_shard_roundtrip_and_foreign_file(tmp_path):
     shard = Shard(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), Label(2, "b", "B"), "digits")
     save_shard(shard, tmp_path / "b.pt")

@@ -356,6 +356,20 @@ def test_a_changed_class_folder_resplits_only_its_chunk(tmp_path, image_tree):
     assert counts == {"Café": 4, "red car": 4, "x+y": 5}
 
 
+def test_a_label_of_another_image_size_fails_only_its_chunk_at_the_datas_own_size(tmp_path, image_tree):
+    # data.resolution null: the run's images are 8x8 (its first image's); one 16x16 image in x+y.
+    save_png(image_tree / "x+y" / "9.png", size=(16, 16))
+    data = {"source": "imagefolder", "root": str(image_tree), "labels": None, "resolution": None}
+    write_config(tmp_path, merged(TINY, {"data": data, "train": {"iterations": 2}}))
+    result = run_snakemake(tmp_path, "--keep-going", "models")
+    assert result.returncode != 0
+    models = sorted(p.parent.name for p in (tmp_path / RUN / "models").glob("*/*.pt"))
+    assert len(models) == 2, result.stderr[-3000:]  # the two other chunks trained
+    split_logs = "".join(p.read_text() for p in (tmp_path / RUN / "logs/split").glob("*.log"))
+    assert "9.png' is 16x16 but the run's first image is 8x8; set data.resolution" in split_logs
+    assert "label_table" not in result.stderr  # training never waits for every label's split
+
+
 def test_dry_run_needs_no_data_when_labels_are_listed(tmp_path):
     data = {"source": "imagefolder", "root": str(tmp_path / "not-here"), "labels": ["cat", "dog", "red car"]}
     write_config(tmp_path, {"data": data, "labels_per_job": 1})

@@ -215,6 +215,11 @@ def _split_arguments(sub: argparse.ArgumentParser) -> None:
         help="their class indices (default: positions among the data set's labels)",
     )
     sub.add_argument("--out-dir", required=True, help="folder of the shards, <slug>.pt per label")
+    sub.add_argument(
+        "--image-size",
+        type=int,
+        help="with data.resolution unset, the size every image must have (the run's first image's)",
+    )
 
 
 @command("split", "write the images of one or more labels (a chunk) as shards", _split_arguments)
@@ -237,7 +242,7 @@ def cmd_split(args: argparse.Namespace) -> None:
         ]
     shards = []
     for label in labels:
-        shards.append(Shard(load_label_images(spec, label.name), label, spec.source))
+        shards.append(Shard(load_label_images(spec, label.name, args.image_size), label, spec.source))
         # Before the next label is read: a chunk's labels train as one network.
         one_image_shape((tuple(s.images.shape[1:]), s.label.name) for s in (shards[0], shards[-1]))
     for shard in shards:

@@ -87,7 +87,7 @@ def _check_native_size(where: str, size: tuple[int, int], first: tuple[str, tupl
         )
     if first is not None and first[1] != size:
         raise WcganError(
-            f"image '{where}' is {width}x{height} but '{first[0]}' is {first[1][0]}x{first[1][1]}; "
+            f"image '{where}' is {width}x{height} but {first[0]} is {first[1][0]}x{first[1][1]}; "
             f"set data.resolution to resize every image to one size"
         )
     if width not in SUPPORTED_RESOLUTIONS:
@@ -97,15 +97,17 @@ def _check_native_size(where: str, size: tuple[int, int], first: tuple[str, tupl
         )
 
 
-def load_label_images(spec: DataSpec, name: str) -> torch.Tensor:
-    """All images of label ``name`` as uint8 ``N x C x H x W``, after the size and mode policy."""
+def load_label_images(spec: DataSpec, name: str, image_size: int | None = None) -> torch.Tensor:
+    """All images of label ``name`` as uint8 ``N x C x H x W``, after the size and mode policy;
+    with ``data.resolution`` null, each of the size ``image_size`` where it is given (the run's,
+    ``sources.native_image_size``), else of its label's first image's size."""
     source = get_source(spec)
     if name not in label_names(spec):
         raise WcganError(f"label '{name}' is not a label of this data set")
     channels = spec.channels or source.channels
     mode = {1: "L", 3: "RGB"}[channels]
     arrays = []
-    first: tuple[str, tuple[int, int]] | None = None
+    first = None if image_size is None else ("the run's first image", (image_size, image_size))
     for where, open_image in source.images(spec, name):
         try:
             with warnings.catch_warnings():
@@ -124,7 +126,7 @@ def load_label_images(spec: DataSpec, name: str) -> torch.Tensor:
             raise WcganError(f"image '{where}' cannot be read: {exc}") from exc
         if spec.resolution is None:
             _check_native_size(where, converted.size, first)
-            first = first or (where, converted.size)
+            first = first or (f"'{where}'", converted.size)
         elif converted.size != (spec.resolution, spec.resolution):
             converted = _center_square(converted).resize(
                 (spec.resolution, spec.resolution), Image.Resampling.BICUBIC

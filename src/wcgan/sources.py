@@ -10,10 +10,13 @@ symbolic links, under which each file counts once (see the comment above ``_clas
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,6 +344,26 @@ SOURCES: dict[str, Source] = {
 def get_source(spec: DataSpec) -> Source:
     spec.check()
     return SOURCES[spec.source]
+
+
+def native_image_size(spec: DataSpec, name: str) -> int | None:
+    """With ``data.resolution`` null, the size every image of the run must have: the source's
+    own, or that of the first image of label ``name`` (the run's first), read from its header.
+    None where that image cannot be read here (a dry run without the data, a broken file: its
+    label's split says why) or is not square. Known before any split, it lets each split job
+    refuse a label of another size on its own, so one bad label stops only its chunk."""
+    source = get_source(spec)
+    if spec.resolution is not None or source.resolution is not None:
+        return spec.resolution or source.resolution
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # the label's split names what it skips
+            _, open_image = next(iter(source.images(spec, name)))
+            with warnings.catch_warnings(), open_image() as image:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                width, height = image.size
+    except (WcganError, OSError, ValueError, StopIteration, Image.DecompressionBombError):
+        return None
+    return width if width == height else None
 
 
 def label_names(spec: DataSpec) -> list[str]:

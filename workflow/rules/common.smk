@@ -39,7 +39,13 @@ from wcgan.labels import (
     make_labels,
 )
 from wcgan.scaling import scaling_points
-from wcgan.sources import DataSpec, check_root, data_fingerprint, label_names
+from wcgan.sources import (
+    DataSpec,
+    check_root,
+    data_fingerprint,
+    label_names,
+    native_image_size,
+)
 from wcgan.tables import format_metrics, missing_models
 
 # Building the DAG of thousands of labels allocates millions of small objects; Python's default
@@ -70,6 +76,9 @@ _or_workflow_error(check_run_name, config["run"], config.get("parent_run"))
 DATA = config["data"]
 SPEC = _or_workflow_error(DataSpec.from_mapping, DATA)
 LABELS = _or_workflow_error(lambda: make_labels(label_names(SPEC)))
+# The images' size: data.resolution, or with it null the source's own size or that of the
+# run's first image, which every split job then asks of its labels (None: not readable here).
+IMAGE_SIZE = _or_workflow_error(native_image_size, SPEC, LABELS[0].name)
 # Chunks of labels_per_job labels: one split, training and feature job each.
 CHUNKS = {
     chunk.name: chunk
@@ -160,16 +169,6 @@ def model_files():
 
 def data_options():
     return format_options({k: v for k, v in DATA.items() if k != "labels"})
-
-
-def shape_gate():
-    """With data.resolution null, labels keep their own image sizes, which must agree: then
-    training waits for labels.tsv, whose job checks them all (ancient: a rewritten table
-    retrains nothing). A set resolution makes every shard the same shape, and the gate, which
-    costs Snakemake time quadratic in the labels, is left out."""
-    if DATA["resolution"] is not None:
-        return []
-    return ancient(LAYOUT.labels_table)
 
 
 def trained_files(kind):

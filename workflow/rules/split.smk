@@ -13,7 +13,7 @@ rule split_chunk:
     conda:
         "../../envs/wcgan.yaml"
     params:
-        data=data_options(),
+        data=split_data_options(),
         labels=split_labels,
         # Not in the command: changes with the chunk's file list, and so reruns the job.
         data_fingerprint=split_fingerprint,

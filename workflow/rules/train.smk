@@ -20,7 +20,6 @@ rule:
             if GENERATOR == "per_label"
             else per_chunk(LAYOUT.chunks("shards"))
         ),
-        shapes_checked=shape_gate(),
     output:
         **training_outputs(),
     log:

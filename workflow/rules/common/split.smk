@@ -15,3 +15,12 @@ def split_labels(wildcards):
     labels = CHUNKS[wildcards.chunk].labels
     names = shlex.join(label.name for label in labels)
     return f"--indices {' '.join(str(label.index) for label in labels)} -- {names}"
+
+
+def split_data_options():
+    """The data options of ``wcgan split``; with data.resolution null, also the run's image
+    size: a label of another size fails its own split, and the other chunks go on (they would
+    all wait for labels.tsv, which checks every label's shape, otherwise)."""
+    if DATA["resolution"] is not None or IMAGE_SIZE is None:
+        return data_options()
+    return f"{data_options()} --image-size {IMAGE_SIZE}"

@@ -75,12 +75,12 @@ def training_files():
 def training_mem_mb():
     """A chunk's (or the conditional GAN's) memory: resources.train_mem_mb for the runtime,
     plus the estimate (wcgan.memory) of its images, at resources.train_images_per_label each,
-    and networks; train_mem_mb alone where the images' size is not known before the split
-    (data.resolution null on a source of many sizes). A distributed job's processes each get
-    train_mem_mb."""
+    and networks; train_mem_mb alone where the images' size is not known (data.resolution null
+    and the data not readable here). A distributed job's processes each get train_mem_mb.
+    """
     fixed = config["resources"]["train_mem_mb"]
     source = SOURCES[DATA["source"]]
-    resolution = DATA["resolution"] or source.resolution
+    resolution = IMAGE_SIZE
     if GENERATOR == "distributed" or resolution is None:
         return fixed * TRAINING_PROCESSES
     channels = DATA["channels"] or source.channels
