@@ -4,7 +4,7 @@
         [--former d305e40] [--width 8] [--iterations 2]
 
 For each resolution, ``max(--ks)`` labels of ``--images`` random RGB images each are written as
-shards (``wcgan.data.save_shard``, what ``wcgan split`` writes); then for each K the first K
+shards (``wcgan.files.save_shard``, what ``wcgan split`` writes); then for each K the first K
 train as one chunk through ``wcgan train`` (WGAN-GP, batch 64, ``--iterations`` generator
 iterations, a few samples per label), once with this tree's package and once with commit
 ``--former``'s (read from git), the two in turn at each point. Each job's peak resident memory
@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from wcgan.config import TrainConfig
-from wcgan.data import Shard, save_shard
+from wcgan.data import Shard
+from wcgan.files import save_shard
 from wcgan.labels import make_labels
 from wcgan.memory import training_memory
 

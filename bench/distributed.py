@@ -56,11 +56,11 @@ import torch
 from wcgan.classifier import train_classifier
 from wcgan.compare import curve_rows
 from wcgan.config import PARTITIONS, SCHEDULES, ClassifierConfig, TrainConfig
-from wcgan.data import Shard, TrainingSet, load_label_images, save_shard
+from wcgan.data import Shard, TrainingSet, load_label_images
+from wcgan.files import load_snapshot_samples, save_classifier, save_shard, save_snapshot_samples
 from wcgan.labels import make_labels
 from wcgan.metrics import open_extractor, score_snapshots
-from wcgan.model_files import save_classifier
-from wcgan.sampling import load_snapshot_samples, save_snapshot_samples
+from wcgan.sampling import snapshot_samples
 from wcgan.sources import DataSpec
 from wcgan.training import train
 
@@ -124,9 +124,8 @@ def distributed(schedule: str, partition: str, devices: int, paths: list[str], o
 def in_process(data: TrainingSet, config: TrainConfig, out: Path):
     """One ``train`` run; its summary and its snapshot points."""
     result = train(data, config, out, log=lambda _: None)
-    save_snapshot_samples(
-        result.snapshots, result.generator, data.labels, args.samples, 0, out / "snapshots.pt"
-    )
+    points = snapshot_samples(result.snapshots, result.generator, data.labels, args.samples, 0)
+    save_snapshot_samples(points, out / "snapshots.pt")
     return result.summary, load_snapshot_samples(out / "snapshots.pt")
 
 

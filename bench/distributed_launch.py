@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 from wcgan.config import TrainConfig
-from wcgan.data import Shard, TrainingSet, load_label_images, save_shard
+from wcgan.data import Shard, TrainingSet, load_label_images
+from wcgan.files import save_shard
 from wcgan.labels import make_labels
 from wcgan.sources import DataSpec
 from wcgan.training import initial_networks

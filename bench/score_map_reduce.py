@@ -60,8 +60,9 @@ from wcgan.feature_stats import (
     kernel_distance,
     precision_and_recall,
 )
+from wcgan.files import ChunkScores, Extractor, save_chunk_scores
 from wcgan.labels import make_labels
-from wcgan.metrics import ChunkScores, Extractor, LabelFeatures, save_chunk_scores, score_chunk
+from wcgan.metrics import LabelFeatures, score_chunk
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--labels", type=int, default=3, help="labels timed old and new (part 1)")

@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 from wcgan.config import TrainConfig
-from wcgan.data import TrainingSet, load_shard
+from wcgan.data import TrainingSet
+from wcgan.files import load_samples, load_shard
 from wcgan.labels import read_table
 from wcgan.metrics import CLASSIFIER_EXTRACTOR, open_extractor, score_run
-from wcgan.sampling import load_samples, sample_label
+from wcgan.sampling import sample_label
 from wcgan.tables import read_metrics
 from wcgan.training import initial_networks
 

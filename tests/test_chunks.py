@@ -17,11 +17,11 @@ from conftest import REPO
 from wcgan import training as training_module
 from wcgan.atomic import load_torch, save_torch
 from wcgan.config import TrainConfig
-from wcgan.data import TrainingSet, save_shard
+from wcgan.data import TrainingSet
 from wcgan.errors import WcganError
+from wcgan.files import load_generator, save_shard
 from wcgan.labels import Label
 from wcgan.losses import LOSSES, make_optimizer
-from wcgan.model_files import load_generator
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float
 from wcgan.training import critic_steps_on, generator_step, train, train_chunk
 

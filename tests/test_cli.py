@@ -6,8 +6,9 @@ import torch
 
 from conftest import run_wcgan, save_png
 from wcgan.cli import build_parser
-from wcgan.data import Shard, save_shard
+from wcgan.data import Shard
 from wcgan.errors import WcganError
+from wcgan.files import save_shard
 from wcgan.labels import Label, read_table
 from wcgan.options import config_from_options, format_options
 from wcgan.training_outputs import TrainingOutputs, check_outputs
@@ -191,8 +192,8 @@ def test_label_table_refuses_shards_of_different_shapes(tmp_path):
 
 
 def test_train_also_draws_the_labels_samples(tmp_path, digit_shards):
-    from wcgan.model_files import load_generator
-    from wcgan.sampling import load_samples, sample_label
+    from wcgan.files import load_generator, load_samples
+    from wcgan.sampling import sample_label
 
     save_shard(digit_shards[2], tmp_path / "2.pt")
     result = run_wcgan("train", "--shard", str(tmp_path / "2.pt"), "--model-out", str(tmp_path / "g.pt"),

@@ -13,8 +13,9 @@ from PIL import Image
 
 from conftest import save_png
 from wcgan.atomic import load_torch
-from wcgan.data import Shard, load_label_images, load_shard, save_shard
+from wcgan.data import Shard, load_label_images
 from wcgan.errors import WcganError
+from wcgan.files import load_shard, save_shard
 from wcgan.labels import Label
 from wcgan.sources import CIFAR100_CLASSES, DataSpec, label_names
 
@@ -415,12 +416,12 @@ def test_the_data_fingerprint_follows_each_labels_file_list(image_tree):
 @pytest.mark.parametrize(
     ("load", "what", "made_by"),
     [
-        ("wcgan.data:load_shard", "shard", "'wcgan split'"),
-        ("wcgan.sampling:load_samples", "samples", "'wcgan train --samples-out' or 'wcgan sample'"),
-        ("wcgan.sampling:load_snapshot_samples", "snapshot samples", "'wcgan train --snapshots-out'"),
-        ("wcgan.model_files:load_generator", "generator", "'wcgan train'"),
-        ("wcgan.model_files:load_classifier", "classifier", "'wcgan train-classifier'"),
-        ("wcgan.metrics:load_chunk_scores", "chunk scores", "'wcgan features'"),
+        ("wcgan.files:load_shard", "shard", "'wcgan split'"),
+        ("wcgan.files:load_samples", "samples", "'wcgan train --samples-out' or 'wcgan sample'"),
+        ("wcgan.files:load_snapshot_samples", "snapshot samples", "'wcgan train --snapshots-out'"),
+        ("wcgan.files:load_generator", "generator", "'wcgan train'"),
+        ("wcgan.files:load_classifier", "classifier", "'wcgan train-classifier'"),
+        ("wcgan.files:load_chunk_scores", "chunk scores", "'wcgan features'"),
     ],
 )
 def test_every_file_kind_refuses_another_kinds_file_in_one_line_naming_what_makes_it(

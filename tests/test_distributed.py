@@ -23,7 +23,7 @@ from conftest import REPO, env
 from wcgan.atomic import LOCK_NAME, load_torch, save_torch
 from wcgan.cli import main
 from wcgan.config import DistributedConfig, TrainConfig, label_seed
-from wcgan.data import TrainingSet, save_shard
+from wcgan.data import TrainingSet
 from wcgan.distributed import (
     critic_seed,
     iid_rows,
@@ -33,11 +33,10 @@ from wcgan.distributed import (
     weighted_average,
 )
 from wcgan.errors import QuietExit, WcganError
+from wcgan.files import load_generator, load_samples, load_snapshot_samples, save_shard
 from wcgan.launch import GROUP_FOLDER, group_command, launch_group, member_from_environment
 from wcgan.losses import LOSSES, make_optimizer
-from wcgan.model_files import load_generator
 from wcgan.networks import Critic, NetworkStack, images_to_float
-from wcgan.sampling import load_samples, load_snapshot_samples
 from wcgan.training import critic_steps_on, initial_networks, train
 
 TINY = dict(width=8, batch_size=8, z_dim=8)

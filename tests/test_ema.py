@@ -7,7 +7,7 @@ from wcgan.compare import curve_rows
 from wcgan.config import EmaSchedule, TrainConfig
 from wcgan.data import TrainingSet
 from wcgan.ema import GeneratorAverage
-from wcgan.model_files import load_generator, save_generator
+from wcgan.files import load_generator, save_generator
 from wcgan.networks import Generator
 from wcgan.training import run_key, train_chunk
 from wcgan.training_outputs import TrainingOutputs
@@ -72,7 +72,8 @@ def test_with_the_average_off_a_run_is_the_one_before_it_existed(digit_shards, t
 
 
 def test_a_training_job_samples_the_average_by_default_and_the_raw_weights_when_asked(digit_shards, tmp_path):
-    from wcgan.sampling import load_samples, load_snapshot_samples, sample_labels
+    from wcgan.files import load_samples, load_snapshot_samples
+    from wcgan.sampling import sample_labels
 
     data = TrainingSet.of_label(digit_shards[0])
     config = TrainConfig(iterations=4, batch_size=16, width=8, z_dim=8, snapshots=2, checkpoint_seconds=600)

@@ -8,7 +8,8 @@ from test_cli import one_error_line
 
 from conftest import run_wcgan
 from wcgan.config import TrainConfig
-from wcgan.data import Shard, save_shard
+from wcgan.data import Shard
+from wcgan.files import save_shard
 from wcgan.labels import make_labels
 from wcgan.memory import MB, network_sizes, training_memory
 from wcgan.networks import Critic, Generator

@@ -16,23 +16,28 @@ from wcgan.atomic import save_torch
 from wcgan.classifier import predict, train_classifier
 from wcgan.cli import main
 from wcgan.config import ClassifierConfig
-from wcgan.data import sample_rows, save_shard
+from wcgan.data import sample_rows
 from wcgan.errors import WcganError
+from wcgan.files import (
+    SNAPSHOTS_FORMAT,
+    load_chunk_scores,
+    load_classifier,
+    save_chunk_scores,
+    save_classifier,
+    save_samples,
+    save_shard,
+)
 from wcgan.metrics import (
     INCEPTION_EXTRACTOR,
     METRIC_KEYS,
     ClassifierFeatureExtractor,
     load_chunk_score_files,
-    load_chunk_scores,
     merge_curve,
     merge_scores,
     metric_values,
     open_extractor,
-    save_chunk_scores,
     score_run,
 )
-from wcgan.model_files import load_classifier, save_classifier
-from wcgan.sampling import SNAPSHOTS_FORMAT, save_samples
 from wcgan.tables import read_metrics, write_metrics, write_tsv
 
 MAX_REAL = 60  # real images per label in the scoring tests

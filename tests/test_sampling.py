@@ -8,9 +8,9 @@ from conftest import env, run_wcgan
 from wcgan.config import TrainConfig
 from wcgan.data import TrainingSet
 from wcgan.errors import WcganError
+from wcgan.files import load_samples, save_generator, save_samples
 from wcgan.labels import Chunk, make_labels, write_table
-from wcgan.model_files import save_generator
-from wcgan.sampling import ConditionalEnsemble, generate, latents, load_samples, save_samples
+from wcgan.sampling import ConditionalEnsemble, generate, latents
 from wcgan.training import train
 
 
@@ -93,11 +93,11 @@ def test_samples_file_roundtrip(tmp_path):
 
 
 def test_sampling_reads_generator_files_without_importing_the_training_loop():
-    """wcgan.sampling needs the file format (wcgan.model_files), not the training loop; a fresh
+    """wcgan.sampling needs the file format (wcgan.files), not the training loop; a fresh
     interpreter shows what importing it pulls in."""
     probe = "import sys, wcgan.sampling; print(sorted(m for m in sys.modules if m.startswith('wcgan.')))"
     result = subprocess.run(
         [sys.executable, "-c", probe], env=env(), capture_output=True, text=True, timeout=120, check=True
     )
     imported = result.stdout
-    assert "'wcgan.model_files'" in imported and "'wcgan.training'" not in imported, imported
+    assert "'wcgan.files'" in imported and "'wcgan.training'" not in imported, imported

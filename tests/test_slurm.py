@@ -120,7 +120,7 @@ def checkpoint_iteration(workdir: Path, chunk: str) -> int:
 def iterations_per_second(digit_shards, folder: Path) -> float:
     """How fast the tiny GAN trains here now: this machine has run it at 20 and at over 67
     iterations per second, so the time-limit test sizes its budget from a short run."""
-    from wcgan.data import save_shard
+    from wcgan.files import save_shard
 
     save_shard(digit_shards[0], folder / "0.pt")
     options = [

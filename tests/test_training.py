@@ -10,9 +10,9 @@ import torch
 from conftest import REPO
 from wcgan.atomic import LOCK_NAME, load_torch, save_torch
 from wcgan.config import TrainConfig
-from wcgan.data import TrainingSet, save_shard
+from wcgan.data import TrainingSet
 from wcgan.errors import WcganError
-from wcgan.model_files import load_generator, save_generator
+from wcgan.files import load_generator, save_generator, save_shard
 from wcgan.training import LOSS_COLUMNS, train, write_losses
 
 TINY = dict(batch_size=16, z_dim=8, width=4, log_seconds=0.05, checkpoint_seconds=600)

@@ -226,7 +226,8 @@ def _split_arguments(sub: argparse.ArgumentParser) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     """Write a shard per label of a chunk; all are read and checked before any is written, so
     a bad label or two labels of different shapes leave no shard of the chunk behind."""
-    from wcgan.data import Shard, load_label_images, one_image_shape, save_shard
+    from wcgan.data import Shard, load_label_images, one_image_shape
+    from wcgan.files import save_shard
     from wcgan.labels import Label, find_label, make_labels, slugify
     from wcgan.sources import label_names
 
@@ -266,7 +267,8 @@ def _label_table_arguments(sub: argparse.ArgumentParser) -> None:
 
 @command("label-table", "write labels.tsv from the shards", _label_table_arguments)
 def cmd_label_table(args: argparse.Namespace) -> None:
-    from wcgan.data import load_shard, one_image_shape
+    from wcgan.data import one_image_shape
+    from wcgan.files import load_shard
     from wcgan.labels import make_chunks, write_table
 
     labels, counts, shapes = [], [], []
@@ -295,7 +297,8 @@ def _training_data(args: argparse.Namespace, config):
     """The sets a training job trains on, its budget and its outputs: each label's shard as a
     chunk of per-label GANs with the per-label budget, or every label's as one conditional GAN
     with the labels' budget together (``TrainConfig.for_labels``)."""
-    from wcgan.data import TrainingSet, load_shard
+    from wcgan.data import TrainingSet
+    from wcgan.files import load_shard
     from wcgan.training_outputs import TrainingOutputs, check_outputs
 
     # In label order: a folder of shards lists them by file name.
@@ -462,9 +465,9 @@ def _sample_arguments(sub: argparse.ArgumentParser) -> None:
 @command("sample", "draw samples from one label's generator", _sample_arguments)
 def cmd_sample(args: argparse.Namespace) -> None:
     from wcgan.figures import save_grid
+    from wcgan.files import load_generator, save_samples
     from wcgan.labels import find_label
-    from wcgan.model_files import load_generator
-    from wcgan.sampling import ConditionalEnsemble, generator_labels, sample_label, save_samples
+    from wcgan.sampling import ConditionalEnsemble, generator_labels, sample_label
 
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".pt"):
@@ -525,8 +528,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 
     from wcgan.atomic import atomic_open
     from wcgan.classifier import train_classifier
-    from wcgan.data import load_shard
-    from wcgan.model_files import save_classifier
+    from wcgan.files import load_shard, save_classifier
 
     device = _torch_setup(args)
     config = config_from_options(ClassifierConfig, vars(args))
@@ -578,14 +580,8 @@ def _features_arguments(sub: argparse.ArgumentParser) -> None:
     _features_arguments,
 )
 def cmd_features(args: argparse.Namespace) -> None:
-    from wcgan.data import load_shard
-    from wcgan.metrics import (
-        extract_label_features,
-        extract_snapshot_features,
-        save_chunk_scores,
-        score_chunk,
-    )
-    from wcgan.sampling import load_samples, load_snapshot_samples
+    from wcgan.files import load_samples, load_shard, load_snapshot_samples, save_chunk_scores
+    from wcgan.metrics import extract_label_features, extract_snapshot_features, score_chunk
 
     # Folders (a chunk's) list their files by name, the same label order for each of them.
     sample_files, shard_files = files_in(args.samples), files_in(args.shards)
@@ -676,9 +672,8 @@ def _score_arguments(sub: argparse.ArgumentParser) -> None:
     _score_arguments,
 )
 def cmd_score(args: argparse.Namespace) -> None:
-    from wcgan.data import load_shard
+    from wcgan.files import load_samples, load_shard
     from wcgan.metrics import score_run
-    from wcgan.sampling import load_samples
     from wcgan.tables import write_metrics
 
     network = _open_extractor(args)
@@ -714,9 +709,8 @@ def _score_curve_arguments(sub: argparse.ArgumentParser) -> None:
 def cmd_score_curve(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from wcgan.data import load_shard
+    from wcgan.files import load_shard, load_snapshot_samples
     from wcgan.metrics import score_snapshots
-    from wcgan.sampling import load_snapshot_samples
     from wcgan.tables import write_tsv
 
     network = _open_extractor(args)
@@ -949,7 +943,7 @@ def _plot_grids_arguments(sub: argparse.ArgumentParser) -> None:
 @command("plot-grids", "a grid of samples per label, <out-dir>/<slug>.png", _plot_grids_arguments)
 def cmd_plot_grids(args: argparse.Namespace) -> None:
     from wcgan.figures import save_grid
-    from wcgan.sampling import load_samples
+    from wcgan.files import load_samples
 
     for path in files_in(chunk_paths(args, args.samples)):
         images, label = load_samples(path)
@@ -969,7 +963,7 @@ def _plot_merged_arguments(sub: argparse.ArgumentParser) -> None:
 @command("plot-merged", "one row of samples per label", _plot_merged_arguments)
 def cmd_plot_merged(args: argparse.Namespace) -> None:
     from wcgan.figures import save_merged_grid
-    from wcgan.sampling import load_samples
+    from wcgan.files import load_samples
 
     rows = []
     for path in files_in(chunk_paths(args, args.samples)):

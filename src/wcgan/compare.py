@@ -298,7 +298,7 @@ def label_table(variants: Sequence[tuple[str, int, pd.DataFrame, pd.DataFrame]])
 def curve_rows(points_per_unit: Sequence[Sequence[dict]]) -> list[dict[str, Any]]:
     """The budget used at each snapshot point of a variant, over all its training jobs, for the
     points of each of the generators' weights in turn: ``points_per_unit`` holds each job's
-    points (``wcgan.sampling.load_snapshot_samples``; a point without ``weights``, of a file
+    points (``wcgan.files.load_snapshot_samples``; a point without ``weights``, of a file
     from before the moving average, is of the raw ones), the same in every job."""
     series = {tuple(point.get("weights", "raw") for point in points) for points in points_per_unit}
     counts = sorted({len(points) for points in points_per_unit})
@@ -348,7 +348,7 @@ def figure_data(
     curve.tsv, and the samples of the ``variants``' runs: ``per_label`` samples of at most
     ``max_labels`` labels, evenly spread over the label order."""
     from wcgan.figures import evenly_spread
-    from wcgan.sampling import load_samples
+    from wcgan.files import load_samples
 
     def tagged(path: str | os.PathLike, table: pd.DataFrame) -> pd.DataFrame:
         scheme, seed = parse_variant(path)

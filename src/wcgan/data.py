@@ -19,7 +19,6 @@ Size and mode policy (the same for every source):
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,13 +28,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wcgan.atomic import load_tagged, save_torch
 from wcgan.config import SUPPORTED_RESOLUTIONS
 from wcgan.errors import WcganError
 from wcgan.labels import Label
 from wcgan.sources import DataSpec, get_source, label_names
 
-SHARD_FORMAT = "wcgan-shard-1"
 CONDITIONAL = "conditional"  # the name of the one conditional GAN of a run (its files, seed, logs)
 
 
@@ -158,20 +155,6 @@ class Shard:
         return self.images.shape[1]
 
 
-def save_shard(shard: Shard, path: str | os.PathLike) -> None:
-    save_torch(
-        {
-            "format": SHARD_FORMAT,
-            "images": shard.images,
-            "index": shard.label.index,
-            "slug": shard.label.slug,
-            "name": shard.label.name,
-            "source": shard.source,
-        },
-        path,
-    )
-
-
 def one_image_shape(named_shapes: Iterable[tuple[tuple[int, ...], str]]) -> tuple[int, ...]:
     """The one image shape (C, H, W) of labels given as (shape, label name) pairs, which train
     as one network or are scored as one set; a second shape is refused in one line naming a
@@ -188,19 +171,6 @@ def one_image_shape(named_shapes: Iterable[tuple[tuple[int, ...], str]]) -> tupl
     if first is None:
         raise WcganError("no label's images were given")
     return first[0]
-
-
-def load_shard(path: str | os.PathLike, mmap: bool = False, header_only: bool = False) -> Shard:
-    """Read a shard; with ``mmap`` its images stay on disk until rows of them are used. A reader
-    of only its label and image shape asks ``header_only``: the images are mapped, and their
-    checksum left unread (a whole read of every shard of a run, for a table of labels)."""
-    data = load_tagged(
-        path, "shard", SHARD_FORMAT, "'wcgan split'", mmap=mmap or header_only, check_large=not header_only
-    )
-    images = data["images"]
-    if images.dtype != torch.uint8 or images.dim() != 4 or len(images) == 0:
-        raise WcganError(f"shard '{path}' holds no uint8 N x C x H x W images")
-    return Shard(images, Label(data["index"], data["slug"], data["name"]), data["source"])
 
 
 def sample_rows(images: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor:

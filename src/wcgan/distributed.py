@@ -27,9 +27,10 @@ import torch
 import torch.distributed as dist
 
 from wcgan.config import DistributedConfig, Settings, TrainConfig, label_seed
-from wcgan.data import CONDITIONAL, Shard, TrainingSet, load_shard, one_image_shape
+from wcgan.data import CONDITIONAL, Shard, TrainingSet, one_image_shape
 from wcgan.ema import GeneratorAverage
 from wcgan.errors import QuietExit, WcganError
+from wcgan.files import TrainResult, load_shard
 from wcgan.labels import Label
 from wcgan.launch import Member, collective, describe_rank, refused_alike
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
@@ -38,7 +39,6 @@ from wcgan.runner import (
     LossHistory,
     PhaseClock,
     Session,
-    TrainResult,
     progress_line,
     run_to_budget,
     snapshot,

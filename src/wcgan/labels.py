@@ -8,9 +8,10 @@ import hashlib
 import os
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wcgan.atomic import atomic_open
 from wcgan.errors import WcganError
@@ -39,6 +40,14 @@ class Label:
     index: int  # position in the run's label list: the class index of the ensemble
     slug: str  # file-safe name used in paths and as the Snakemake wildcard
     name: str  # the data set's own name for the class
+
+    def record(self) -> dict[str, Any]:
+        """The label as every file that names one stores it (``from_record`` reads it back)."""
+        return {"index": self.index, "slug": self.slug, "name": self.name}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Label:
+        return cls(int(record["index"]), record["slug"], record["name"])
 
 
 def make_labels(names: Sequence[str]) -> list[Label]:

@@ -118,7 +118,7 @@ def check_training_memory(
     """Refuse a training job whose images and networks would not fit ``limit_mb`` (its
     ``--mem-mb``), from the shards' headers, before any image is read or anything written.
     ``chunk`` names the chunk of a per-label job in the message."""
-    from wcgan.data import load_shard
+    from wcgan.files import load_shard
 
     shards = [load_shard(path, header_only=True) for path in shard_files]
     if not shards:

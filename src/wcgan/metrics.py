@@ -14,7 +14,6 @@ downloaded and checked against its SHA-256). Nothing but tensors and plain value
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
 import math
@@ -33,7 +32,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-from wcgan.atomic import load_tagged, load_torch_hashed, save_torch
+from wcgan.atomic import load_torch_hashed
 from wcgan.compare import curve_rows
 from wcgan.config import INCEPTION_DOWNLOAD, OVERALL_PER_LABEL, PRC_MAX_IMAGES, SCORE_SEED
 from wcgan.data import Shard, sample_rows
@@ -46,8 +45,8 @@ from wcgan.feature_stats import (
     kernel_distance,
     precision_and_recall,
 )
+from wcgan.files import ChunkScores, Extractor, SnapshotPart, classifier_from_file_data, load_chunk_scores
 from wcgan.labels import Label
-from wcgan.model_files import classifier_from_file_data
 from wcgan.networks import Classifier, images_to_float
 
 CLASSIFIER_EXTRACTOR = "wcgan-classifier"
@@ -58,7 +57,6 @@ DOWNLOADED_INCEPTION_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's publi
 # whole file.
 INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 
-CHUNK_SCORES_FORMAT = "wcgan-chunk-scores-1"
 SNAPSHOT_BUDGET = ("iteration", "seconds", "device_seconds")
 BATCH_SIZE = DEFAULTS["batch_size"]  # torch-fidelity's: images are batched as it batched them
 
@@ -154,16 +152,6 @@ def download_inception_weights() -> Path:
         except Exception as exc:  # no network, HTTP errors, or a file with another digest
             raise WcganError(f"cannot download the Inception-v3 weights {URL_INCEPTION_V3}: {exc}") from exc
     return path
-
-
-@dataclass(frozen=True)
-class Extractor:
-    """Which network made a set of features: features of different extractors never mix."""
-
-    name: str
-    weights: str  # the weights file as given, or INCEPTION_DOWNLOAD
-    sha256: str  # of the weights file's bytes the network was built from
-    accuracy: float | None = None  # the classifier's hold-out accuracy
 
 
 class FeatureNetwork:
@@ -287,7 +275,7 @@ def extract_label_features(
 
 
 def extract_snapshot_features(network: FeatureNetwork, points: Sequence[dict]) -> list[dict[str, Any]]:
-    """The features of every snapshot point's samples (``wcgan.sampling.load_snapshot_samples``):
+    """The features of every snapshot point's samples (``wcgan.files.load_snapshot_samples``):
     per point its iteration, seconds, device-seconds, each sample's class ``indices`` and the
     samples' ``features`` and ``logits``."""
     featured = []
@@ -301,37 +289,6 @@ def extract_snapshot_features(network: FeatureNetwork, points: Sequence[dict]) -
 # --- map: per-label scores, moments and kept subsets -------------------------------------
 
 
-@dataclass(frozen=True)
-class SnapshotPart:
-    """One snapshot point of a chunk's training jobs: the moments of its samples' features (for
-    FID), and of each label a seeded subset of its samples' features, logits and class indices
-    (for IS and KID)."""
-
-    fake: Moments
-    features: torch.Tensor
-    logits: torch.Tensor
-    indices: torch.Tensor
-
-
-@dataclass(frozen=True)
-class ChunkScores:
-    """What the map step of scoring keeps of a chunk of labels: each label's own scores, the
-    moments of all its generated and real features (overall FID, merged exactly), and of each
-    label a seeded subset of them (overall IS, KID and precision/recall); with snapshots, the
-    same for every snapshot point and each training job's budget at each point."""
-
-    extractor: Extractor
-    labels: list[Label]
-    rows: list[dict[str, Any]]  # per label: n_fake, n_real and its metric values
-    fake: Moments
-    real: Moments
-    kept_fake: list[torch.Tensor]  # per label
-    kept_logits: list[torch.Tensor]
-    kept_real: list[torch.Tensor]
-    budgets: list[list[dict[str, float]]] = dataclasses.field(default_factory=list)  # per job, per point
-    snapshots: list[SnapshotPart] = dataclasses.field(default_factory=list)  # per point
-
-
 def _kept(values: torch.Tensor, per_label: int | None, label: Label) -> torch.Tensor:
     return sample_rows(values, per_label, seed=SCORE_SEED + label.index).cpu().clone()
 
@@ -342,7 +299,7 @@ def _summed(moments: Sequence[Moments]) -> Moments:
 
 def _budgets(units: Sequence[Sequence[dict]]) -> list[list[dict[str, float]]]:
     """Each training job's budget used at each of its snapshot points, and whose weights the
-    point's samples are of (``wcgan.sampling.save_snapshot_samples``)."""
+    point's samples are of (``wcgan.sampling.snapshot_samples``)."""
     return [
         [
             {**{key: float(point[key]) for key in SNAPSHOT_BUDGET}, "weights": point["weights"]}
@@ -410,93 +367,6 @@ def score_chunk(
         kept_real=[_kept(f.real_features, overall_per_label, f.label) for f in labels],
         budgets=_budgets(snapshots),
         snapshots=_snapshot_parts(snapshots, [f.label for f in labels], overall_per_label),
-    )
-
-
-# --- the map's file -----------------------------------------------------------------------
-
-
-def save_chunk_scores(scores: ChunkScores, path: str | os.PathLike) -> None:
-    save_torch(
-        {
-            "format": CHUNK_SCORES_FORMAT,
-            "extractor": dataclasses.asdict(scores.extractor),
-            "labels": [dataclasses.asdict(label) for label in scores.labels],
-            "rows": scores.rows,
-            "fake": scores.fake.packed(),
-            "real": scores.real.packed(),
-            "kept_fake": scores.kept_fake,
-            "kept_logits": scores.kept_logits,
-            "kept_real": scores.kept_real,
-            "budgets": scores.budgets,
-            "snapshots": [
-                {
-                    "fake": part.fake.packed(),
-                    "features": part.features,
-                    "logits": part.logits,
-                    "indices": part.indices,
-                }
-                for part in scores.snapshots
-            ],
-        },
-        path,
-    )
-
-
-def _moments(data: Any, path: str | os.PathLike, what: str) -> Moments:
-    try:
-        if not all(torch.is_tensor(data[key]) for key in ("total", "upper")):
-            raise TypeError("not tensors")
-        moments = Moments.unpacked(int(data["count"]), data["total"], data["upper"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WcganError(
-            f"{what} '{path}' hold no feature moments (a count, a D vector and a D x D matrix's upper triangle)"
-        ) from exc
-    return moments
-
-
-def _matrices(data: dict, key: str, count: int, path: str | os.PathLike, what: str) -> list[torch.Tensor]:
-    values = data.get(key)
-    if not isinstance(values, list) or len(values) != count:
-        raise WcganError(f"{what} '{path}': '{key}' is not a list of {count} matrices")
-    for value in values:
-        if not torch.is_tensor(value) or value.dim() != 2 or not value.is_floating_point():
-            raise WcganError(f"{what} '{path}': '{key}' is not a list of {count} matrices of floats")
-    return values
-
-
-def load_chunk_scores(path: str | os.PathLike) -> ChunkScores:
-    """A file of ``save_chunk_scores``; it loads with ``weights_only=True``, so a file that holds
-    anything but tensors and plain values is refused before any of it runs."""
-    what = "chunk scores"
-    data = load_tagged(path, what, CHUNK_SCORES_FORMAT, "'wcgan features'")
-    try:
-        extractor = Extractor(**data["extractor"])
-        labels = [Label(**label) for label in data["labels"]]
-    except (KeyError, TypeError) as exc:
-        raise WcganError(f"{what} '{path}' do not say which extractor and labels they are of") from exc
-    rows = data.get("rows")
-    if not isinstance(rows, list) or len(rows) != len(labels) or not all(isinstance(r, dict) for r in rows):
-        raise WcganError(f"{what} '{path}' hold no scores row per label")
-    snapshots = []
-    for point in data.get("snapshots", []):
-        indices = point.get("indices") if isinstance(point, dict) else None
-        if not torch.is_tensor(indices) or indices.dim() != 1:
-            raise WcganError(f"{what} '{path}': a snapshot point has no class indices")
-        matrices = [point.get(key) for key in ("features", "logits")]
-        for key, matrix in zip(("features", "logits"), matrices, strict=True):
-            if not torch.is_tensor(matrix) or matrix.dim() != 2 or len(matrix) != len(indices):
-                raise WcganError(f"{what} '{path}': a snapshot point's '{key}' do not match its indices")
-        snapshots.append(SnapshotPart(_moments(point.get("fake"), path, what), *matrices, indices))
-    return ChunkScores(
-        extractor,
-        labels,
-        rows,
-        _moments(data.get("fake"), path, what),
-        _moments(data.get("real"), path, what),
-        *(_matrices(data, key, len(labels), path, what) for key in ("kept_fake", "kept_logits", "kept_real")),
-        budgets=data.get("budgets", []),
-        snapshots=snapshots,
     )
 
 
@@ -779,7 +649,7 @@ def score_snapshots(
     prc_max_images: int = PRC_MAX_IMAGES,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """The curve of every training job's snapshot samples (``wcgan.sampling.load_snapshot_samples``)
+    """The curve of every training job's snapshot samples (``wcgan.files.load_snapshot_samples``)
     in one process."""
     units = [extract_snapshot_features(network, points) for points in points_per_unit]
     real = extract_real_features(network, shards, max_real_per_label)

@@ -23,15 +23,14 @@ from typing import Any, Protocol
 
 import torch
 
-from wcgan.atomic import exclusive_lock, load_tagged, remove_stale_temporaries, save_torch
+from wcgan.atomic import exclusive_lock, remove_stale_temporaries
 from wcgan.cluster import scheduler_job
 from wcgan.config import TrainConfig
 from wcgan.errors import TrainingInterrupted, WcganError
+from wcgan.files import load_checkpoint, save_checkpoint
 from wcgan.networks import Generator
 
 # 4: one schema for every trainer (3: a chunk's, wcgan-distributed-checkpoint-1: the server's).
-CHECKPOINT_FORMAT = "wcgan-checkpoint-4"
-CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, "wcgan-checkpoint-3", "wcgan-distributed-checkpoint-1")
 # "wasserstein" is E[D(real)] - E[D(fake)]: the Wasserstein estimate for the Wasserstein losses,
 # a generic gap between the critic's scores of real and fake images for the others.
 LOSS_COLUMNS = ("iteration", "seconds", "critic_loss", "wasserstein", "penalty", "generator_loss")
@@ -85,33 +84,10 @@ def budget_progress(config: TrainConfig, iteration: int, seconds: float) -> floa
     return max(shares)
 
 
-def _upgraded(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint of an earlier schema in this one: the runner's count and seconds beside the
-    trainer's state."""
-    if state.get("format") == "wcgan-checkpoint-3":
-        runner = {"kind": "chunk", "unit": "iteration", "count": state["iteration"]}
-        return {
-            **runner,
-            "seconds": state["seconds"],
-            "config": state["config"],
-            "state": {"labels": state["labels"]},
-        }
-    if state.get("format") == "wcgan-distributed-checkpoint-1":
-        runner = {"kind": "distributed", "unit": "round", "count": state["round"]}
-        own = {k: v for k, v in state.items() if k not in ("format", "round", "seconds", "config")}
-        return {**runner, "seconds": state["seconds"], "config": state["config"], "state": own}
-    return state
-
-
-def load_checkpoint(path: Path, kind: str, budget: int | None, subject: str) -> dict[str, Any]:
-    """A checkpoint to resume from, refused when it is not one of a ``kind`` trainer or when its
-    count is already past the ``budget`` of ``train.iterations``."""
-    made_by = "a training job of this version; move it away to retrain"
-    state = _upgraded(load_tagged(path, "checkpoint", CHECKPOINT_FORMATS, made_by))
-    if state.get("kind") != kind or "count" not in state:
-        raise WcganError(
-            f"checkpoint '{path}' is not a wcgan checkpoint of this version; move it away to retrain"
-        )
+def resumable_checkpoint(path: Path, kind: str, budget: int | None, subject: str) -> dict[str, Any]:
+    """A checkpoint to resume from (``files.load_checkpoint``), refused when its count is already
+    past the ``budget`` of ``train.iterations``."""
+    state = load_checkpoint(path, kind)
     if budget is not None and state["count"] > budget:
         raise WcganError(
             f"{subject}: checkpoint '{path}' is at {state['unit']} {state['count']}, past train.iterations "
@@ -254,16 +230,6 @@ class Housekeeping:
         }
 
 
-@dataclass
-class TrainResult:
-    generator: Generator
-    generator_ema: Generator | None  # its moving average (wcgan.ema), None when that is off
-    history: torch.Tensor  # float64, one row per generator iteration, LOSS_COLUMNS
-    summary: dict[str, Any]
-    # ``snapshot`` at each train.snapshots point, the last one the end
-    snapshots: list[dict[str, Any]]
-
-
 @dataclass(frozen=True)
 class Session:
     """How a run went: its cadence (count, seconds, the session's facts), the scheduler job
@@ -290,7 +256,7 @@ def run_to_budget(
         remove_stale_temporaries(checkpoint_path)
         count, seconds = 0, 0.0
         if checkpoint_path.exists():
-            state = load_checkpoint(checkpoint_path, trainer.kind, config.iterations, trainer.subject)
+            state = resumable_checkpoint(checkpoint_path, trainer.kind, config.iterations, trainer.subject)
             trainer.load(state["state"], checkpoint_path)
             count, seconds = state["count"], state["seconds"]
             trainer.checkpoint_written(checkpoint_path, count)  # a rerun before the next resumes here
@@ -304,11 +270,10 @@ def run_to_budget(
         trainer.start()
         house = Housekeeping(config, unit, count, seconds, share=trainer.share)
 
-        def save_checkpoint() -> None:
-            state = {"format": CHECKPOINT_FORMAT, "kind": trainer.kind, "unit": unit, "count": house.count}
-            save_torch(
-                {**state, "seconds": house.seconds, "config": settings, "state": trainer.state(house.count)},
-                checkpoint_path,
+        def write_checkpoint() -> None:
+            runner = {"kind": trainer.kind, "unit": unit, "count": house.count, "seconds": house.seconds}
+            save_checkpoint(
+                {**runner, "config": settings, "state": trainer.state(house.count)}, checkpoint_path
             )
             trainer.checkpoint_written(checkpoint_path, house.count)
 
@@ -326,7 +291,7 @@ def run_to_budget(
                             log(line)
                 if house.checkpoint_due(stop_requested):
                     with clock("checkpoint"):
-                        save_checkpoint()
+                        write_checkpoint()
                         house.checkpointed()
                 if stop_requested:
                     raise TrainingInterrupted(
@@ -335,7 +300,7 @@ def run_to_budget(
                         stop_requested[0],
                     )
             with clock("checkpoint"):
-                save_checkpoint()
+                write_checkpoint()
     return Session(house, where, clock)
 
 

@@ -8,18 +8,12 @@ from pathlib import Path
 
 import torch
 
-from wcgan.atomic import load_tagged, save_torch
 from wcgan.config import label_seed
 from wcgan.errors import WcganError
+from wcgan.files import load_generator
 from wcgan.labels import Label, find_label, read_table
 from wcgan.layout import RunLayout
-from wcgan.model_files import load_generator
 from wcgan.networks import Generator, float_to_images
-
-SAMPLES_FORMAT = "wcgan-samples-1"
-# 2: each point says whose samples it holds ("weights": "ema" or "raw"); 1 held the raw ones.
-SNAPSHOTS_FORMAT = "wcgan-snapshot-samples-2"
-SNAPSHOTS_FORMATS = ("wcgan-snapshot-samples-1", SNAPSHOTS_FORMAT)
 
 
 @torch.no_grad()
@@ -114,29 +108,11 @@ class ConditionalEnsemble:
         return sample_label(self.generator(found.index), found, n, seed)
 
 
-def save_samples(images: torch.Tensor, label: Label, path: str | os.PathLike) -> None:
-    save_torch(
-        {
-            "format": SAMPLES_FORMAT,
-            "images": images,
-            "index": label.index,
-            "slug": label.slug,
-            "name": label.name,
-        },
-        path,
-    )
-
-
-def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, Label]:
-    data = load_tagged(path, "samples", SAMPLES_FORMAT, "'wcgan train --samples-out' or 'wcgan sample'")
-    return data["images"], Label(data["index"], data["slug"], data["name"])
-
-
 def generator_labels(meta: dict) -> list[Label]:
     """The labels a saved generator draws, in class order: one for a label's generator."""
     if "labels" in meta:
         return [Label(index, slug, name) for index, slug, name in meta["labels"]]
-    return [Label(meta["index"], meta["slug"], meta["name"])]
+    return [Label.from_record(meta)]
 
 
 def sample_labels(generator: Generator, labels: Sequence[Label], n: int, seed: int = 0) -> list[torch.Tensor]:
@@ -147,12 +123,13 @@ def sample_labels(generator: Generator, labels: Sequence[Label], n: int, seed: i
     return [sample_label(generator, label, n, seed, c) for c, label in enumerate(labels)]
 
 
-def save_snapshot_samples(
-    points: Sequence[dict], generator: Generator, labels: Sequence[Label], n: int, seed: int, path
-) -> None:
+def snapshot_samples(
+    points: Sequence[dict], generator: Generator, labels: Sequence[Label], n: int, seed: int
+) -> list[dict]:
     """Samples of every label from each training snapshot (``TrainResult.snapshots``), of the
     moving average's weights where there is one and of the raw ones, all the moving average's
-    points first: the points of the quality-against-compute curves (``wcgan score-curve``)."""
+    points first: the points of the quality-against-compute curves (``wcgan score-curve``),
+    as ``files.save_snapshot_samples`` stores them."""
     saved = []
     for weights, key in (("ema", "generator_ema"), ("raw", "generator")):
         for point in points:
@@ -165,11 +142,4 @@ def save_snapshot_samples(
             saved.append(
                 {**budget, "weights": weights, "images": torch.cat(images), "indices": torch.cat(indices)}
             )
-    save_torch({"format": SNAPSHOTS_FORMAT, "points": saved}, path)
-
-
-def load_snapshot_samples(path: str | os.PathLike) -> list[dict]:
-    """The points of ``save_snapshot_samples`` (those of a file from before the moving average
-    are the raw weights')."""
-    data = load_tagged(path, "snapshot samples", SNAPSHOTS_FORMATS, "'wcgan train --snapshots-out'")
-    return [{"weights": "raw", **point} for point in data["points"]]
+    return saved

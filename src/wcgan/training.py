@@ -24,6 +24,7 @@ from wcgan.config import Settings, TrainConfig, label_seed
 from wcgan.data import TrainingSet, one_image_shape
 from wcgan.ema import GeneratorAverage
 from wcgan.errors import WcganError
+from wcgan.files import TrainResult
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float, stack_labels
 from wcgan.runner import (
@@ -31,7 +32,6 @@ from wcgan.runner import (
     LossHistory,
     PhaseClock,
     Session,
-    TrainResult,
     progress_line,
     run_to_budget,
     snapshot,

@@ -109,11 +109,11 @@ class TrainingOutputs:
         weights: str = "ema",
     ) -> None:
         """Per GAN: generator, losses, samples of each of its labels (from its ``weights``:
-        ``wcgan.model_files.WEIGHTS``), snapshot samples, and the summary with where the job's
+        ``wcgan.config.WEIGHTS``), snapshot samples, and the summary with where the job's
         time went (for the weak-scaling split, wcgan.scaling)."""
         from wcgan.atomic import atomic_open, remove_stale_temporaries
-        from wcgan.model_files import save_generator
-        from wcgan.sampling import sample_labels, save_samples, save_snapshot_samples
+        from wcgan.files import save_generator, save_samples, save_snapshot_samples
+        from wcgan.sampling import sample_labels, snapshot_samples
         from wcgan.training import write_losses
 
         trained = time.monotonic()
@@ -138,9 +138,8 @@ class TrainingOutputs:
                     save_samples(label_images, label, next(samples_out))
             if self.snapshots:
                 generator = copy.deepcopy(result.generator)
-                save_snapshot_samples(
-                    result.snapshots, generator, data.labels, samples, samples_seed, self.snapshots[k]
-                )
+                points = snapshot_samples(result.snapshots, generator, data.labels, samples, samples_seed)
+                save_snapshot_samples(points, self.snapshots[k])
             summary: dict[str, Any] = result.summary
             summary["samples_weights"] = "ema" if averaged else "raw"
             loop = summary["session_seconds"]
