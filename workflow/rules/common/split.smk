@@ -1,6 +1,8 @@
 # What the splitting rules (rules/split.smk) share: parse-time checks and input,
 # output and parameter functions. Included by rules/common.smk.
 
+from wcgan.sources import SOURCES
+
 
 def split_fingerprint(wildcards):
     """The chunk's image files' fingerprint: a changed file list reruns the split job (a
@@ -18,9 +20,11 @@ def split_labels(wildcards):
 
 
 def split_data_options():
-    """The data options of ``wcgan split``; with data.resolution null, also the run's image
-    size: a label of another size fails its own split, and the other chunks go on (they would
-    all wait for labels.tsv, which checks every label's shape, otherwise)."""
-    if DATA["resolution"] is not None or IMAGE_SIZE is None:
+    """The data options of ``wcgan split``; with data.resolution null on a source of many
+    sizes (image folders), also the run's image size: a label of another size fails its own
+    split, and the other chunks go on (they would all wait for labels.tsv, which checks every
+    label's shape, otherwise)."""
+    own_size = SOURCES[DATA["source"]].resolution is not None
+    if DATA["resolution"] is not None or own_size or IMAGE_SIZE is None:
         return data_options()
     return f"{data_options()} --image-size {IMAGE_SIZE}"
