@@ -88,7 +88,11 @@ def test_a_training_job_removes_the_temporaries_a_killed_one_left_of_its_outputs
     folders = {name: tmp_path / name for name in ("models", "losses", "training", "samples")}
     for folder in folders.values():
         folder.mkdir()
-    stale = [folders["models"] / ".a.pt.k2x9_q.tmp", folders["samples"] / ".b.pt.0abc1.tmp"]
+    stale = [
+        folders["models"] / ".a.pt.k2x9_q.tmp",
+        folders["samples"] / ".b.pt.0abc1.tmp",
+        folders["losses"] / ".a.csv.sha256.x1y2.tmp",  # a loss table's checksum, half written
+    ]
     kept = [folders["models"] / ".c.pt.k2x9_q.tmp", folders["models"] / ".a.pt.notes"]  # no output's
     for path in (*stale, *kept):
         path.write_bytes(b"half a file")
@@ -101,6 +105,12 @@ def test_a_training_job_removes_the_temporaries_a_killed_one_left_of_its_outputs
     assert result.returncode == 0, result.stderr
     assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
     assert sorted(p.name for p in folders["models"].glob("*.pt")) == ["a.pt", "b.pt"]
+    assert sorted(p.name for p in folders["losses"].iterdir()) == [
+        "a.csv",
+        "a.csv.sha256",
+        "b.csv",
+        "b.csv.sha256",
+    ]
 
 
 def test_training_outputs_name_a_file_per_gan_and_per_label():

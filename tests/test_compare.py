@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jsonschema
@@ -13,6 +12,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, default_config, merged
+from wcgan.atomic import write_json
 from wcgan.compare import (
     LOSS_OPTIONS,
     aggregate_seeds,
@@ -117,7 +117,7 @@ def test_budget_table_reads_the_training_summaries(tmp_path):
         summary = {"label": slug, "loss": "hinge", "iterations": 6, "seconds": 3.0, "device_seconds": 1.5}
         summary |= {"stopped_by": "iterations", "device": "cpu"}
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(summary))
+        write_json(summary, Path(path))
     table = budget_table(units, "hinge")
     assert table["iterations"].tolist() == [6, 6] and table["device_seconds"].sum() == 3.0
     assert table["labels"].tolist() == [1, 1]
@@ -129,7 +129,7 @@ def test_budget_table_reads_the_training_summaries(tmp_path):
         "stopped_by": "seconds",
         "device": "cpu",
     }
-    (tmp_path / "training" / "conditional.json").write_text(json.dumps(conditional))
+    write_json(conditional, (tmp_path / "training" / "conditional.json"))
     one_job = budget_table([("conditional", f"{tmp_path}/training/conditional.json")], "hinge").iloc[0]
     assert (one_job["labels"], one_job["iterations"], one_job["device_seconds"]) == (2, 12, 3.5)
     with pytest.raises(WcganError, match="trained with loss 'hinge', not 'dcgan'"):

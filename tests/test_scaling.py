@@ -3,7 +3,6 @@ records in the formats the training command and Snakemake's benchmark files writ
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from wcgan.atomic import write_json
 from wcgan.cluster import _epoch
 from wcgan.config import coerce_strings
 from wcgan.errors import WcganError
@@ -73,7 +73,7 @@ def write_job(
             "shutdown_seconds": shutdown,
         },
     }
-    (run_dir / "training" / slug / "first.json").write_text(json.dumps(summary))
+    write_json(summary, (run_dir / "training" / slug / "first.json"))
     (run_dir / "benchmarks" / "train" / f"{slug}.tsv").write_text(
         "s\th:m:s\tmax_rss\n" + f"{command_s}\t0:00:05\t300\n"
     )

@@ -12,8 +12,8 @@ from wcgan.atomic import LOCK_NAME, load_torch, save_torch
 from wcgan.config import TrainConfig
 from wcgan.data import TrainingSet
 from wcgan.errors import WcganError
-from wcgan.files import load_generator, save_generator, save_shard
-from wcgan.training import LOSS_COLUMNS, train, write_losses
+from wcgan.files import LOSS_COLUMNS, load_generator, save_generator, save_losses, save_shard
+from wcgan.training import train
 
 TINY = dict(batch_size=16, z_dim=8, width=4, log_seconds=0.05, checkpoint_seconds=600)
 
@@ -176,7 +176,7 @@ def test_generator_file_and_loss_csv(digit_shards, tmp_path):
     generator, meta = load_generator(tmp_path / "g.pt")
     assert (meta["name"], meta["index"], meta["iterations"]) == ("1", 1, 2)
     assert generator(torch.randn(2, 8)).shape == (2, 1, 8, 8)
-    write_losses(result.history, tmp_path / "losses.csv")
+    save_losses(result.history, tmp_path / "losses.csv")
     lines = (tmp_path / "losses.csv").read_text().splitlines()
     assert lines[0] == ",".join(LOSS_COLUMNS) and len(lines) == 3
 

@@ -1,6 +1,11 @@
 """Write-then-rename helpers, so a killed job never leaves a truncated output behind; reads that
-verify each ``.pt`` file's checksums, so a damaged one is never used; and an exclusive lock on a
-folder, so two jobs never write one checkpoint.
+verify each file's checksum, so a damaged one is never used; and an exclusive lock on a folder,
+so two jobs never write one checkpoint.
+
+Each kind of file carries its checksum where its own readers never see it: a ``.pt`` file (a zip)
+the CRC-32 of each record; a PNG the CRC-32 of each chunk; a JSON object a first key ``sha256``
+(of the file, that value zeroed); a table (TSV, CSV) a ``<name>.sha256`` file beside it, in the
+format of ``sha256sum``, so that any tool reads the table as before and ``sha256sum -c`` checks it.
 
 No torch at import time: the workflow imports the package when it builds the DAG.
 """
@@ -11,8 +16,10 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import json
 import os
 import socket
+import sys
 import tempfile
 import zipfile
 import zlib
@@ -26,11 +33,22 @@ _UMASK = os.umask(0o022)  # read the process umask (os.umask can only set it), t
 os.umask(_UMASK)
 
 
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    """The ``sha256sum`` file beside a table: ``metrics.tsv`` -> ``metrics.tsv.sha256``."""
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, checksum: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
 
     On any exception the temporary file is removed and ``path`` is left as it was.
+    ``checksum=True`` writes ``checksum_path(path)`` first: a kill between the two renames
+    leaves a checksum the old file does not match, which ``read_checked`` refuses.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +59,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+            if checksum:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                with atomic_open(checksum_path(path), "w", encoding="ascii") as sums:
+                    sums.write(f"{digest}  {path.name}\n")
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; results are shared
         os.replace(tmp, path)
         directory = os.open(path.parent, os.O_RDONLY)
@@ -57,7 +79,7 @@ def remove_stale_temporaries(*paths: str | os.PathLike) -> None:
     ``.<name>.<random>.tmp``): each folder is listed once, however many of its files are named."""
     names_by_folder: dict[Path, set[str]] = {}
     for path in map(Path, paths):
-        names_by_folder.setdefault(path.parent, set()).add(path.name)
+        names_by_folder.setdefault(path.parent, set()).update((path.name, checksum_path(path).name))
     for folder, names in names_by_folder.items():
         if not folder.is_dir():
             continue
@@ -69,10 +91,106 @@ def remove_stale_temporaries(*paths: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
-    """Open a temporary file for writing that replaces ``path`` only once it is complete."""
-    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fh:
+def atomic_open(
+    path: str | os.PathLike, mode: str = "w", checksum: bool = False, **kwargs: Any
+) -> Iterator[IO]:
+    """Open a temporary file for writing that replaces ``path`` only once it is complete
+    (``checksum``: with its ``sha256sum`` file, as ``atomic_path``)."""
+    with atomic_path(path, checksum=checksum) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
+
+
+_UNCHECKED_FOLDERS: set[Path] = set()
+
+
+def _read_unchecked(path: Path, what: str, missing: str) -> None:
+    """Say on stderr, once per folder, that a file without its checksum is read unchecked: a
+    run's files from before wcgan wrote checksums stay usable (refusing them would mean
+    retraining every label to remake its summary)."""
+    if path.parent not in _UNCHECKED_FOLDERS:
+        _UNCHECKED_FOLDERS.add(path.parent)
+        print(
+            f"wcgan: {what} '{path}' has no checksum ({missing}): a file from before wcgan wrote "
+            f"them, read unchecked, like any other such file in its folder",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def read_checked(path: str | os.PathLike, what: str) -> str:
+    """The text of a table written with ``checksum=True``, once it matches its ``sha256sum``
+    file; else one line naming the file. A table without one is read unchecked, said once."""
+    path = _existing(path, what)
+    data = path.read_bytes()
+    sums = checksum_path(path)
+    if not sums.is_file():
+        _read_unchecked(path, what, f"no '{sums.name}' beside it")
+    elif sums.read_bytes().split(maxsplit=1)[:1] != [hashlib.sha256(data).hexdigest().encode()]:
+        raise _damaged(path, what, f"its SHA-256 differs from the one in '{sums.name}'")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _damaged(path, what, str(exc)) from None
+
+
+_UNSET_DIGEST = '"sha256": "' + "0" * 64 + '"'
+
+
+def write_json(record: dict[str, Any], path: str | os.PathLike, indent: int | None = 2) -> None:
+    """``record`` as a JSON object whose first key, ``sha256``, is the SHA-256 of the file as
+    written with that value zeroed: one atomic file, so a record rewritten while another process
+    reads it never disagrees with its checksum."""
+    if "sha256" in record:
+        raise ValueError("a record written by write_json cannot have its own 'sha256' key")
+    text = json.dumps({"sha256": "0" * 64, **record}, indent=indent) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write(text.replace(_UNSET_DIGEST, f'"sha256": "{digest}"', 1))
+
+
+def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A record ``write_json`` wrote, without its ``sha256`` key, once the file matches it. An
+    object without that key is read unchecked, said once (``read_checked``)."""
+    path = _existing(path, what)
+    data = path.read_bytes()
+    try:
+        record = json.loads(data)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise _damaged(path, what, str(exc)) from None
+    if not isinstance(record, dict):
+        raise _damaged(path, what, "it is not a JSON object")
+    if "sha256" not in record:
+        _read_unchecked(path, what, "no sha256 key")
+        return record
+    digest = record["sha256"]
+    if not isinstance(digest, str):
+        raise _damaged(path, what, "its sha256 key is not a string")
+    zeroed = data.replace(f'"sha256": "{digest}"'.encode(), _UNSET_DIGEST.encode(), 1)
+    if hashlib.sha256(zeroed).hexdigest() != digest:
+        raise _damaged(path, what, "its SHA-256 differs from its sha256 key")
+    del record["sha256"]
+    return record
+
+
+def check_png(path: str | os.PathLike, what: str) -> Path:
+    """``path`` once every chunk of the PNG matches its CRC-32 (Pillow decodes an image without
+    checking those of its pixel data)."""
+    from PIL import Image
+
+    path = _existing(path, what)
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise _damaged(path, what, str(exc)) from None
+    return path
+
+
+def _damaged(path: Path, what: str, detail: str) -> WcganError:
+    return WcganError(
+        f"{what} '{path}' cannot be read: it is damaged ({detail.rstrip('.')}) or not a file "
+        f"wcgan wrote; move it away and rerun to make it again"
+    )
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
@@ -157,10 +275,7 @@ def _check_records(source: Path | IO[bytes], path: Path, what: str, largest: int
                         while stream.read(1 << 22):  # zipfile checks the CRC at the record's end
                             pass
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
-        raise WcganError(
-            f"{what} '{path}' cannot be read: it is damaged ({str(exc).rstrip('.')}) or not a file "
-            f"wcgan wrote; move it away and rerun to make it again"
-        ) from None
+        raise _damaged(path, what, str(exc)) from None
     finally:
         if not isinstance(source, Path):
             source.seek(0)

@@ -23,6 +23,7 @@ from wcgan.config import (
     DistributedConfig,
     TrainConfig,
     read_run_config,
+    write_run_config,
 )
 from wcgan.errors import QuietExit, WcganError
 from wcgan.layout import RunLayout
@@ -526,7 +527,7 @@ def _train_classifier_arguments(sub: argparse.ArgumentParser) -> None:
 @command("train-classifier", "train the classifier used as feature extractor", _train_classifier_arguments)
 def cmd_train_classifier(args: argparse.Namespace) -> None:
 
-    from wcgan.atomic import atomic_open
+    from wcgan.atomic import write_json
     from wcgan.classifier import train_classifier
     from wcgan.files import load_shard, save_classifier
 
@@ -538,8 +539,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
     )
     model, report = train_classifier(shards, config, device, log=log)
     save_classifier(model, [s.label.name for s in shards], report, args.out)
-    with atomic_open(args.report_out) as fh:
-        json.dump(report, fh, indent=2)
+    write_json(report, args.report_out)
 
 
 def _open_extractor(args: argparse.Namespace):
@@ -739,9 +739,6 @@ def _scaling_config_arguments(sub: argparse.ArgumentParser) -> None:
 
 @command("scaling-config", "the config of one weak-scaling point", _scaling_config_arguments)
 def cmd_scaling_config(args: argparse.Namespace) -> None:
-    import yaml
-
-    from wcgan.atomic import atomic_open
     from wcgan.scaling import point_config
     from wcgan.sources import DataSpec, label_names
 
@@ -754,8 +751,7 @@ def cmd_scaling_config(args: argparse.Namespace) -> None:
             f"has only {len(names)} labels"
         )
     config = point_config(base, args.run, names[:wanted], args.iterations)
-    with atomic_open(args.out, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(config, fh, sort_keys=False)
+    write_run_config(config, args.out)
 
 
 def _scaling_times_arguments(sub: argparse.ArgumentParser) -> None:
@@ -815,9 +811,6 @@ def _compare_config_arguments(sub: argparse.ArgumentParser) -> None:
 
 @command("compare-config", "the config of one compare variant (scheme, seed)", _compare_config_arguments)
 def cmd_compare_config(args: argparse.Namespace) -> None:
-    import yaml
-
-    from wcgan.atomic import atomic_open
     from wcgan.compare import variant_config
 
     base = json.loads(args.base)
@@ -825,8 +818,7 @@ def cmd_compare_config(args: argparse.Namespace) -> None:
     config = variant_config(
         base, args.run, base["data"]["labels"], args.scheme, args.seed, options, args.snapshots
     )
-    with atomic_open(args.out, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(config, fh, sort_keys=False)
+    write_run_config(config, args.out)
 
 
 def _compare_budget_arguments(sub: argparse.ArgumentParser) -> None:
@@ -987,14 +979,13 @@ def _plot_losses_arguments(sub: argparse.ArgumentParser) -> None:
     _plot_losses_arguments,
 )
 def cmd_plot_losses(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from wcgan.figures import plot_losses
+    from wcgan.files import load_losses
     from wcgan.labels import read_table
 
     names = {label.slug: label.name for label, _, _ in read_table(args.labels)}
     histories = [
-        (names.get(Path(p).stem, Path(p).stem), pd.read_csv(p))
+        (names.get(Path(p).stem, Path(p).stem), load_losses(p))
         for p in files_in(chunk_paths(args, args.losses), ".csv")
     ]
     plot_losses(histories, args.out)
@@ -1040,16 +1031,16 @@ def _plot_scaling_arguments(sub: argparse.ArgumentParser) -> None:
 
 @command("plot-scaling", "weak-scaling figures from the scaling tables", _plot_scaling_arguments)
 def cmd_plot_scaling(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from wcgan.figures import plot_job_time_split, plot_scaling_projection, plot_weak_scaling
     from wcgan.scaling import PARTS
+    from wcgan.tables import read_checked_csv
 
-    summary = pd.read_csv(args.summary, sep="\t")
+    summary = read_checked_csv(args.summary, "weak-scaling summary")
     out = Path(args.out_dir)
     plot_weak_scaling(summary, out / "weak_scaling.png")
     plot_job_time_split(summary, PARTS, out / "job_time_split.png")
-    plot_scaling_projection(summary, pd.read_csv(args.projection, sep="\t"), out / "projection.png")
+    projection = read_checked_csv(args.projection, "weak-scaling projection")
+    plot_scaling_projection(summary, projection, out / "projection.png")
 
 
 # --- parser -------------------------------------------------------------------------------

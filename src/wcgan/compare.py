@@ -27,7 +27,6 @@ is relative, so a scheme that fails on every label shows in its overall FID, not
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -37,11 +36,12 @@ from typing import Any
 
 import pandas as pd
 
+from wcgan.atomic import read_json
 from wcgan.config import TrainConfig, read_run_config
 from wcgan.errors import WcganError
 from wcgan.labels import make_chunks, make_labels
 from wcgan.layout import RunLayout
-from wcgan.tables import read_metrics
+from wcgan.tables import read_checked_csv, read_metrics
 
 # Reset to null in every variant: each scheme takes its own recipe (wcgan.config.RECIPES).
 LOSS_OPTIONS = ("critic_steps", "optimizer", "lr", "betas", "gp_weight", "clip_value")
@@ -146,7 +146,7 @@ def budget_table(units: Sequence[tuple[str, str]], loss: str) -> pd.DataFrame:
         path = Path(summary_path)
         if not path.is_file():
             raise WcganError(f"compare: '{path}' is missing; did '{unit}' train in this variant?")
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        summary = read_json(path, "training summary")
         if summary["loss"] != loss:
             raise WcganError(f"compare: '{path}' was trained with loss '{summary['loss']}', not '{loss}'")
         rows.append(
@@ -252,7 +252,7 @@ def curve_ends_table(curves: Sequence[str | os.PathLike]) -> pd.DataFrame:
     frames = []
     for path in curves:
         scheme, seed = parse_variant(path)
-        frames.append(curve_end(pd.read_csv(path, sep="\t")).assign(scheme=scheme, seed=seed))
+        frames.append(curve_end(read_checked_csv(path, "FID curve")).assign(scheme=scheme, seed=seed))
     table = pd.concat(frames, ignore_index=True)
     groups = table.groupby(["scheme", "weights"], sort=False)
     ended = ["device_seconds", "iterations", *OVERALL_METRICS, "fid_last_change", "fid_slope_per_100s"]
@@ -276,7 +276,7 @@ def read_variants(
         if Path(metrics_path).parent.name != name:
             raise WcganError(f"compare: '{budget_path}' and '{metrics_path}' belong to different variants")
         scheme, seed = parse_variant(budget_path)
-        budget = pd.read_csv(budget_path, sep="\t", dtype={"slug": str, "label": str})
+        budget = read_checked_csv(budget_path, "budget table", dtype={"slug": str, "label": str})
         variants.append((scheme, seed, budget, read_metrics(metrics_path)))
     return variants
 
@@ -377,9 +377,9 @@ def figure_data(
         else ""
     )
     return FigureData(
-        pd.read_csv(comparison, sep="\t"),
+        read_checked_csv(comparison, "comparison table"),
         pd.concat(label_fids, ignore_index=True),
-        pd.concat([tagged(path, pd.read_csv(path, sep="\t")) for path in curves], ignore_index=True),
+        pd.concat([tagged(path, read_checked_csv(path, "FID curve")) for path in curves], ignore_index=True),
         blocks,
         title,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wcgan.atomic import atomic_open, read_checked
 from wcgan.errors import WcganError
 
 SUPPORTED_RESOLUTIONS = (8, 16, 32, 64, 128, 256)  # what the generator and critic can be built for
@@ -385,10 +386,18 @@ def check_run_name(run: str, parent_run: str | None) -> None:
 
 
 def read_run_config(path: str | Path) -> dict[str, Any]:
-    """A nested run's config file: a scaling point's or a compare variant's, as its rule wrote it."""
+    """A nested run's config file: a scaling point's or a compare variant's, as its rule wrote it
+    (``write_run_config``), once it matches its checksum."""
     import yaml
 
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return yaml.safe_load(read_checked(path, "nested run config"))
+
+
+def write_run_config(config: Mapping[str, Any], path: str | Path) -> None:
+    import yaml
+
+    with atomic_open(path, "w", checksum=True, encoding="utf-8") as fh:
+        yaml.safe_dump(config, fh, sort_keys=False)
 
 
 def label_seed(base_seed: int, slug: str) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from wcgan.atomic import atomic_path
+from wcgan.atomic import atomic_path, check_png
 from wcgan.errors import WcganError
 
 # Label names are drawn as written: "$x^$" is not math to typeset (matplotlib failed on it).
@@ -436,7 +436,7 @@ def _read_grid(grids: str | os.PathLike, slug: str, label: str) -> np.ndarray:
     path = os.path.join(grids, f"{slug}.png")
     if not os.path.exists(path):
         raise WcganError(f"label '{label}' has no sample grid '{path}' (made by plot-grids)")
-    with Image.open(path) as grid:
+    with Image.open(check_png(path, "sample grid")) as grid:
         return np.asarray(grid.convert("RGB"))
 
 

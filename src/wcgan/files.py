@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from wcgan.atomic import check_tagged, load_tagged, save_torch
+from wcgan.atomic import atomic_open, check_tagged, load_tagged, save_torch
 from wcgan.config import WEIGHTS
 from wcgan.data import Shard
 from wcgan.errors import WcganError
@@ -28,6 +28,8 @@ from wcgan.labels import Label
 from wcgan.networks import Classifier, Generator
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from wcgan.data import TrainingSet
 
 SHARD_FORMAT = "wcgan-shard-1"
@@ -37,10 +39,14 @@ SNAPSHOTS_FORMAT = "wcgan-snapshot-samples-2"
 SNAPSHOTS_FORMATS = ("wcgan-snapshot-samples-1", SNAPSHOTS_FORMAT)
 GENERATOR_FORMAT = "wcgan-generator-1"
 CHUNK_SCORES_FORMAT = "wcgan-chunk-scores-1"
+# 4: one schema for every trainer (3: a chunk's, wcgan-distributed-checkpoint-1: the server's).
 CHECKPOINT_FORMAT = "wcgan-checkpoint-4"
 CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, "wcgan-checkpoint-3", "wcgan-distributed-checkpoint-1")
 CLASSIFIER_FORMAT = "wcgan-classifier-1"
 CLASSIFIER_MADE_BY = "'wcgan train-classifier'"
+# "wasserstein" is E[D(real)] - E[D(fake)]: the Wasserstein estimate for the Wasserstein losses,
+# a generic gap between the critic's scores of real and fake images for the others.
+LOSS_COLUMNS = ("iteration", "seconds", "critic_loss", "wasserstein", "penalty", "generator_loss")
 
 
 def save_shard(shard: Shard, path: str | os.PathLike) -> None:
@@ -95,7 +101,7 @@ class TrainResult:
 
     generator: Generator
     generator_ema: Generator | None  # its moving average (wcgan.ema), None when that is off
-    history: torch.Tensor  # float64, one row per generator iteration, runner.LOSS_COLUMNS
+    history: torch.Tensor  # float64, one row of LOSS_COLUMNS per generator iteration
     summary: dict[str, Any]
     # ``snapshot`` at each train.snapshots point, the last one the end
     snapshots: list[dict[str, Any]]
@@ -132,6 +138,20 @@ def load_generator(path: str | Path, weights: str = "ema") -> tuple[Generator, d
     generator.load_state_dict(data["ema_state" if loaded == "ema" else "state"])
     meta = {k: v for k, v in data.items() if k not in ("state", "ema_state", "format")}
     return generator.eval(), {**meta, "weights": loaded}
+
+
+def save_losses(history: torch.Tensor, path: str | os.PathLike) -> None:
+    """A label's loss history as CSV, one row of ``LOSS_COLUMNS`` per generator iteration."""
+    with atomic_open(path, "w", checksum=True, encoding="utf-8") as fh:
+        fh.write(",".join(LOSS_COLUMNS) + "\n")
+        for row in history.tolist():
+            fh.write(f"{int(row[0])},{row[1]:.4f}," + ",".join(f"{v:.6g}" for v in row[2:]) + "\n")
+
+
+def load_losses(path: str | os.PathLike) -> pd.DataFrame:
+    from wcgan.tables import read_checked_csv  # pandas only for the readers of these files
+
+    return read_checked_csv(path, "loss history", sep=",")
 
 
 def save_classifier(model: Classifier, labels: Sequence[str], report: dict, path: str | Path) -> None:

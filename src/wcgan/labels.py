@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import re
 import unicodedata
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wcgan.atomic import atomic_open
+from wcgan.atomic import atomic_open, read_checked
 from wcgan.errors import WcganError
 
 SLUG_PATTERN = r"[a-z0-9][a-z0-9._-]*"
@@ -149,7 +150,7 @@ def write_table(
 ) -> None:
     """Write ``labels.tsv``: index, slug, original name, image count and chunk, one row per label."""
     chunk_of = {label.slug: chunk.name for chunk in chunks for label in chunk.labels}
-    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", checksum=True, newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(TABLE_COLUMNS)
         for label, count in zip(labels, counts, strict=True):
@@ -158,14 +159,10 @@ def write_table(
 
 def read_table(path: str | os.PathLike) -> list[tuple[Label, int, str]]:
     """Read ``labels.tsv`` back as ``(Label, image count, chunk name)`` in index order."""
-    path = Path(path)
-    if not path.is_file():
-        raise WcganError(f"label table '{path}' does not exist")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
-        if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
-            raise WcganError(f"label table '{path}' must have the columns {', '.join(TABLE_COLUMNS)}")
-        rows = [(Label(int(r["index"]), r["slug"], r["name"]), int(r["count"]), r["chunk"]) for r in reader]
+    reader = csv.DictReader(io.StringIO(read_checked(path, "label table"), newline=""), delimiter="\t")
+    if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
+        raise WcganError(f"label table '{path}' must have the columns {', '.join(TABLE_COLUMNS)}")
+    rows = [(Label(int(r["index"]), r["slug"], r["name"]), int(r["count"]), r["chunk"]) for r in reader]
     return sorted(rows, key=lambda row: row[0].index)
 
 

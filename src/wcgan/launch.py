@@ -23,7 +23,6 @@ alive.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wcgan.atomic import LOCK_NAME, atomic_open, exclusive_lock
+from wcgan.atomic import LOCK_NAME, exclusive_lock, read_json, write_json
 from wcgan.errors import QuietExit, TrainingInterrupted, WcganError
 
 LAUNCHERS = ("torchrun", "srun", "jsrun")
@@ -208,8 +207,7 @@ class RankRecord:
     def write(self, state: str, **fields: Any) -> None:
         self.fields.update(fields, state=state)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(self.path) as fh:
-            json.dump(self.fields, fh)
+        write_json(self.fields, self.path, indent=None)
 
     def checkpointed(self, checkpoint: Path, round_: int) -> None:
         """The server's checkpoint, where a restarted group resumes."""
@@ -239,12 +237,13 @@ def recorded(checkpoint_dir: str | Path, member: Member) -> Iterator[RankRecord]
 
 
 def read_records(checkpoint_dir: str | Path, processes: int) -> dict[int, dict[str, Any]]:
-    """The ranks' records that exist (a rank that never started has none)."""
+    """The ranks' records that exist (a rank that never started has none); a damaged one is
+    refused in one line, never taken for a rank that did not start."""
     records = {}
     for rank in range(processes):
         path = _record_path(checkpoint_dir, rank)
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            records[rank] = json.loads(path.read_text(encoding="utf-8"))
+        if path.is_file():
+            records[rank] = read_json(path, f"rank {rank}'s record")
     return records
 
 

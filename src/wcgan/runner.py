@@ -27,13 +27,8 @@ from wcgan.atomic import exclusive_lock, remove_stale_temporaries
 from wcgan.cluster import scheduler_job
 from wcgan.config import TrainConfig
 from wcgan.errors import TrainingInterrupted, WcganError
-from wcgan.files import load_checkpoint, save_checkpoint
+from wcgan.files import LOSS_COLUMNS, load_checkpoint, save_checkpoint
 from wcgan.networks import Generator
-
-# 4: one schema for every trainer (3: a chunk's, wcgan-distributed-checkpoint-1: the server's).
-# "wasserstein" is E[D(real)] - E[D(fake)]: the Wasserstein estimate for the Wasserstein losses,
-# a generic gap between the critic's scores of real and fake images for the others.
-LOSS_COLUMNS = ("iteration", "seconds", "critic_loss", "wasserstein", "penalty", "generator_loss")
 
 
 class Trainer(Protocol):

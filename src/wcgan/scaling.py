@@ -20,7 +20,6 @@ reported beside it, since it measures the cluster's load rather than the job.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import zlib
 from collections.abc import Mapping, Sequence
@@ -30,11 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wcgan.atomic import read_json
 from wcgan.cluster import slurm_job_times
 from wcgan.errors import WcganError
 from wcgan.labels import make_chunks, make_labels
 from wcgan.layout import RunLayout
-from wcgan.tables import write_tsv
+from wcgan.tables import read_checked_csv, write_tsv
 
 PARTS = ("queue", "launch", "startup", "training", "checkpoint", "shutdown")
 JOB_PARTS = PARTS[1:]  # what a job's time T is made of
@@ -84,7 +84,7 @@ def _job_row(run_dir: str, slug: str, summary: str, benchmark: str, iterations: 
     for path in (summary_path, benchmark_path):
         if not path.is_file():
             raise WcganError(f"scaling: '{path}' is missing; did job '{slug}' train in this point?")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary = read_json(summary_path, "training summary")
     if "job" not in summary:
         raise WcganError(f"scaling: '{summary_path}' has no job timing (made by an older wcgan?)")
     if summary["resumed_from_iteration"] != 0 or summary["iterations"] != iterations:
@@ -165,7 +165,10 @@ def write_table(table: pd.DataFrame, out: str | os.PathLike) -> None:
 
 def read_points(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     return pd.concat(
-        [pd.read_csv(path, sep="\t", dtype={"slug": str, "scheduler_job": str}) for path in paths],
+        [
+            read_checked_csv(path, "weak-scaling point", dtype={"slug": str, "scheduler_job": str})
+            for path in paths
+        ],
         ignore_index=True,
     )
 

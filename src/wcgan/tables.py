@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from wcgan.atomic import atomic_open
+from wcgan.atomic import atomic_open, read_checked
 
 SUMMARY_COLUMNS = ("scope", "label", "n_fake", "n_real", "is_mean", "fid", "kid_mean", "precision", "recall")
 
 
 def write_tsv(table: pd.DataFrame, out: str | os.PathLike, digits: int = 6) -> None:
-    """A table as TSV, written atomically, floats to ``digits`` significant digits."""
-    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
+    """A table as TSV, written atomically with its checksum, floats to ``digits`` significant digits."""
+    with atomic_open(out, "w", checksum=True, newline="", encoding="utf-8") as fh:
         table.to_csv(fh, sep="\t", index=False, float_format=f"%.{digits}g")
+
+
+def read_checked_csv(path: str | os.PathLike, what: str, sep: str = "\t", **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_csv`` of a table wcgan wrote, once it matches its checksum (``read_checked``)."""
+    return pd.read_csv(io.StringIO(read_checked(path, what)), sep=sep, **kwargs)
 
 
 def write_metrics(records: Sequence[dict], out: str | os.PathLike) -> pd.DataFrame:
@@ -27,8 +34,8 @@ def write_metrics(records: Sequence[dict], out: str | os.PathLike) -> pd.DataFra
 
 
 def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
-    return pd.read_csv(
-        path, sep="\t", keep_default_na=False, na_values=[""], dtype={"label": str, "slug": str}
+    return read_checked_csv(
+        path, "metrics table", keep_default_na=False, na_values=[""], dtype={"label": str, "slug": str}
     )
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from wcgan.atomic import atomic_open
 from wcgan.config import Settings, TrainConfig, label_seed
 from wcgan.data import TrainingSet, one_image_shape
 from wcgan.ema import GeneratorAverage
@@ -28,7 +27,6 @@ from wcgan.files import TrainResult
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float, stack_labels
 from wcgan.runner import (
-    LOSS_COLUMNS,
     LossHistory,
     PhaseClock,
     Session,
@@ -504,11 +502,3 @@ def check_finite(member: _Label, iteration: int) -> None:
                 f"{member.subject}: the {kind}'s weights hold NaN/inf at iteration {iteration}; "
                 f"training stopped (lower train.lr or check the images)"
             )
-
-
-def write_losses(history: torch.Tensor, path: str | Path) -> None:
-    """The loss history as CSV, one row per generator iteration."""
-    with atomic_open(path, "w", encoding="utf-8") as fh:
-        fh.write(",".join(LOSS_COLUMNS) + "\n")
-        for row in history.tolist():
-            fh.write(f"{int(row[0])},{row[1]:.4f}," + ",".join(f"{v:.6g}" for v in row[2:]) + "\n")

@@ -7,7 +7,6 @@ file, from the files or folders the command was given, and writes them
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -111,10 +110,9 @@ class TrainingOutputs:
         """Per GAN: generator, losses, samples of each of its labels (from its ``weights``:
         ``wcgan.config.WEIGHTS``), snapshot samples, and the summary with where the job's
         time went (for the weak-scaling split, wcgan.scaling)."""
-        from wcgan.atomic import atomic_open, remove_stale_temporaries
-        from wcgan.files import save_generator, save_samples, save_snapshot_samples
+        from wcgan.atomic import remove_stale_temporaries, write_json
+        from wcgan.files import save_generator, save_losses, save_samples, save_snapshot_samples
         from wcgan.sampling import sample_labels, snapshot_samples
-        from wcgan.training import write_losses
 
         trained = time.monotonic()
         # A job killed while it wrote these files left their temporaries: this is where they go.
@@ -129,7 +127,7 @@ class TrainingOutputs:
         samples_out = iter(self.samples or [])
         for k, (result, data) in enumerate(zip(results, sets, strict=True)):
             save_generator(result, data, self.models[k])
-            write_losses(result.history, self.losses[k])
+            save_losses(result.history, self.losses[k])
             averaged = weights == "ema" and result.generator_ema is not None
             if self.samples:
                 drawn = result.generator_ema if averaged else result.generator
@@ -151,5 +149,4 @@ class TrainingOutputs:
                 "checkpoint_seconds": checkpoint,
                 "shutdown_seconds": time.monotonic() - trained,
             }
-            with atomic_open(self.summaries[k]) as fh:
-                json.dump(summary, fh, indent=2)
+            write_json(summary, self.summaries[k])
