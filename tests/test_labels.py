@@ -9,6 +9,7 @@ from wcgan.labels import (
     chunk_folders,
     chunk_names,
     find_label,
+    first_repeat,
     make_chunks,
     make_labels,
     read_table,
@@ -50,8 +51,16 @@ def test_labels_that_share_a_slug_are_an_error_naming_both():
 
 
 def test_a_label_listed_twice_is_an_error():
-    with pytest.raises(WcganError, match="listed twice"):
-        make_labels(["dog", "dog"])
+    with pytest.raises(WcganError, match="^label 'dog' is listed twice: rename one"):
+        make_labels(["dog", "cat", "dog"])
+
+
+def test_first_repeat_names_where_a_key_was_seen_first_and_again_across_calls():
+    assert first_repeat([("a", 1), ("b", 2)]) is None
+    assert first_repeat([("a", 1), ("b", 2), ("a", 3), ("b", 4)]) == (1, 3)
+    seen = {}
+    assert first_repeat([("a", "c0.pt")], seen) is None
+    assert first_repeat([("b", "c1.pt"), ("a", "c1.pt")], seen) == ("c0.pt", "c1.pt")
 
 
 def test_table_roundtrip(tmp_path):

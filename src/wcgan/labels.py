@@ -9,13 +9,15 @@ import io
 import os
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from wcgan.atomic import atomic_open, read_checked
 from wcgan.errors import WcganError
+
+T = TypeVar("T")
 
 SLUG_PATTERN = r"[a-z0-9][a-z0-9._-]*"
 CHUNK_PATTERN = r"c[0-9]+-[0-9]+"
@@ -51,20 +53,35 @@ class Label:
         return cls(int(record["index"]), record["slug"], record["name"])
 
 
+def first_repeat(
+    items: Iterable[tuple[Hashable, T]], seen: dict[Hashable, T] | None = None
+) -> tuple[T, T] | None:
+    """Where the first key of ``(key, where)`` items given twice was seen first and again, or
+    None: the one check of "a label given twice" (in a label list, a chunk, the merged chunks).
+    Every key goes into ``seen``; one dict passed to successive calls checks a stream."""
+    seen = {} if seen is None else seen
+    for key, where in items:
+        if key in seen:
+            return seen[key], where
+        seen[key] = where
+    return None
+
+
 def make_labels(names: Sequence[str]) -> list[Label]:
     """Index and slug ``names``; two labels that are the same, or share a slug, are an error."""
-    seen: dict[str, str] = {}
-    labels = []
     for index, name in enumerate(names):
         if not isinstance(name, str) or not name.strip():
             raise WcganError(f"label #{index} is empty: every label needs a name")
-        slug = slugify(name)
-        if slug in seen:
-            other = seen[slug]
-            what = "is listed twice" if other == name else f"and '{other}' both become slug '{slug}'"
-            raise WcganError(f"label '{name}' {what}: rename one so every label has its own slug")
-        seen[slug] = name
-        labels.append(Label(index, slug, name))
+    labels = [Label(index, slugify(name), name) for index, name in enumerate(names)]
+    repeat = first_repeat((label.slug, label) for label in labels)
+    if repeat is not None:
+        first, again = repeat
+        what = (
+            "is listed twice"
+            if first.name == again.name
+            else f"and '{first.name}' both become slug '{again.slug}'"
+        )
+        raise WcganError(f"label '{again.name}' {what}: rename one so every label has its own slug")
     return labels
 
 

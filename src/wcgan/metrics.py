@@ -46,7 +46,7 @@ from wcgan.feature_stats import (
     precision_and_recall,
 )
 from wcgan.files import ChunkScores, Extractor, SnapshotPart, classifier_from_file_data, load_chunk_scores
-from wcgan.labels import Label
+from wcgan.labels import Label, first_repeat
 from wcgan.networks import Classifier, images_to_float
 
 CLASSIFIER_EXTRACTOR = "wcgan-classifier"
@@ -389,7 +389,7 @@ def merged_chunks(chunks: Iterable[tuple[ChunkScores, str | os.PathLike]]) -> Ch
     moments summed, rows and kept subsets in label order, snapshot points merged point by point
     (their samples in label order). Lists grow in place and each point's samples are joined
     once at the end, so the fold costs what the chunks hold. One extractor's, no label twice."""
-    first, first_path, seen = None, None, {}
+    first, first_path, seen = None, None, {}  # seen: where each label index came from
     lists: dict[str, list] = {
         key: [] for key in ("labels", "rows", "kept_fake", "kept_logits", "kept_real", "budgets")
     }
@@ -397,12 +397,10 @@ def merged_chunks(chunks: Iterable[tuple[ChunkScores, str | os.PathLike]]) -> Ch
     points: list[list[tuple[torch.Tensor, ...]]] = []
     point_moments: list[Moments] = []
     for chunk, path in chunks:
-        for label in chunk.labels:
-            if label.index in seen:
-                raise WcganError(
-                    f"chunk scores '{path}' repeat label '{label.name}' of '{seen[label.index]}'"
-                )
-            seen[label.index] = path
+        repeat = first_repeat(((label.index, (label, path)) for label in chunk.labels), seen)
+        if repeat is not None:
+            (label, earlier), _ = repeat
+            raise WcganError(f"chunk scores '{path}' repeat label '{label.name}' of '{earlier}'")
         if first is None:
             first, first_path, fake, real = chunk, path, chunk.fake, chunk.real
             points = [[] for _ in chunk.snapshots]

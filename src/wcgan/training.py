@@ -24,6 +24,7 @@ from wcgan.data import TrainingSet, one_image_shape
 from wcgan.ema import GeneratorAverage
 from wcgan.errors import WcganError
 from wcgan.files import TrainResult
+from wcgan.labels import first_repeat
 from wcgan.losses import LOSSES, GANLoss, make_optimizer
 from wcgan.networks import Critic, Generator, NetworkStack, images_to_float, stack_labels
 from wcgan.runner import (
@@ -196,7 +197,7 @@ def check_chunk(sets: Sequence[TrainingSet]) -> None:
         raise WcganError("a conditional GAN trains alone: it cannot share a chunk with other sets")
     one_image_shape((tuple(data.images.shape[1:]), data.name) for data in sets)
     names = [data.name for data in sets]
-    if len(set(names)) < len(names):
+    if first_repeat((name, name) for name in names) is not None:
         raise WcganError(f"the chunk names a label twice: {', '.join(names)}")
 
 
