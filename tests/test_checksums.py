@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from wcgan import atomic
 from wcgan.atomic import read_json, remove_stale_temporaries, write_json
 from wcgan.config import read_run_config, write_run_config
 from wcgan.errors import WcganError
@@ -31,7 +32,14 @@ def one_line_refusal(caught, path, detail: str) -> None:
     assert message.endswith("move it away and rerun to make it again") and "\n" not in message
 
 
-def test_a_table_is_read_only_while_it_matches_its_sha256sum_file(tmp_path, capsys):
+@pytest.fixture
+def fresh_stderr(capsys, monkeypatch):
+    """stderr, with no kind of file said to be unchecked yet in this process."""
+    monkeypatch.setattr(atomic, "_UNCHECKED_KINDS", set())
+    return capsys
+
+
+def test_a_table_is_read_only_while_it_matches_its_sha256sum_file(tmp_path, fresh_stderr):
     path = tmp_path / "metrics.tsv"
     table = pd.DataFrame({"label": ["cat", "dog"], "fid": [12.5, 30.25]})
     write_tsv(table, path)
@@ -49,17 +57,17 @@ def test_a_table_is_read_only_while_it_matches_its_sha256sum_file(tmp_path, caps
         read_checked_csv(path, "metrics table")
     one_line_refusal(caught, path, "its SHA-256 differs from the one in 'metrics.tsv.sha256'")
 
-    # A run's table from before checksums is read unchecked, said once for its folder.
+    # A run's table from before checksums is read unchecked, said once for its kind.
     (tmp_path / "metrics.tsv.sha256").unlink()
     write_tsv(table, tmp_path / "other.tsv")
     (tmp_path / "other.tsv.sha256").unlink()
-    assert capsys.readouterr().err == ""
+    assert fresh_stderr.readouterr().err == ""
     assert read_checked_csv(path, "metrics table")["fid"].tolist() == [92.5, 30.25]
     assert read_checked_csv(tmp_path / "other.tsv", "metrics table").equals(table)
-    warning = capsys.readouterr().err
+    warning = fresh_stderr.readouterr().err
     assert warning == (
         f"wcgan: metrics table '{path}' has no checksum (no 'metrics.tsv.sha256' beside it): a file from "
-        f"before wcgan wrote them, read unchecked, like any other such file in its folder\n"
+        f"before wcgan wrote them; it and any other metrics table without one are read unchecked\n"
     )
 
 
@@ -81,7 +89,7 @@ def test_an_edited_label_table_or_nested_config_is_refused(tmp_path):
         read_run_config(config)
 
 
-def test_a_json_record_carries_its_checksum_as_its_first_key(tmp_path, capsys):
+def test_a_json_record_carries_its_checksum_as_its_first_key(tmp_path, fresh_stderr):
     path = tmp_path / "summary.json"
     record = {"label": "cat", "seconds": 1.25, "nan": float("nan"), "nested": {"phases": [1, 2.5]}}
     write_json(record, path)
@@ -101,7 +109,7 @@ def test_a_json_record_carries_its_checksum_as_its_first_key(tmp_path, capsys):
 
     path.write_text(json.dumps(record))  # a summary from before checksums: read, and said
     assert read_json(path, "training summary")["seconds"] == 1.25
-    assert "has no checksum (no sha256 key)" in capsys.readouterr().err
+    assert "has no checksum (no sha256 key)" in fresh_stderr.readouterr().err
     with pytest.raises(ValueError, match="cannot have its own 'sha256' key"):
         write_json({"sha256": "x"}, path)
 

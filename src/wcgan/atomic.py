@@ -100,18 +100,18 @@ def atomic_open(
         yield fh
 
 
-_UNCHECKED_FOLDERS: set[Path] = set()
+_UNCHECKED_KINDS: set[str] = set()
 
 
 def _read_unchecked(path: Path, what: str, missing: str) -> None:
-    """Say on stderr, once per folder, that a file without its checksum is read unchecked: a
-    run's files from before wcgan wrote checksums stay usable (refusing them would mean
-    retraining every label to remake its summary)."""
-    if path.parent not in _UNCHECKED_FOLDERS:
-        _UNCHECKED_FOLDERS.add(path.parent)
+    """Say on stderr, once per kind of file, that a file without its checksum is read
+    unchecked: a run's files from before wcgan wrote checksums stay usable (refusing them would
+    mean retraining every label to remake its summary)."""
+    if what not in _UNCHECKED_KINDS:
+        _UNCHECKED_KINDS.add(what)
         print(
             f"wcgan: {what} '{path}' has no checksum ({missing}): a file from before wcgan wrote "
-            f"them, read unchecked, like any other such file in its folder",
+            f"them; it and any other {what} without one are read unchecked",
             file=sys.stderr,
             flush=True,
         )
@@ -119,7 +119,8 @@ def _read_unchecked(path: Path, what: str, missing: str) -> None:
 
 def read_checked(path: str | os.PathLike, what: str) -> str:
     """The text of a table written with ``checksum=True``, once it matches its ``sha256sum``
-    file; else one line naming the file. A table without one is read unchecked, said once."""
+    file; else one line naming the file. A table without one is read unchecked, said once per
+    kind of file."""
     path = _existing(path, what)
     data = path.read_bytes()
     sums = checksum_path(path)
@@ -150,7 +151,7 @@ def write_json(record: dict[str, Any], path: str | os.PathLike, indent: int | No
 
 def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
     """A record ``write_json`` wrote, without its ``sha256`` key, once the file matches it. An
-    object without that key is read unchecked, said once (``read_checked``)."""
+    object without that key is read unchecked, said once per kind (``read_checked``)."""
     path = _existing(path, what)
     data = path.read_bytes()
     try:
