@@ -205,7 +205,7 @@ def plot_compare_curves(curves: pd.DataFrame, path: str | os.PathLike) -> None:
     generator weights (a scheme's seeds share its colour; the moving average's solid, the raw
     weights' dashed): ``curves`` has columns scheme, seed, device_seconds, fid, extractor and
     weights (absent: raw), one row per snapshot point."""
-    fig, axis = plt.subplots(figsize=(6.4, 4))
+    fig, axis = plt.subplots(figsize=(8, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     curves = curves.assign(weights=curves.get("weights", "raw"))
     both = curves["weights"].nunique() > 1
@@ -223,7 +223,8 @@ def plot_compare_curves(curves: pd.DataFrame, path: str | os.PathLike) -> None:
         _log_scale(axis, "y")
     axis.set_title("quality against compute; one line per seed", fontsize=9)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    # Beside the axes: inside, the curves of several schemes leave no free corner.
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.tight_layout()
     _save_figure(fig, path)
 
