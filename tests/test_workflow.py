@@ -452,6 +452,7 @@ def test_bad_config_is_one_clear_line_before_anything_runs(tmp_path, overrides, 
     result = run_snakemake(tmp_path, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "Exception" not in result.stderr, result.stderr
     assert not (tmp_path / "results").exists()
 
 

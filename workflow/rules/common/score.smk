@@ -21,17 +21,11 @@ def chunk_snapshots():
     return []
 
 
-def classifier_shards(wildcards):
-    """What stands for every chunk's shards in the classifier's input: labels.tsv, whose job
-    reads them all (so a re-split chunk retrains the classifier). One input per chunk would cost
-    Snakemake a comparison per chunk for each feature job's look-up of the classifier, quadratic
-    in the chunks (a dry run of 21,841 labels at K = 1 did not end in 11 minutes). Refused while
-    building the DAG (not after training) when a run that scores with it has one label, which no
-    classifier can tell apart from another. Runs that only train (a scaling point) never ask.
-    """
-    if len(LABELS) < 2:
-        raise WorkflowError(
-            f"the data set has one label ('{LABELS[0].name}'): scoring needs two or more for its "
-            f"classifier; add labels, or set metrics.inception_weights"
-        )
-    return LAYOUT.labels_table
+# A run of one label cannot be scored through the classifier, which tells labels apart: refused
+# here, in one line (in the classifier's input function, Snakemake printed its exception block
+# around it). Runs inside another (compare variants, scaling points) only train.
+if len(LABELS) < 2 and INCEPTION_WEIGHTS is None and config.get("parent_run") is None:
+    raise WorkflowError(
+        f"the data set has one label ('{LABELS[0].name}'): scoring needs two or more for its "
+        f"classifier; add labels, or set metrics.inception_weights"
+    )
