@@ -173,6 +173,7 @@ up() {
         node_lines="NodeName=$H CPUs=$cpus RealMemory=$memory State=UNKNOWN"
         names=$H
         multi=""
+        auth_extra=""
     else
         make_network "$nodes"
         # The namespaces reach this machine at the bridge's address only ($H is 127.0.0.1 there).
@@ -186,6 +187,9 @@ up() {
         # A node that stops answering is DOWN after SlurmdTimeout (Slurm's default 300 s), its
         # batch jobs requeued; least-loaded-node placement spreads jobs over the nodes.
         multi="SlurmdTimeout=${SLURM_LOCAL_SLURMD_TIMEOUT:-10}"$'\n'"JobRequeue=1"
+        # A requeued job waits the credential lifetime (Slurm's default 120 s) before it may start
+        # again; a short one keeps the lost-node tests short.
+        auth_extra=",cred_expire=${SLURM_LOCAL_CRED_EXPIRE:-20}"
     fi
     local partition_options=""
     [ "$nodes" -gt 1 ] && partition_options=" LLN=YES"
@@ -195,7 +199,7 @@ SlurmctldHost=$controller
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$R/munge/munge.sock
+AuthInfo=socket=$R/munge/munge.sock$auth_extra
 StateSaveLocation=$R/var/ctld
 SlurmdSpoolDir=$R/var/d/%n
 SlurmctldPidFile=$R/run/slurmctld.pid
