@@ -512,8 +512,9 @@ def server_checkpoint(workdir: Path, node: str) -> dict | None:
 
 
 def test_jobs_on_a_lost_node_are_requeued_and_resume_from_their_checkpoints(tmp_path, nodes):
-    # One loss for two runs (Slurm holds a requeued job for a while: 20 s here, 120 s by default): a run of two chunks, one of
-    # whose training jobs runs on the second node, and a distributed run with a device there.
+    # One loss for two runs (Slurm holds a requeued job: 20 s here, 120 s by default): a run of
+    # two chunks, one of whose training jobs runs on the second node, and a distributed run with
+    # a device there.
     chunks_run, group_run = tmp_path / "chunks", tmp_path / "distributed"
     iterations, rounds_per_label = 1_000, 100  # long enough to be killed mid-way, checkpoints every second
     labels = {"data": {"labels": ["0", "1"]}, "train": {"iterations": iterations, "checkpoint_seconds": 1}}
