@@ -1,15 +1,19 @@
-"""The workflow through a real Slurm (the one-node cluster .ci/run starts with
-scripts/slurm-local.sh) and the slurm profile, with a CI override for partition and resources."""
+"""The workflow through a real Slurm (the cluster .ci/run starts with scripts/slurm-local.sh: two
+nodes, the second a slurmd in network and UTS namespaces of its own) and the slurm profile, with
+a CI override for partition and resources. The tests of a lost node run last: they kill the second
+node and start it again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
-import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -55,6 +59,38 @@ def slurm_job(job_id: str) -> tuple[str, str]:
     return state, comment
 
 
+def job_nodes(job_id: str) -> list[str]:
+    """The nodes Slurm gave a job (running or finished), first node first."""
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30)
+    match = re.search(r"\bNodeList=(\S+)", out.stdout)
+    assert match and match.group(1) != "(null)", out.stdout
+    hosts = subprocess.run(["scontrol", "show", "hostnames", match.group(1)], capture_output=True, text=True)
+    return hosts.stdout.split()
+
+
+def answering_nodes() -> list[str]:
+    """The partition's nodes that answer (idle, mixed or allocated), in Slurm's order."""
+    out = subprocess.run(
+        ["sinfo", "-h", "-N", "-p", "main", "-o", "%N %T"], capture_output=True, text=True, timeout=30
+    )
+    return [name for name, state in (line.split() for line in out.stdout.splitlines())
+            if state in ("idle", "mixed", "allocated")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def nodes() -> list[str]:
+    """The cluster's two nodes: this machine, then the second (scripts/slurm-local.sh)."""
+    found = answering_nodes()
+    if len(found) < 2:
+        message = (
+            f"these tests need two Slurm nodes, found {found}: SLURM_LOCAL_NODES=2 scripts/slurm-local.sh up"
+        )
+        if os.environ.get("WCGAN_REQUIRE_SLURM"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found[:2]
+
+
 def scheduler_job(workdir: Path, chunk: str) -> str:
     log = (workdir / RUN / "logs/train" / f"{chunk}.log").read_text()
     match = re.search(r"scheduler job (\d+)", log)
@@ -84,6 +120,38 @@ def test_the_tiny_pipeline_runs_a_slurm_job_per_chunk(slurm_run):
         for slug in slugs:
             summary = json.loads((slurm_run / RUN / f"training/{chunk}/{slug}.json").read_text())
             assert summary["scheduler_job"] == job
+
+
+def pinned_to(node: str) -> list[str]:
+    """CI_OVERRIDE with every job of the run on ``node`` (Slurm's --nodelist)."""
+    at = CI_OVERRIDE.index("--set-resources")
+    return [*CI_OVERRIDE[:at], f"slurm_extra='--nodelist={node}'", *CI_OVERRIDE[at:]]
+
+
+def test_chunk_jobs_land_on_both_nodes_with_the_metrics_of_a_one_node_run(slurm_run, nodes, tmp_path):
+    # Where each chunk's training ran, from Slurm's records and from the job's own summary.
+    placed = {}
+    for chunk, slugs in CHUNKS.items():
+        job = scheduler_job(slurm_run, chunk)
+        (placed[chunk],) = job_nodes(job)
+        for slug in slugs:
+            summary = json.loads((slurm_run / RUN / f"training/{chunk}/{slug}.json").read_text())
+            assert summary["host"] == placed[chunk]
+    assert sorted(placed.values()) == sorted(nodes), placed  # one chunk on each node
+
+    write_config(tmp_path, merged(TINY, {"labels_per_job": 2}))
+    alone = run_snakemake(tmp_path, *pinned_to(nodes[0]), timeout=900)
+    assert alone.returncode == 0, alone.stdout[-3000:] + alone.stderr[-3000:]
+    assert {job_nodes(scheduler_job(tmp_path, chunk))[0] for chunk in CHUNKS} == {nodes[0]}
+    metrics = "scores/metrics.tsv"
+    assert (tmp_path / RUN / metrics).read_text() == (slurm_run / RUN / metrics).read_text()
+    for chunk, slugs in CHUNKS.items():
+        for slug in slugs:
+            losses = f"losses/{chunk}/{slug}.csv"
+            spread = pd.read_csv(slurm_run / RUN / losses).drop(columns="seconds")
+            pd.testing.assert_frame_equal(
+                pd.read_csv(tmp_path / RUN / losses).drop(columns="seconds"), spread
+            )
 
 
 @pytest.mark.parametrize(
@@ -246,13 +314,13 @@ def test_distributed_training_runs_as_slurm_tasks_and_survives_a_killed_device(t
         process.kill()
     assert process.returncode == 0, output[-3000:]
     log = (tmp_path / RUN / "logs/train/distributed.log").read_text()
-    host = socket.gethostname()
+    job = json.loads((tmp_path / RUN / "training/distributed.json").read_text())["scheduler_job"]
+    (host,) = job_nodes(job)  # distributed.nodes 1: one node, either of the cluster's
     for rank, role in enumerate(["server", "device 1", "device 2"]):  # once per launch of the group
         assert log.count(f"rank {rank} ({role}) on {host}: srun rank {rank} of 3,") == 2, log
     assert f"rank 2 (device 2) on {host} (pid {victim['pid']}) was lost (srun exit 137); restarting" in log
     summary = json.loads((tmp_path / RUN / "training/distributed.json").read_text())
     assert summary["rounds"] == 3 * budget and summary["resumed_from_round"] > 0
-    job = summary["scheduler_job"]
     details = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
     assert "NumTasks=3 " in details and "JobState=COMPLETED" in details, details
 
@@ -268,3 +336,246 @@ def test_a_srun_launch_of_the_wrong_size_is_refused_in_one_line(tmp_path):
         "one per device): srun --ntasks 3"
     ]
     assert not list(tmp_path.iterdir())
+
+
+def distributed_config(workdir: Path, budget: int, nodes: int) -> None:
+    train = {"generator": "distributed", "iterations": budget, "checkpoint_seconds": 1}
+    distributed = {"devices": 2, "partition": "by_label", "nodes": nodes}
+    write_config(workdir, merged(TINY, {"train": train, "distributed": distributed}))
+
+
+def rank_records(workdir: Path) -> dict[int, dict]:
+    group = workdir / RUN / "checkpoints/distributed/group"
+    return {rank: json.loads((group / f"rank-{rank}.json").read_text()) for rank in range(3)}
+
+
+def trained(folder: Path) -> tuple[dict, dict]:
+    """A run's loss histories (without their wall-clock column) and networks, by file."""
+    losses = {path.relative_to(folder).as_posix(): pd.read_csv(path).drop(columns="seconds")
+              for path in sorted((folder / "losses").rglob("*.csv"))}  # fmt: skip
+    models = {}
+    for path in sorted((folder / "models").rglob("*.pt")):
+        model = torch.load(path, weights_only=False)
+        models[path.relative_to(folder).as_posix()] = {"state": model["state"], "ema": model["ema_state"]}
+    assert losses and models
+    return losses, models
+
+
+def assert_same_training(a: Path, b: Path) -> None:
+    (losses_a, models_a), (losses_b, models_b) = trained(a), trained(b)
+    assert losses_a.keys() == losses_b.keys() and models_a.keys() == models_b.keys()
+    for name in losses_a:
+        pd.testing.assert_frame_equal(losses_a[name], losses_b[name])
+    for name in models_a:
+        torch.testing.assert_close(models_a[name], models_b[name], rtol=0, atol=0)
+
+
+OUTPUTS = ["training", "losses", "models", "samples", "checkpoints/distributed", "logs/train"]
+
+
+def test_distributed_training_over_two_nodes_equals_the_one_node_run(tmp_path, nodes):
+    budget = 8  # per label: 24 rounds
+    target = str(RUN / "training/distributed.json")
+    one_node = tmp_path / "one-node"
+    for n in (1, 2):  # the same split for both; the one-node run's outputs moved aside
+        distributed_config(tmp_path, budget, n)
+        result = run_snakemake(tmp_path, target, *DISTRIBUTED_OVERRIDE, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        if n == 1:
+            for name in OUTPUTS:
+                (one_node / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(tmp_path / RUN / name, one_node / name)
+    summary = json.loads((tmp_path / RUN / "training/distributed.json").read_text())
+    assert summary["rounds"] == 3 * budget
+    job = summary["scheduler_job"]
+    assert job_nodes(job) == nodes  # this machine first: the batch script, the launcher, the store
+    details = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "NumNodes=2 " in details and "NumTasks=3 " in details, details
+    assert f"BatchHost={nodes[0]}" in details, details
+    # Rank 0 (the server) runs on the first node and holds the rendezvous store there
+    # (tcp://<first node>:port); the devices spread as Slurm placed the tasks, and those on the
+    # other host reached the store and the server across the bridge.
+    records = rank_records(tmp_path)
+    hosts = {rank: record["host"] for rank, record in records.items()}
+    assert hosts[0] == nodes[0] and set(hosts.values()) == set(nodes), hosts
+    assert [record["state"] for record in records.values()] == ["done"] * 3
+    log = (tmp_path / RUN / "logs/train/distributed.log").read_text()
+    for rank, role in enumerate(["server", "device 1", "device 2"]):
+        host = records[rank]["host"]
+        assert log.count(f"rank {rank} ({role}) on {host}: srun rank {rank} of 3,") == 1, log
+    one_job = json.loads((one_node / "training/distributed.json").read_text())["scheduler_job"]
+    assert len(job_nodes(one_job)) == 1
+    assert_same_training(tmp_path / RUN, one_node)
+    for path in sorted((one_node / "samples").rglob("*.pt")):  # the samples drawn from the model
+        one, two = torch.load(path), torch.load(tmp_path / RUN / path.relative_to(one_node))
+        assert one.keys() == two.keys()
+        for key, value in one.items():
+            if torch.is_tensor(value):
+                torch.testing.assert_close(value, two[key], rtol=0, atol=0)
+            else:
+                assert value == two[key], key
+
+
+# --- a lost node: these run last (they take the second node away and bring it back) -------------
+
+SLURM_LOCAL = REPO / "scripts" / "slurm-local.sh"
+
+
+def slurm_local(action: str, node: str) -> None:
+    """scripts/slurm-local.sh kill-node|start-node on the cluster that answers."""
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    state = Path(re.search(r"StateSaveLocation\s*=\s*(\S+)", config).group(1)).parents[1]
+    result = subprocess.run(["bash", str(SLURM_LOCAL), action, node, str(state)], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+@contextlib.contextmanager
+def node_killed(node: str) -> Iterator[float]:
+    """Kill ``node`` (its slurmd, job steps and tasks); afterwards start it again, as a repaired node."""
+    slurm_local("kill-node", node)
+    try:
+        yield time.monotonic()
+    finally:
+        slurm_local("start-node", node)
+        deadline = time.monotonic() + 120
+        while node not in answering_nodes():
+            assert time.monotonic() < deadline, f"node {node} did not come back"
+            time.sleep(1)
+
+
+def job_state(job: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def start_run(workdir: Path, *args: str) -> subprocess.Popen:
+    """Snakemake in the background, its output in ``workdir/snakemake.out`` (a pipe could fill)."""
+    command = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--cores", "2", *args]
+    with open(workdir / "snakemake.out", "w") as out:
+        process = subprocess.Popen(command, cwd=workdir, env=env(), stdout=out, stderr=subprocess.STDOUT)
+    process.output = lambda: (workdir / "snakemake.out").read_text()[-3000:]
+    return process
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 600):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert process.poll() is None, f"the run ended before {what}: {process.output()}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.2)
+    return value
+
+
+def wait_all(processes: list[subprocess.Popen], timeout: float = 600) -> list[float]:
+    """When each process ended (time.monotonic)."""
+    ends: dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(ends) < len(processes):
+        assert time.monotonic() < deadline, f"the runs did not end within {timeout} s"
+        for i, process in enumerate(processes):
+            if i not in ends and process.poll() is not None:
+                ends[i] = time.monotonic()
+        time.sleep(0.5)
+    return [ends[i] for i in range(len(processes))]
+
+
+def report(what: str, seconds: dict[str, float]) -> None:
+    line = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
+    print(f"lost node, {what}: {line}")  # pytest -s shows the measured times (docs/cluster.md)
+
+
+def chunk_on_the_second_node(workdir: Path, chunks: list[str], node: str) -> tuple[str, str, int] | None:
+    """A chunk whose training job runs on ``node`` and has checkpointed: (chunk, job, iteration)."""
+    for chunk in chunks:
+        log = workdir / RUN / "logs/train" / f"{chunk}.log"
+        match = re.search(r"scheduler job (\d+)", log.read_text()) if log.exists() else None
+        checkpointed = list((workdir / RUN / "checkpoints" / chunk).glob("*.pt"))
+        if (
+            match
+            and checkpointed
+            and job_state(match.group(1)) == "RUNNING"
+            and job_nodes(match.group(1)) == [node]
+        ):
+            return chunk, match.group(1), checkpoint_iteration(workdir, chunk)
+    return None
+
+
+def server_checkpoint(workdir: Path, node: str) -> dict | None:
+    """The server's record once it has checkpointed, with a device running on ``node``."""
+    try:
+        records = rank_records(workdir)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    on_node = [r for r in records.values() if r["host"] == node and r["state"] == "running"]
+    return records[0] if "round" in records[0] and on_node else None
+
+
+def test_jobs_on_a_lost_node_are_requeued_and_resume_from_their_checkpoints(tmp_path, nodes):
+    # One loss for two runs (Slurm holds a requeued job: 20 s here, 120 s by default): a run of
+    # two chunks, one of whose training jobs runs on the second node, and a distributed run with
+    # a device there.
+    chunks_run, group_run = tmp_path / "chunks", tmp_path / "distributed"
+    iterations, rounds_per_label = 1_000, 100  # long enough to be killed mid-way, checkpoints every second
+    labels = {"data": {"labels": ["0", "1"]}, "train": {"iterations": iterations, "checkpoint_seconds": 1}}
+    write_config(chunks_run, merged(TINY, labels))
+    distributed_config(group_run, rounds_per_label, 2)
+    chunks = ["c000-000", "c001-001"]
+    splits = [
+        start_run(workdir, str(RUN / "labels.tsv"), *CI_OVERRIDE) for workdir in (chunks_run, group_run)
+    ]
+    wait_all(splits)  # first, so that both trainings start together
+    for split in splits:
+        assert split.returncode == 0, split.output()
+    runs = [
+        start_run(chunks_run, *[str(RUN / f"training/{chunk}") for chunk in chunks], *CI_OVERRIDE),
+        start_run(group_run, str(RUN / "training/distributed.json"), *DISTRIBUTED_OVERRIDE),
+    ]
+    try:
+        chunk, job, reached = wait_for(
+            lambda: chunk_on_the_second_node(chunks_run, chunks, nodes[1]), runs[0], "a chunk job on node 2"
+        )
+        server = wait_for(lambda: server_checkpoint(group_run, nodes[1]), runs[1], "a server checkpoint")
+        assert runs[0].poll() is None, "the chunk run ended before the distributed run checkpointed"
+        times = {}
+        with node_killed(nodes[1]) as killed:
+            wait_for(lambda: job_state(job) == "PENDING", runs[0], "Slurm's requeue of the job", 300)
+            times["chunk job requeued"] = time.monotonic() - killed
+            details = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+            wait_for(lambda: job_state(job) == "RUNNING", runs[0], "the chunk job running again", 300)
+            times["chunk job running again"] = time.monotonic() - killed
+        back = time.monotonic()  # the node is back: the distributed job has its two nodes again
+        chunk_end, group_end = wait_all(runs)
+        times["chunk run ended"] = chunk_end - killed
+        times["distributed run ended"] = group_end - killed
+        times["distributed run ended after the node came back"] = group_end - back
+    finally:
+        for run in runs:
+            run.kill()
+    report("requeue", times)
+    assert "JobState=PENDING Reason=BeginTime" in details and "Restarts=1" in details, details
+
+    # The chunk job: the same Slurm job, requeued, on the node that is left, resumed from its checkpoint.
+    assert runs[0].returncode == 0, runs[0].output()
+    for name in chunks:
+        (record,) = (chunks_run / RUN / "training" / name).glob("*.json")  # a label per chunk
+        summary = json.loads(record.read_text())
+        assert summary["iterations"] == iterations
+        rows = (chunks_run / RUN / "losses" / name / f"{record.stem}.csv").read_text().splitlines()[1:]
+        assert [int(r.split(",")[0]) for r in rows] == list(range(1, iterations + 1))  # each once
+        if name == chunk:
+            assert summary["scheduler_job"] == job and summary["host"] == nodes[0]
+            assert summary["resumed_from_iteration"] >= reached > 0  # nothing checkpointed lost
+
+    # The distributed job: requeued, then the group resumed from the server's checkpoint.
+    assert runs[1].returncode == 0, runs[1].output()
+    summary = json.loads((group_run / RUN / "training/distributed.json").read_text())
+    assert summary["rounds"] == 3 * rounds_per_label
+    assert summary["resumed_from_round"] >= server["round"] > 0
+    rows = (group_run / RUN / "losses/distributed.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 3 * rounds_per_label + 1))
+    group_job = subprocess.run(
+        ["scontrol", "show", "job", summary["scheduler_job"]], capture_output=True, text=True
+    )
+    assert "Restarts=1 " in group_job.stdout and "JobState=COMPLETED" in group_job.stdout, group_job.stdout
+    assert job_nodes(summary["scheduler_job"]) == nodes
