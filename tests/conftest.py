@@ -13,6 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from wcgan.config import config_schema
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 BIN = Path(sys.executable).parent  # the environment's console scripts (wcgan, snakemake)
@@ -24,9 +26,22 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+def schema_defaults(schema: dict) -> dict:
+    """Every key's default, nested as a config: what the workflow fills in from the schema."""
+    out = {}
+    for name, spec in schema.get("properties", {}).items():
+        if "properties" in spec and spec.get("default") == {}:
+            out[name] = schema_defaults(spec)
+        elif "default" in spec:
+            out[name] = copy.deepcopy(spec["default"])
+    return out
+
+
 def default_config() -> dict:
+    """The default run's config with every key, as the workflow sees it: config/config.yaml over
+    the schema's defaults."""
     with open(REPO / "config" / "config.yaml", encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        return merged(schema_defaults(config_schema()), yaml.safe_load(fh))
 
 
 def merged(base: dict, overrides: dict) -> dict:

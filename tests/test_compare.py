@@ -8,10 +8,9 @@ import jsonschema
 import pandas as pd
 import pytest
 import torch
-import yaml
 from PIL import Image
 
-from conftest import REPO, default_config, merged
+from conftest import default_config, merged
 from wcgan.atomic import write_json
 from wcgan.compare import (
     LOSS_OPTIONS,
@@ -27,14 +26,14 @@ from wcgan.compare import (
     trained_units,
     variant_config,
 )
-from wcgan.config import TrainConfig, describe_schema_error
+from wcgan.config import TrainConfig, config_schema, describe_schema_error
 from wcgan.errors import WcganError
 from wcgan.figures import plot_compare_fid, save_compare_grid
 from wcgan.labels import make_labels
 from wcgan.layout import RunLayout
 from wcgan.tables import write_metrics, write_tsv
 
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+SCHEMA = config_schema()
 LABELS = ["a", "b", "c", "d"]
 
 

@@ -5,11 +5,12 @@ thousands of labels stays fast."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,53 @@ OPTIMIZERS = ("adam", "rmsprop")
 ADAM_DEFAULT_BETAS = (0.9, 0.999)  # for Adam chosen on a loss whose recipe has no betas
 INCEPTION_DOWNLOAD = "download"  # metrics.inception_weights value: torch-fidelity's published file
 SCORE_SEED = 2020  # of KID's subsets, IS's shuffle and precision/recall's subset: torch-fidelity's default
+# Every config key, its default and its meaning: the one place the defaults are written. The
+# workflow validates its config against it and fills in what a config file leaves out.
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+@functools.cache
+def config_schema() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _schema_property(key: Sequence[str]) -> dict[str, Any]:
+    node = config_schema()
+    for name in key:
+        node = node["properties"][name]
+    return node
+
+
+def schema_default(*key: str) -> Any:
+    """The schema's default of a config key: ``schema_default("sampling", "per_label")``."""
+    return _schema_property(key)["default"]
+
+
+def options_from_schema(*section: str, unset: Sequence[str] = ()) -> Callable[[type], type]:
+    """Class decorator, under ``@dataclass``: each field of a config section's class takes the
+    schema's default and description of ``<section>.<field>`` as its default and as the help of
+    its command-line option (``wcgan.options``). ``unset`` fields default to None instead."""
+
+    def from_schema(cls: type) -> type:
+        for name, annotation in cls.__annotations__.items():
+            spec = _schema_property((*section, name))
+            default = None if name in unset else spec["default"]
+            if annotation.startswith("float") and type(default) is int:
+                default = float(default)  # the type the field promises (and a settings digest sees)
+            help = " ".join(spec["description"].split())
+            setattr(cls, name, field(default=default, metadata={"help": help}))
+        return cls
+
+    return from_schema
+
+
 # Of each label's generated and real features, the overall IS, KID and precision/recall read a
-# seeded subset of at most this many (FID reads the moments of all).
-OVERALL_PER_LABEL = 1_000
-PRC_MAX_IMAGES = 10_000  # precision/recall is quadratic in the images: a seeded subset above this
-
-
-def option(default: Any, help: str) -> Any:
-    """A config section's field: its default, which is the schema's (workflow/schemas/
-    config.schema.yaml, held equal by tests/test_config.py), and the help of its command-line
-    option (``wcgan.options.add_config_options``)."""
-    return field(default=default, metadata={"help": help})
+# seeded subset of at most this many (FID reads the moments of all); precision/recall is
+# quadratic in the images, so all labels' use a seeded subset above PRC_MAX_IMAGES.
+OVERALL_PER_LABEL = schema_default("metrics", "overall_per_label")
+PRC_MAX_IMAGES = schema_default("metrics", "prc_max_images")
 
 
 @dataclass(frozen=True)
@@ -94,7 +131,10 @@ class ConfigSection:
                 raise WcganError(f"{key}.{name} must be positive, got {value}")
 
 
+# No budget by default (unlike the schema's, the digits run's): an unset budget is refused, so a
+# caller of the package or of `wcgan train` states the one it means.
 @dataclass(frozen=True)
+@options_from_schema("train", unset=("iterations", "seconds"))
 class TrainConfig(ConfigSection):
     """One label's training options (the config's ``train`` section).
 
@@ -111,33 +151,27 @@ class TrainConfig(ConfigSection):
     detached and weight clipping acts after the gradients are taken.
     """
 
-    generator: str = option("per_label", "per_label | conditional | distributed (a name in GENERATORS)")
-    loss: str = option("wgan-gp", "wgan-gp | wgan-clip | dcgan | hinge (a name in RECIPES)")
-    training: str = option("two_stage", "two_stage | one_stage (a name in TRAINING_SCHEMES)")
-    # No budget by default (unlike config/config.yaml's digits run): an unset budget is refused,
-    # so a caller of the package or of `wcgan train` states the one it means.
-    iterations: int | None = option(None, "budget: generator iterations (unset: no limit)")
-    seconds: float | None = option(None, "budget: wall-clock training seconds (unset: no limit)")
-    batch_size: int = option(64, "real and fake images per critic step")
-    z_dim: int = option(64, "latent size")
-    width: int = option(16, "network channels at full resolution")
-    critic_steps: int | None = option(None, "critic updates per generator update; unset: the recipe")
-    optimizer: str | None = option(None, "adam | rmsprop; unset: the recipe")
-    lr: float | None = option(None, "learning rate of both networks; unset: the recipe")
-    betas: tuple[float, float] | None = option(None, "Adam's betas; unset: the recipe")
-    gp_weight: float | None = option(None, "wgan-gp: weight of the gradient penalty; unset: 10")
-    clip_value: float | None = option(None, "wgan-clip: critic weights clipped to [-c, c]; unset: 0.01")
-    ema_half_life_images: float = option(
-        10_000.0, "half-life of the generator's moving average, in images it generated (0: none)"
-    )
-    ema_rampup: float = option(
-        0.05, "the half-life is at most this share of the images generated so far (0: no ramp-up)"
-    )
-    snapshots: int = option(0, "generator copies at even shares of the budget, for FID against compute")
-    checkpoint_seconds: float = option(30.0, "seconds between checkpoints (0: every iteration)")
-    log_seconds: float = option(5.0, "seconds between progress lines and NaN checks")
-    seed: int = option(0, "base seed; each label derives its own from it and its slug")
-    device: str = option("auto", "auto (the GPU when there is one) | cpu | cuda | cuda:N")
+    generator: str
+    loss: str
+    training: str
+    iterations: int | None
+    seconds: float | None
+    batch_size: int
+    z_dim: int
+    width: int
+    critic_steps: int | None
+    optimizer: str | None
+    lr: float | None
+    betas: tuple[float, float] | None
+    gp_weight: float | None
+    clip_value: float | None
+    ema_half_life_images: float
+    ema_rampup: float
+    snapshots: int
+    checkpoint_seconds: float
+    log_seconds: float
+    seed: int
+    device: str
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "train") -> TrainConfig:
@@ -281,23 +315,20 @@ class Settings:
 
 
 @dataclass(frozen=True)
+@options_from_schema("distributed")
 class DistributedConfig(ConfigSection):
     """How ``train.generator: distributed`` spreads training over processes (the config's
     ``distributed`` section): a server and ``devices`` device processes (``wcgan.distributed``).
     Loss, batch size, budget (rounds: one generator update each), snapshots and seed come from
     the ``train`` section."""
 
-    devices: int = option(2, "device processes, each with a local critic; the launch runs devices + 1")
-    schedule: str = option("serial", "serial | parallel (the server's generator step beside the devices')")
-    partition: str = option("iid", "iid (random shares of the images) | by_label (shares of the labels)")
-    local_steps: int | None = option(
-        None, "critic steps per device and round; unset: the loss's critic_steps"
-    )
-    backend: str = option("auto", "auto (nccl on GPUs, gloo on CPUs) | gloo | nccl")
-    nodes: int = option(1, "nodes the launch spreads its processes over (srun --nodes; on Slurm only)")
-    max_restarts: int = option(
-        3, "times the launcher restarts the group from the server's checkpoint after losing a process"
-    )
+    devices: int
+    schedule: str
+    partition: str
+    local_steps: int | None
+    backend: str
+    nodes: int
+    max_restarts: int
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "distributed") -> DistributedConfig:
@@ -325,16 +356,17 @@ class DistributedConfig(ConfigSection):
 
 
 @dataclass(frozen=True)
+@options_from_schema("metrics", "classifier")
 class ClassifierConfig(ConfigSection):
     """The config's ``metrics.classifier`` section."""
 
-    epochs: int = option(20, "passes over the training part")
-    batch_size: int = option(64, "images per step (2 or more: batch norm)")
-    lr: float = option(2e-3, "Adam, cosine-decayed to 0")
-    width: int = option(32, "channels of the first block")
-    holdout: float = option(0.1, "share of each label kept aside to measure accuracy")
-    max_images_per_label: int | None = option(None, "cap per label (ImageNet-size sets); unset: all")
-    seed: int = option(0, "seed of the hold-out split and of training")
+    epochs: int
+    batch_size: int
+    lr: float
+    width: int
+    holdout: float
+    max_images_per_label: int | None
+    seed: int
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "metrics.classifier") -> ClassifierConfig:
@@ -408,7 +440,9 @@ def label_seed(base_seed: int, slug: str) -> int:
 
 def describe_schema_error(error: Any) -> str:
     """One line for a jsonschema ``ValidationError`` on the config, naming the key at fault."""
-    where = ".".join(str(part) for part in error.absolute_path) or "the config"
+    where = ".".join(str(part) for part in error.absolute_path)
+    if not where:
+        return f"config: {error.message}"
     if error.validator == "additionalProperties":
         known = set(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - known)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wcgan.config import SUPPORTED_RESOLUTIONS, ConfigSection, option
+from wcgan.config import SUPPORTED_RESOLUTIONS, ConfigSection, options_from_schema
 from wcgan.errors import WcganError
 
 # Pillow's default limit: it warns of a decompression bomb above it and refuses twice as much.
@@ -51,19 +51,18 @@ CIFAR100_CLASSES = (
 
 
 @dataclass(frozen=True)
+@options_from_schema("data")
 class DataSpec(ConfigSection):
     """Where a data set comes from and how its images are normalised (the config's ``data``)."""
 
-    source: str = option(
-        "digits", "digits | imagefolder | cifar10 | cifar100 | imagenet1k (a name in SOURCES)"
-    )
-    root: str | None = option(None, "folder the source reads; unused by digits")
-    labels: tuple[str, ...] | None = option(None, "explicit label names, in class-index order")
-    resolution: int | None = option(None, "unset: the data set's own size; N: crop and resize to N x N")
-    channels: int | None = option(None, "unset: the source's own (digits 1, the others 3)")
-    download: bool = option(False, "let torchvision download cifar10/cifar100 into root")
-    min_images: int = option(2, "a label with fewer images is an error")
-    max_pixels: int = option(64_000_000, "a larger image is refused before it is decoded (wcgan.data)")
+    source: str
+    root: str | None
+    labels: tuple[str, ...] | None
+    resolution: int | None
+    channels: int | None
+    download: bool
+    min_images: int
+    max_pixels: int
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], key: str = "data") -> DataSpec:

@@ -7,8 +7,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import yaml
-
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -21,6 +19,8 @@ from wcgan.cluster import (
 from wcgan.compare import SCHEMES, variant_name, variant_train
 from wcgan.config import (
     INCEPTION_DOWNLOAD,
+    SCHEMA_PATH,
+    config_schema,
     check_run_name,
     DistributedConfig,
     TrainConfig,
@@ -53,12 +53,11 @@ from wcgan.tables import format_metrics, missing_models
 gc.freeze()
 gc.set_threshold(100_000, 50, 100)
 
-SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
-config.update(coerce_strings(config, yaml.safe_load(SCHEMA.read_text())))
+config.update(coerce_strings(config, config_schema()))
 try:
-    # Every key is required, config/config.yaml gives each: the schema's defaults (those of the
-    # package's options) are not filled in.
-    validate(config, schema="../schemas/config.schema.yaml", set_default=False)
+    # The schema (in the package, whose options take their defaults from it too) fills in every
+    # key the config files leave out.
+    validate(config, schema=str(SCHEMA_PATH), set_default=True)
 except WorkflowError as error:
     raise WorkflowError(describe_schema_error(error.__context__)) from None
 
