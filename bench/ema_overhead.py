@@ -34,7 +34,11 @@ torch.set_num_threads(1)
 
 def cpu_seconds_per_iteration(sets: list[TrainingSet], half_life: float) -> float:
     config = TrainConfig(
-        iterations=args.iterations, width=args.width, ema_half_life_images=half_life, checkpoint_seconds=3600
+        iterations=args.iterations,
+        width=args.width,
+        ema_half_life_images=half_life,
+        checkpoint_seconds=3600,
+        device="cpu",  # the default, auto, would take a GPU where there is one
     )
     with tempfile.TemporaryDirectory() as checkpoints:
         start = time.process_time()

@@ -12,7 +12,9 @@ a job of K labels gives each label more iterations per device-second than a job 
 An iteration's seconds are the wall-clock time between consecutive rows of the loss history
 (each label's share times K). The first iteration (warm-up) is left out and the rest averaged;
 on a GPU the loop does not wait for the device between iterations, so give it enough
-iterations that the queue's start and end do not matter (``--iterations``).
+iterations that the queue's start and end do not matter (``--iterations``). On a GPU each cell
+also shows the run's peak device memory per label (``torch.cuda.max_memory_allocated`` / K,
+the labels' uint8 images included), what sizes K for a card.
 """
 
 import argparse
@@ -73,7 +75,12 @@ ks_of = {net: [int(k) for k in ks.split(",")] for net, ks in (item.split("=") fo
 device = resolve_device(args.device)
 
 
-def label_iterations_per_second(resolution: int, width: int, k: int, iterations: int, stack: str) -> float:
+def label_iterations_per_second(
+    resolution: int, width: int, k: int, iterations: int, stack: str
+) -> tuple[float, float]:
+    """Label-iterations per second, and peak device MiB per label (0 on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     sets = [
         TrainingSet.of_label(
             Shard(
@@ -105,10 +112,12 @@ def label_iterations_per_second(resolution: int, width: int, k: int, iterations:
             log=lambda _: None,
         )
     seconds = first.history[:, 1] * k  # the chunk's wall clock at each iteration
-    return k * (len(seconds) - 1) / (seconds[-1] - seconds[0]).item()
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 / k if device.type == "cuda" else 0.0
+    return k * (len(seconds) - 1) / (seconds[-1] - seconds[0]).item(), peak
 
 
-columns = " ".join(f"{stack + ' it/s':>15} {'vs K=1':>7}" for stack in args.stacks)
+memory = f" {'MiB/label':>9}" if device.type == "cuda" else ""
+columns = " ".join(f"{stack + ' it/s':>15} {'vs K=1':>7}{memory}" for stack in args.stacks)
 print(f"{'res':>4} {'width':>5} {'K':>3} | {columns}", flush=True)
 start = time.monotonic()
 for net in args.nets:
@@ -117,11 +126,13 @@ for net in args.nets:
     for k in ks_of.get(net, args.ks):
         cells = []
         for stack in args.stacks:  # alternate, so drift on a shared machine hits both alike
-            rate = label_iterations_per_second(
+            rate, peak = label_iterations_per_second(
                 resolution, width, k, iterations_of.get(net, args.iterations), stack
             )
             baseline.setdefault(stack, rate)  # K = 1 calls the network directly either way
-            cells.append(f"{rate:>15.2f} {rate / baseline[stack]:>7.2f}")
+            cells.append(
+                f"{rate:>15.2f} {rate / baseline[stack]:>7.2f}" + (f" {peak:>9.1f}" if memory else "")
+            )
         print(f"{resolution:>4} {width:>5} {k:>3} | {' '.join(cells)}", flush=True)
 where = (
     f"{torch.get_num_threads()} CPU threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
