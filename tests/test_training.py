@@ -13,6 +13,7 @@ from wcgan.config import TrainConfig
 from wcgan.data import TrainingSet
 from wcgan.errors import WcganError
 from wcgan.files import LOSS_COLUMNS, load_generator, save_generator, save_losses, save_shard
+from wcgan.runner import prepare_process
 from wcgan.training import train
 
 TINY = dict(batch_size=16, z_dim=8, width=4, log_seconds=0.05, checkpoint_seconds=600)
@@ -298,3 +299,12 @@ def test_snapshots_follow_a_seconds_budget(digit_shards, tmp_path):
     seconds = [point["seconds"] for point in result.snapshots]
     assert len(seconds) == 4 and seconds == sorted(seconds)
     assert [s >= k / 4 for k, s in enumerate(seconds[:3], 1)] == [True] * 3  # at or just past k/4 of it
+
+
+def test_a_gpu_trainer_turns_on_the_cudnn_autotuner_and_a_cpu_trainer_leaves_it(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    threads = torch.get_num_threads()
+    prepare_process(torch.device("cpu"), threads)
+    assert torch.backends.cudnn.benchmark is False and torch.get_num_threads() == threads
+    prepare_process(torch.device("cuda"), None)  # only the flag: no GPU is needed to set it
+    assert torch.backends.cudnn.benchmark is True

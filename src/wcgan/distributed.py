@@ -39,6 +39,7 @@ from wcgan.runner import (
     LossHistory,
     PhaseClock,
     Session,
+    prepare_process,
     progress_line,
     run_to_budget,
     snapshot,
@@ -323,9 +324,8 @@ def train_distributed(
                 f"the launch has world size {world}, but distributed.devices {devices} needs {devices + 1} "
                 f"(the server and one per device)"
             )
-    if threads:
-        torch.set_num_threads(threads)
     device = rank_device(config.device)
+    prepare_process(device, threads)
     settings = config.resolved()
     seed = settings.seed(CONDITIONAL)
     data, sizes, device_labels, data_key = _share_data(shards, dist_config, seed)

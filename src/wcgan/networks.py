@@ -224,28 +224,27 @@ class NetworkStack:
       each network's parameters get their own gradient back) and their buffers, and evaluates
       one structural copy of the first network (on the meta device, no storage) under
       ``torch.func.vmap`` of ``functional_call``. vmap turns the per-network convolutions into
-      grouped ones and the linear layers into batched matrix products: one kernel for all K,
-      which fills a GPU that one small network leaves mostly idle. Batch norm keeps
+      grouped ones and the linear layers into batched matrix products: one kernel for all K.
+      Batch norm keeps
       per-network statistics: its running statistics are updated in the stacked buffers and
       copied back into each network.
-    * not vectorized: each network on its own slice, outputs stacked. On a CPU the convolutions
-      already keep the cores busy, and oneDNN's grouped convolutions (and vmap's reshuffling
-      around them) are slower than K plain ones (measured in
-      [Many labels](../../docs/many-labels.md)).
+    * not vectorized (the default): each network on its own slice, outputs stacked. Grouped
+      convolutions (and vmap's reshuffling around them) were slower than K plain ones on both
+      kinds of device measured: oneDNN's on a CPU, cuDNN's on an H200, where the host queues
+      the K networks' kernels faster than the GPU runs them ([Many labels](../../docs/many-labels.md),
+      [GPU](../../docs/gpu.md)). ``bench/labels_per_job.py`` measures both on other devices.
 
-    By default a stack vectorizes on a GPU and not on a CPU. One network is called directly,
+    One network is called directly,
     so a stack of one costs what the network does. Parametrized networks (spectral norm) do not
     vectorize: their parameters live in the parametrizations, which ``functional_call`` over a
     copy does not follow.
     """
 
-    def __init__(self, networks: Sequence[nn.Module], vectorized: bool | None = None):
+    def __init__(self, networks: Sequence[nn.Module], vectorized: bool = False):
         self.networks = list(networks)
         if not self.networks:
             raise ValueError("a NetworkStack needs at least one network")
         first = self.networks[0]
-        if vectorized is None:
-            vectorized = next(first.parameters()).device.type == "cuda"
         self._structure: nn.Module | None = None
         if vectorized and len(self.networks) > 1:
             if any(parametrize.is_parametrized(module) for module in first.modules()):

@@ -31,6 +31,7 @@ from wcgan.runner import (
     LossHistory,
     PhaseClock,
     Session,
+    prepare_process,
     progress_line,
     run_to_budget,
     snapshot,
@@ -257,7 +258,9 @@ class ChunkTrainer:
 
     kind, unit = "chunk", "iteration"
 
-    def __init__(self, sets: Sequence[TrainingSet], settings: Settings, device: torch.device, vectorized):
+    def __init__(
+        self, sets: Sequence[TrainingSet], settings: Settings, device: torch.device, vectorized: bool
+    ):
         config = settings.config
         self.config, self.settings, self.device = config, settings, device
         self.share = len(sets)
@@ -461,19 +464,18 @@ def train_chunk(
     *,
     threads: int | None = None,
     profile: bool = False,
-    vectorized: bool | None = None,
+    vectorized: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[TrainResult]:
     """Train (or resume training) the GANs of ``sets``, one per label, together as one batched
     network until each has its budget: ``iterations`` each, or K x ``seconds`` of wall clock for
     the chunk (K = len(sets)), so each label gets the device-seconds of a job of its own. Returns
     one result per set, in order. ``vectorized`` picks how the K networks are evaluated
-    (``wcgan.networks.NetworkStack``; None: vectorized on a GPU only); the numbers are the same."""
+    (``wcgan.networks.NetworkStack``: looped unless asked); the numbers are the same."""
     config.check()
     check_chunk(sets)
     device = resolve_device(config.device)
-    if threads:
-        torch.set_num_threads(threads)
+    prepare_process(device, threads)
     settings = config.resolved()
     trainer = ChunkTrainer(sets, settings, device, vectorized)
     checkpoint_path = Path(checkpoint_dir) / f"{run_key(settings, sets, device)}.pt"
