@@ -186,6 +186,17 @@ def test_curve_rows_sum_the_budget_of_every_job_at_each_point():
         curve_rows([job_a, job_b[:1]])
 
 
+def test_curve_rows_count_a_generator_drawn_in_several_label_files_once():
+    # A conditional GAN's three labels, a file each, and a per-label GAN: two generators.
+    conditional = [{"iteration": 6, "device_seconds": 3.0, "generator": "models/conditional.pt"}]
+    per_label = [{"iteration": 2, "device_seconds": 1.0, "generator": "models/c003-003/3.pt"}]
+    rows = curve_rows([conditional, conditional, conditional, per_label])
+    assert (rows[0]["iterations"], rows[0]["device_seconds"]) == (8, 4.0)
+    # Files that name no generator (written before they did) are each a generator of its own.
+    unnamed = [{"iteration": 6, "device_seconds": 3.0}]
+    assert curve_rows([unnamed, unnamed])[0]["iterations"] == 12
+
+
 def test_variants_scored_by_different_extractors_are_refused():
     variants = [
         ("wgan-gp", 0, budget([1] * 4, [1.0] * 4), pd.DataFrame(metrics([1, 1, 1, 1]))),

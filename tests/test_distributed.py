@@ -293,7 +293,7 @@ def serial_run(shard_files, tmp_path_factory):
     samples = [str(out / f"samples-{i}.pt") for i in range(len(shard_files))]
     result = launch(
         3, shard_files, out, "--devices=2", "--partition=by_label", "--iterations=1", "--snapshots=2",
-        "--snapshots-out", str(out / "snapshots.pt"), "--samples=5", "--samples-out", *samples,
+        "--snapshots-out", str(out / "snapshots"), "--samples=5", "--samples-out", *samples,
     )  # fmt: skip
     return result, out
 
@@ -327,10 +327,12 @@ def test_serial_schedule_writes_its_outputs_and_counts_its_traffic(serial_run, d
     for index, shard in enumerate(digit_shards):
         images, label = load_samples(out / f"samples-{index}.pt")
         assert label == shard.label and images.shape == (5, 1, 8, 8)
-    points = load_snapshot_samples(out / "snapshots.pt")  # the moving average's, then the raw weights'
-    assert [(point["weights"], point["iteration"]) for point in points] == [
-        ("ema", 2), ("ema", 3), ("raw", 2), ("raw", 3)
-    ]  # fmt: skip
+    for shard in digit_shards:  # a file per label: the moving average's points, then the raw weights'
+        points = load_snapshot_samples(out / "snapshots" / f"{shard.label.slug}.pt")
+        assert [(point["weights"], point["iteration"]) for point in points] == [
+            ("ema", 2), ("ema", 3), ("raw", 2), ("raw", 3)
+        ]  # fmt: skip
+        assert all(set(point["indices"].tolist()) == {shard.label.index} for point in points)
 
 
 def test_a_checkpoint_of_another_layout_is_refused_in_one_line(serial_run, shard_files, tmp_path):
@@ -343,7 +345,7 @@ def test_a_checkpoint_of_another_layout_is_refused_in_one_line(serial_run, shard
         "--iterations=1",
         "--snapshots=2",
         "--snapshots-out",
-        str(tmp_path / "s.pt"),
+        str(tmp_path / "snapshots"),
     ]
     result = launch(2, shard_files, tmp_path, "--devices=1", *same)
     assert result.returncode != 0

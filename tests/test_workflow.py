@@ -237,6 +237,12 @@ def test_one_conditional_gan_for_all_labels_in_the_pipeline(tmp_path):
     summary = json.loads((tmp_path / RUN / "training/conditional.json").read_text())
     assert summary["iterations"] == 3 * 4 and len(summary["labels"]) == 3  # the labels' budget together
     assert sorted(p.name for p in (tmp_path / RUN / "models").iterdir()) == ["conditional.pt"]
+    # Its snapshot samples as a per-label run's: a file per label in its chunk's folder, which
+    # the chunk's feature job scores.
+    snapshots = sorted(
+        p.relative_to(tmp_path / RUN / "snapshots") for p in (tmp_path / RUN / "snapshots").rglob("*")
+    )
+    assert [str(p) for p in snapshots if p.suffix == ".pt"] == [f"c00{i}-00{i}/{i}.pt" for i in range(3)]
     metrics = pd.read_csv(tmp_path / RUN / "scores/metrics.tsv", sep="\t")
     assert metrics["scope"].tolist() == ["overall", "label", "label", "label"]
     curve = pd.read_csv(tmp_path / RUN / "scores/curve.tsv", sep="\t")

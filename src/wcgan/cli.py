@@ -122,7 +122,8 @@ def _training_output_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--snapshots-out",
         nargs="+",
-        help=f"samples of the GAN's labels at each train.snapshots point (.pt): {per_gan}",
+        help="samples of each label at each train.snapshots point (.pt each, in --shard order, "
+        "or their folder)",
     )
     sub.add_argument("--samples", type=int, default=1000, help="how many per label, with --samples-out")
     sub.add_argument("--samples-seed", type=int, default=0, help="base seed of their latents")

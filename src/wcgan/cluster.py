@@ -20,12 +20,6 @@ from wcgan.config import TrainConfig
 from wcgan.errors import WcganError
 
 PLACEHOLDER = "EDIT_ME"
-# The training rule of each train.generator: the rule a profile gives the GPU partition.
-TRAIN_RULES = {
-    "per_label": "train_chunk",
-    "conditional": "train_conditional",
-    "distributed": "train_distributed",
-}
 
 
 def scheduler_job() -> dict[str, str | None]:
@@ -38,10 +32,13 @@ def scheduler_job() -> dict[str, str | None]:
 
 
 def check_resources(
-    defaults: Mapping[str, Any], per_rule: Mapping[str, Mapping[str, Any]], train: TrainConfig
+    defaults: Mapping[str, Any],
+    per_rule: Mapping[str, Mapping[str, Any]],
+    train_rule: str,
+    train: TrainConfig,
 ) -> None:
-    """No placeholder left in any resource, and no training time limit below the budget of a
-    training job (``train``: the job's budget, e.g. a chunk's K labels together)."""
+    """No placeholder left in any resource, and no time limit of the training rule
+    ``train_rule`` below the budget of its job (``train``: e.g. a chunk's K labels together)."""
     settings = [("default-resources", name, value) for name, value in defaults.items()]
     settings += [
         (f"set-resources {rule}", name, value)
@@ -54,13 +51,12 @@ def check_resources(
                 f"profile setting {where}: {name} is still the placeholder '{value}'; set it to "
                 f"your site's value in the profile (or delete the line)"
             )
-    rule = TRAIN_RULES[train.generator]
-    runtime = per_rule.get(rule, {}).get("runtime")
+    runtime = per_rule.get(train_rule, {}).get("runtime")
     if runtime is not None and train.seconds is not None:
         needed = math.ceil(train.seconds / 60)
         if not isinstance(runtime, (int, float)) or runtime < needed:
             raise WcganError(
-                f"set-resources {rule}: runtime={runtime} minutes is below train.seconds "
+                f"set-resources {train_rule}: runtime={runtime} minutes is below train.seconds "
                 f"({train.seconds:g} s = {needed} min): the scheduler would stop every label before its budget"
             )
 

@@ -296,10 +296,12 @@ def label_table(variants: Sequence[tuple[str, int, pd.DataFrame, pd.DataFrame]])
 
 
 def curve_rows(points_per_unit: Sequence[Sequence[dict]]) -> list[dict[str, Any]]:
-    """The budget used at each snapshot point of a variant, over all its training jobs, for the
-    points of each of the generators' weights in turn: ``points_per_unit`` holds each job's
-    points (``wcgan.files.load_snapshot_samples``; a point without ``weights``, of a file
-    from before the moving average, is of the raw ones), the same in every job."""
+    """The budget used at each snapshot point of a variant, over all its generators, for the
+    points of each of the generators' weights in turn: ``points_per_unit`` holds each snapshot
+    file's points (``wcgan.files.load_snapshot_samples``; a point without ``weights``, of a file
+    from before the moving average, is of the raw ones), the same in every file. The files of
+    one generator's labels (a conditional GAN's) name it, and its budget counts once; a file
+    that names none is a generator of its own."""
     series = {tuple(point.get("weights", "raw") for point in points) for points in points_per_unit}
     counts = sorted({len(points) for points in points_per_unit})
     if len(counts) != 1:
@@ -307,6 +309,9 @@ def curve_rows(points_per_unit: Sequence[Sequence[dict]]) -> list[dict[str, Any]
     if len(series) != 1:
         raise WcganError("compare: some training jobs kept the moving average's snapshots, others not")
     (weights,) = series
+    generators = {
+        points[0].get("generator", k) if points else k: points for k, points in enumerate(points_per_unit)
+    }.values()
     totals, seen = Counter(weights), Counter()
     rows = []
     for k, kind in enumerate(weights):
@@ -316,8 +321,8 @@ def curve_rows(points_per_unit: Sequence[Sequence[dict]]) -> list[dict[str, Any]
                 "weights": kind,
                 "point": seen[kind],
                 "share": seen[kind] / totals[kind],
-                "iterations": sum(int(points[k]["iteration"]) for points in points_per_unit),
-                "device_seconds": sum(float(points[k]["device_seconds"]) for points in points_per_unit),
+                "iterations": sum(int(points[k]["iteration"]) for points in generators),
+                "device_seconds": sum(float(points[k]["device_seconds"]) for points in generators),
             }
         )
     return rows

@@ -276,12 +276,13 @@ def extract_label_features(
 
 def extract_snapshot_features(network: FeatureNetwork, points: Sequence[dict]) -> list[dict[str, Any]]:
     """The features of every snapshot point's samples (``wcgan.files.load_snapshot_samples``):
-    per point its iteration, seconds, device-seconds, each sample's class ``indices`` and the
-    samples' ``features`` and ``logits``."""
+    per point its iteration, seconds, device-seconds, generator (where the file names it), each
+    sample's class ``indices`` and the samples' ``features`` and ``logits``."""
     featured = []
     for point in points:
         features, logits = network.extract(point["images"])
-        kept = {key: point[key] for key in (*SNAPSHOT_BUDGET, "weights", "indices")}
+        keys = (*SNAPSHOT_BUDGET, "weights", "indices", *(["generator"] if "generator" in point else []))
+        kept = {key: point[key] for key in keys}
         featured.append({**kept, "features": features, "logits": logits})
     return featured
 
@@ -297,12 +298,15 @@ def _summed(moments: Sequence[Moments]) -> Moments:
     return functools.reduce(operator.add, moments)
 
 
-def _budgets(units: Sequence[Sequence[dict]]) -> list[list[dict[str, float]]]:
-    """Each training job's budget used at each of its snapshot points, and whose weights the
-    point's samples are of (``wcgan.sampling.snapshot_samples``)."""
+def _budgets(units: Sequence[Sequence[dict]]) -> list[list[dict[str, Any]]]:
+    """Each snapshot file's budget used at each of its points, whose weights the point's samples
+    are of (``wcgan.sampling.snapshot_samples``) and, where the file names it, its generator."""
     return [
         [
-            {**{key: float(point[key]) for key in SNAPSHOT_BUDGET}, "weights": point["weights"]}
+            {
+                **{key: float(point[key]) for key in SNAPSHOT_BUDGET},
+                **{key: point[key] for key in ("weights", "generator") if key in point},
+            }
             for point in points
         ]
         for points in units

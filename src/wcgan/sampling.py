@@ -125,12 +125,12 @@ def sample_labels(generator: Generator, labels: Sequence[Label], n: int, seed: i
 
 def snapshot_samples(
     points: Sequence[dict], generator: Generator, labels: Sequence[Label], n: int, seed: int
-) -> list[dict]:
+) -> list[list[dict]]:
     """Samples of every label from each training snapshot (``TrainResult.snapshots``), of the
     moving average's weights where there is one and of the raw ones, all the moving average's
-    points first: the points of the quality-against-compute curves (``wcgan score-curve``),
-    as ``files.save_snapshot_samples`` stores them."""
-    saved = []
+    points first: the points of the quality-against-compute curves. One list of points per
+    label, each point that label's images, as ``files.save_snapshot_samples`` stores a label's."""
+    per_label: list[list[dict]] = [[] for _ in labels]
     for weights, key in (("ema", "generator_ema"), ("raw", "generator")):
         for point in points:
             if key not in point:
@@ -138,8 +138,7 @@ def snapshot_samples(
             generator.load_state_dict(point[key])
             images = sample_labels(generator.eval(), labels, n, seed)
             budget = {name: point[name] for name in ("iteration", "seconds", "device_seconds")}
-            indices = [torch.full((len(x),), lb.index) for x, lb in zip(images, labels, strict=True)]
-            saved.append(
-                {**budget, "weights": weights, "images": torch.cat(images), "indices": torch.cat(indices)}
-            )
-    return saved
+            for saved, label_images, label in zip(per_label, images, labels, strict=True):
+                indices = torch.full((len(label_images),), label.index)
+                saved.append({**budget, "weights": weights, "images": label_images, "indices": indices})
+    return per_label

@@ -1,5 +1,5 @@
 """What a training job writes (``wcgan train``, ``wcgan train-distributed``): per GAN its
-generator, losses, summary and snapshot samples, per label its samples. One object names every
+generator, losses and summary, per label its samples and snapshot samples. One object names every
 file, from the files or folders the command was given, and writes them
 ([Training](../../docs/training.md)).
 """
@@ -48,27 +48,28 @@ def check_outputs(
     given: Mapping[str, Sequence[str] | None], gans: int, labels: int, generator: str, snapshots: int
 ) -> None:
     """The outputs as given (``SUFFIXES``' names to paths) name one file per GAN of each per-GAN
-    output and one per label of the samples (a folder: one per label), and snapshot samples
-    wherever the config asks for snapshots."""
+    output and one per label of the samples and snapshot samples (a folder: one per label), and
+    snapshot samples wherever the config asks for snapshots."""
 
     def count(name: str) -> int:
         paths = given[name]
         return labels if len(paths) == 1 and not paths[0].endswith(SUFFIXES[name]) else len(paths)
 
-    for name in ("models", "losses", "summaries", "snapshots"):
+    for name in ("models", "losses", "summaries"):
         if given.get(name) and count(name) != gans:
             per = "one per --shard" if gans > 1 else f"one for train.generator {generator}"
             raise WcganError(f"{OPTIONS[name]} names {count(name)} files; it needs {gans}: {per}")
-    if given.get("samples") and count("samples") != labels:
-        raise WcganError(f"--samples-out names {count('samples')} files for {labels} shards")
+    for name in ("samples", "snapshots"):
+        if given.get(name) and count(name) != labels:
+            raise WcganError(f"{OPTIONS[name]} names {count(name)} files for {labels} shards")
     if snapshots and not given.get("snapshots"):
         raise WcganError(f"train.snapshots is {snapshots}: give --snapshots-out for their samples")
 
 
 @dataclass(frozen=True)
 class TrainingOutputs:
-    """The files of a training job: ``models``, ``losses``, ``summaries`` and ``snapshots``
-    one per GAN, ``samples`` one per label (``None``: not written)."""
+    """The files of a training job: ``models``, ``losses`` and ``summaries`` one per GAN,
+    ``samples`` and ``snapshots`` one per label (``None``: not written)."""
 
     models: list[str]
     losses: list[str]
@@ -108,7 +109,7 @@ class TrainingOutputs:
         weights: str = "ema",
     ) -> None:
         """Per GAN: generator, losses, samples of each of its labels (from its ``weights``:
-        ``wcgan.config.WEIGHTS``), snapshot samples, and the summary with where the job's
+        ``wcgan.config.WEIGHTS``) and their snapshot samples, and the summary with where the job's
         time went (for the weak-scaling split, wcgan.scaling)."""
         from wcgan.atomic import remove_stale_temporaries, write_json
         from wcgan.files import save_generator, save_losses, save_samples, save_snapshot_samples
@@ -125,6 +126,7 @@ class TrainingOutputs:
         ]
         remove_stale_temporaries(*outputs)
         samples_out = iter(self.samples or [])
+        snapshots_out = iter(self.snapshots or [])
         for k, (result, data) in enumerate(zip(results, sets, strict=True)):
             save_generator(result, data, self.models[k])
             save_losses(result.history, self.losses[k])
@@ -136,8 +138,12 @@ class TrainingOutputs:
                     save_samples(label_images, label, next(samples_out))
             if self.snapshots:
                 generator = copy.deepcopy(result.generator)
-                points = snapshot_samples(result.snapshots, generator, data.labels, samples, samples_seed)
-                save_snapshot_samples(points, self.snapshots[k])
+                per_label = snapshot_samples(result.snapshots, generator, data.labels, samples, samples_seed)
+                # Named by their generator's file: the curve counts a generator's budget once,
+                # however many labels' files it drew.
+                source = {"generator": self.models[k]}
+                for points in per_label:
+                    save_snapshot_samples([point | source for point in points], next(snapshots_out))
             summary: dict[str, Any] = result.summary
             summary["samples_weights"] = "ema" if averaged else "raw"
             loop = summary["session_seconds"]

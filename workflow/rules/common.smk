@@ -12,11 +12,10 @@ from snakemake.utils import validate
 
 from wcgan.options import format_options
 from wcgan.cluster import (
-    TRAIN_RULES,
     check_resources,
     check_slurm_gpu_request,
 )
-from wcgan.compare import SCHEMES, variant_name, variant_train
+from wcgan.compare import variant_name, variant_train
 from wcgan.config import (
     INCEPTION_DOWNLOAD,
     SCHEMA_PATH,
@@ -261,13 +260,11 @@ onstart:
 
         _or_workflow_error(resolve_device, TRAIN.device)
     if workflow.executor_plugin.name == "slurm":
-        train = RULE_RESOURCES.get(TRAIN_RULES[GENERATOR], {})
+        train = RULE_RESOURCES.get(TRAIN_RULE, {})
         partition = train.get(
             "slurm_partition", DEFAULT_RESOURCES.get("slurm_partition")
         )
-        _or_workflow_error(
-            check_slurm_gpu_request, TRAIN_RULES[GENERATOR], train, partition
-        )
+        _or_workflow_error(check_slurm_gpu_request, TRAIN_RULE, train, partition)
 
 
 onsuccess:

@@ -81,51 +81,22 @@ rule score:
         " --out {output.table} 2> {log}"
 
 
-if TRAIN.snapshots and GENERATOR == "per_label":
-
-    rule score_curve:
-        # FID against compute: every train.snapshots point, all labels merged, from the
-        # snapshot scores of the feature jobs.
-        input:
-            features=per_chunk(LAYOUT.features()),
-        output:
-            table=LAYOUT.scores("curve.tsv"),
-        log:
-            LAYOUT.log("score_curve"),
-        benchmark:
-            LAYOUT.benchmark("score_curve")
-        conda:
-            "../../envs/wcgan.yaml"
-        params:
-            features=every_chunk("features"),
-            options=merge_options(),
-        shell:
-            "wcgan merge-curve --features {params.features} {params.options}"
-            " --out {output.table} 2> {log}"
-
-else:
-
-    rule score_curve:
-        # The one snapshot file of a conditional or distributed generator: its features and
-        # the curve in one job.
-        input:
-            snapshots=all_trained("snapshots"),
-            shards=per_chunk(LAYOUT.chunks("shards")),
-            extractor=extractor_input(),
-        output:
-            table=LAYOUT.scores("curve.tsv"),
-        log:
-            LAYOUT.log("score_curve"),
-        benchmark:
-            LAYOUT.benchmark("score_curve")
-        conda:
-            "../../envs/wcgan.yaml"
-        threads: config["resources"]["score_threads"]
-        params:
-            shards=every_chunk("shards"),
-            extractor=extractor_option(),
-            options=f"{feature_options()} {merge_options()}",
-        shell:
-            "wcgan score-curve --snapshots {input.snapshots} --shards {params.shards}"
-            " {params.extractor} {params.options} --threads {threads} --out {output.table}"
-            " 2> {log}"
+rule score_curve:
+    # FID against compute: every train.snapshots point, all labels merged, from the snapshot
+    # scores of the feature jobs.
+    input:
+        features=per_chunk(LAYOUT.features()),
+    output:
+        table=LAYOUT.scores("curve.tsv"),
+    log:
+        LAYOUT.log("score_curve"),
+    benchmark:
+        LAYOUT.benchmark("score_curve")
+    conda:
+        "../../envs/wcgan.yaml"
+    params:
+        features=every_chunk("features"),
+        options=merge_options(),
+    shell:
+        "wcgan merge-curve --features {params.features} {params.options}"
+        " --out {output.table} 2> {log}"

@@ -49,11 +49,7 @@ def compare_samples(wildcards):
 
 def compare_snapshots(wildcards):
     """A variant's snapshot samples, found by path like its samples."""
-    run_dir = f"{COMPARE_DIR}/{wildcards.variant}"
-    generator = SCHEMES[COMPARE_VARIANTS[wildcards.variant][0]][0]
-    if generator == "per_label":
-        return per_chunk(f"{run_dir}/snapshots/{{chunk}}")
-    return [f"{run_dir}/snapshots/{generator}.pt"]
+    return per_chunk(f"{COMPARE_DIR}/{wildcards.variant}/snapshots/{{chunk}}")
 
 
 def compare_grid_variants():

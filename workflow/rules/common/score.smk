@@ -7,7 +7,7 @@ def feature_files(wildcards):
     train.snapshots) snapshot samples, one file per label in each."""
     chunk = wildcards.chunk
     options = [("--samples", "samples"), ("--shards", "shards")]
-    if TRAIN.snapshots and GENERATOR == "per_label":
+    if TRAIN.snapshots:
         options.append(("--snapshots", "snapshots"))
     return " ".join(
         f"{option} {LAYOUT.chunks(kind, chunk)}" for option, kind in options
@@ -15,10 +15,8 @@ def feature_files(wildcards):
 
 
 def chunk_snapshots():
-    """A chunk's snapshot samples, which its feature job reads (per-label generators only)."""
-    if TRAIN.snapshots and GENERATOR == "per_label":
-        return LAYOUT.chunks("snapshots")
-    return []
+    """A chunk's snapshot samples, which its feature job reads."""
+    return LAYOUT.chunks("snapshots") if TRAIN.snapshots else []
 
 
 # A run of one label cannot be scored through the classifier, which tells labels apart: refused

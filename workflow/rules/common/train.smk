@@ -20,56 +20,75 @@ TRAIN_RUNTIME = scheduler_minutes(
     config["resources"]["runtime_minutes_without_seconds"],
     config["labels_per_job"] if GENERATOR == "per_label" else len(LABELS),
 )
-_or_workflow_error(check_resources, DEFAULT_RESOURCES, RULE_RESOURCES, TRAIN_JOB_BUDGET)
-
-
 TRAINING_PROCESSES = DIST.processes if GENERATOR == "distributed" else 1
+# The name of the run's training rule (rules/train.smk), which a profile's set-resources reaches.
+TRAIN_RULE = {
+    "per_label": "train_chunk",
+    "conditional": "train_conditional",
+    "distributed": "train_distributed",
+}[GENERATOR]
+_or_workflow_error(
+    check_resources, DEFAULT_RESOURCES, RULE_RESOURCES, TRAIN_RULE, TRAIN_JOB_BUDGET
+)
+TRAINED_KINDS = ("models", "losses", "training")
 
 
-def training_outputs():
-    """What a training job writes: per label of a chunk (per_label), or one generator and every
-    label's samples; with train.snapshots also the samples of every snapshot point."""
-    outputs = {kind: trained_files(kind) for kind in ("models", "losses", "training")}
-    if GENERATOR == "per_label":
-        outputs["samples"] = directory(LAYOUT.chunks("samples"))
-    else:
-        outputs["samples"] = [directory(d) for d in per_chunk(LAYOUT.chunks("samples"))]
-    if TRAIN.snapshots:
-        outputs["snapshots"] = trained_files("snapshots")
+# What a training job draws per label: its samples and, with train.snapshots, the samples of
+# every snapshot point (one folder per chunk, one file per label in it).
+SAMPLED_KINDS = ("samples", "snapshots") if TRAIN.snapshots else ("samples",)
+
+
+def chunk_outputs():
+    """A chunk job's outputs: a folder of per-label files of each kind."""
+    kinds = TRAINED_KINDS + SAMPLED_KINDS
+    return {kind: directory(LAYOUT.chunks(kind)) for kind in kinds}
+
+
+def generator_outputs():
+    """The one generator's job's outputs: its files, and every chunk's folders of samples."""
+    outputs = {kind: LAYOUT.trained(kind) for kind in TRAINED_KINDS}
+    for kind in SAMPLED_KINDS:
+        outputs[kind] = [directory(d) for d in per_chunk(LAYOUT.chunks(kind))]
     return outputs
 
 
-def training_files():
-    """The file options of ``wcgan train``: for a chunk, its folders (the command makes one file
-    per label in each), else the one generator's files and the roots of every chunk's shards
-    and samples; and the checkpoint folder. A string whose {chunk} Snakemake fills in, not a
-    function: Snakemake calls a params function through its introspection for every job.
+def _file_options(files):
+    return " ".join(f"{option} {paths}" for option, paths in files.items())
+
+
+def chunk_files():
+    """The file options of ``wcgan train`` for a chunk: its folders (the command makes one file
+    per label in each) and its checkpoint folder. A string whose {chunk} Snakemake fills in, not
+    a function: Snakemake calls a params function through its introspection for every job.
     """
-    if GENERATOR == "per_label":
-        files = {
-            "--checkpoint-dir": LAYOUT.checkpoints(LAYOUT.training_job),
-            "--shard": LAYOUT.chunks("shards"),
-            "--model-out": LAYOUT.chunks("models"),
-            "--losses-out": LAYOUT.chunks("losses"),
-            "--summary-out": LAYOUT.chunks("training"),
-            "--samples-out": LAYOUT.chunks("samples"),
-        }
-        if TRAIN.snapshots:
-            files["--snapshots-out"] = LAYOUT.chunks("snapshots")
-    else:
-        files = {
-            "--checkpoint-dir": LAYOUT.checkpoints(LAYOUT.training_job),
-            # The job writes each label's samples in its chunk's folder.
-            "--shard": LAYOUT.path("shards"),
-            "--samples-out": LAYOUT.path("samples"),
-            "--model-out": trained_files("models"),
-            "--losses-out": trained_files("losses"),
-            "--summary-out": trained_files("training"),
-        }
-        if TRAIN.snapshots:
-            files["--snapshots-out"] = trained_files("snapshots")
-    options = " ".join(f"{option} {paths}" for option, paths in files.items())
-    return options if GENERATOR == "per_label" else f"{options} {CHUNKS_OPTION}"
+    files = {
+        "--checkpoint-dir": LAYOUT.chunks("checkpoints"),
+        "--shard": LAYOUT.chunks("shards"),
+        "--model-out": LAYOUT.chunks("models"),
+        "--losses-out": LAYOUT.chunks("losses"),
+        "--summary-out": LAYOUT.chunks("training"),
+        "--samples-out": LAYOUT.chunks("samples"),
+    }
+    if TRAIN.snapshots:
+        files["--snapshots-out"] = LAYOUT.chunks("snapshots")
+    return _file_options(files)
+
+
+def generator_files():
+    """The file options of the one generator's job: its files, the roots of every chunk's
+    shards, samples and snapshot samples (the job writes each label's in its chunk's folder),
+    and the checkpoint folder."""
+    files = {
+        "--checkpoint-dir": LAYOUT.checkpoints(GENERATOR),
+        "--shard": LAYOUT.path("shards"),
+        "--samples-out": LAYOUT.path("samples"),
+        "--model-out": LAYOUT.trained("models"),
+        "--losses-out": LAYOUT.trained("losses"),
+        "--summary-out": LAYOUT.trained("training"),
+    }
+    if TRAIN.snapshots:
+        files["--snapshots-out"] = LAYOUT.path("snapshots")
+    return f"{_file_options(files)} {CHUNKS_OPTION}"
 
 
 def training_mem_mb():
@@ -103,9 +122,9 @@ TRAIN_MEM_MB = training_mem_mb()
 
 
 def training_resources():
-    """Memory and time limit of a training job; a distributed job's also for a cluster: its
-    DIST.processes tasks over distributed.nodes nodes, each with the threads and memory of one
-    process (Slurm's --ntasks, --nodes, --cpus-per-task, --mem-per-cpu)."""
+    """Memory and time limit of the run's training job; a distributed job's also for a cluster:
+    its DIST.processes tasks over distributed.nodes nodes, each with the threads and memory of
+    one process (Slurm's --ntasks, --nodes, --cpus-per-task, --mem-per-cpu)."""
     threads = config["resources"]["train_threads"]
     resources = {
         "mem_mb": TRAIN_MEM_MB,
@@ -121,40 +140,31 @@ def training_resources():
     return resources
 
 
-def _launcher(wildcards, resources):
+def launcher(wildcards, resources):
     """How a distributed job starts its processes: the launcher a cluster profile names as the
     job's mpi resource (srun, jsrun), which also tells the executor that the job's command
     starts its own tasks; torchrun on one machine."""
     return getattr(resources, "mpi", None) or "torchrun"
 
 
-def training_params():
-    sections = [config["train"]]
-    if GENERATOR == "distributed":
-        sections.append(config["distributed"])
-    options = " ".join(format_options(section) for section in sections)
-    params = {
-        "files": training_files(),
-        "options": options,
-        # Per process: a distributed job runs DIST.processes of them.
+def training_params(files, *sections):
+    """The params of a training job: its file options, the options of the config's train
+    section (and ``sections``), and how many samples to draw. Per process: a distributed job
+    runs DIST.processes of them."""
+    return {
+        "files": files,
+        "options": " ".join(
+            format_options(section) for section in (config["train"], *sections)
+        ),
         "threads": config["resources"]["train_threads"],
         "samples": config["sampling"]["per_label"],
         "samples_seed": config["sampling"]["seed"],
         "samples_weights": config["sampling"]["weights"],
     }
-    # Only the distributed command launches a group: a params function costs every job.
-    if GENERATOR == "distributed":
-        params["launcher"] = _launcher
-    return params
 
 
-def training_command():
-    """The shell command of a training job: ``wcgan train``, or ``wcgan train-distributed``
-    launching its group (and restarting it when a process is lost)."""
-    # The job refuses at its start an estimate over the memory it was given.
-    launch = "wcgan train --mem-mb {resources.mem_mb}"
-    if GENERATOR == "distributed":
-        launch = "wcgan train-distributed --launch {params.launcher}"
+def training_shell(launch):
+    """A training job's shell command after ``launch`` (the command and how it starts)."""
     return (
         f"{launch} {{params.files}} --samples {{params.samples}}"
         " --samples-seed {params.samples_seed} --samples-weights {params.samples_weights}"
