@@ -281,9 +281,9 @@ def extract_snapshot_features(network: FeatureNetwork, points: Sequence[dict]) -
     featured = []
     for point in points:
         features, logits = network.extract(point["images"])
-        keys = (*SNAPSHOT_BUDGET, "weights", "indices", *(["generator"] if "generator" in point else []))
-        kept = {key: point[key] for key in keys}
-        featured.append({**kept, "features": features, "logits": logits})
+        kept = {key: point[key] for key in (*SNAPSHOT_BUDGET, "weights", "indices")}
+        source = {"generator": point["generator"]} if "generator" in point else {}
+        featured.append({**kept, **source, "features": features, "logits": logits})
     return featured
 
 
@@ -305,7 +305,8 @@ def _budgets(units: Sequence[Sequence[dict]]) -> list[list[dict[str, Any]]]:
         [
             {
                 **{key: float(point[key]) for key in SNAPSHOT_BUDGET},
-                **{key: point[key] for key in ("weights", "generator") if key in point},
+                "weights": point["weights"],
+                **({"generator": point["generator"]} if "generator" in point else {}),
             }
             for point in points
         ]

@@ -169,11 +169,6 @@ def data_options():
     return format_options({k: v for k, v in DATA.items() if k != "labels"})
 
 
-def trained_files(kind):
-    """A training job's output of ``kind`` as the rule declares it (a chunk's folder is one)."""
-    return directory(LAYOUT.trained(kind)) if LAYOUT.per_label else LAYOUT.trained(kind)
-
-
 def all_trained(kind):
     """Every training job's output of ``kind``."""
     return (

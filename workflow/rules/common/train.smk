@@ -79,7 +79,7 @@ def generator_files():
     shards, samples and snapshot samples (the job writes each label's in its chunk's folder),
     and the checkpoint folder."""
     files = {
-        "--checkpoint-dir": LAYOUT.checkpoints(GENERATOR),
+        "--checkpoint-dir": LAYOUT.checkpoints(LAYOUT.training_job),
         "--shard": LAYOUT.path("shards"),
         "--samples-out": LAYOUT.path("samples"),
         "--model-out": LAYOUT.trained("models"),
