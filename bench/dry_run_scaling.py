@@ -2,6 +2,7 @@
 
     python bench/dry_run_scaling.py [--cases 10000:10 100000:100 10000:1 ...] [--repeats 3]
     python bench/dry_run_scaling.py --cases 10000:10 --vs eb32881   # this tree beside a commit
+    python bench/dry_run_scaling.py --train '{"generator": "conditional", "snapshots": 3}'
 
 Each case is LABELS:K. The default cases are the goals (10,000 labels at K = 10 in at most 5 s,
 100,000 at K = 100 in at most 15 s) with K = 1 beside them.
@@ -19,6 +20,7 @@ Prints seconds, jobs in the DAG, and milliseconds per job, side by side.
 """
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -40,6 +42,9 @@ parser.add_argument(
 parser.add_argument("--repeats", type=int, default=3)
 parser.add_argument("--vs", metavar="REF", help="also time the commit REF, alternating with this tree")
 parser.add_argument("--floor", action="store_true", help="also time a do-nothing workflow of the same chunks")
+parser.add_argument(
+    "--train", type=json.loads, default={}, help="train settings as JSON, e.g. '{\"snapshots\": 3}'"
+)
 args = parser.parse_args()
 
 
@@ -48,12 +53,13 @@ def write_config(repo: Path, workdir: Path, n: int, per_job: int) -> None:
     default = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     config = dict(default, run=f"synthetic{n}", labels_per_job=per_job)
     config["data"] = dict(
-        default["data"],
+        default.get("data") or {},
         source="imagefolder",
         root="/data/not-here",
         resolution=32,
         labels=[f"class{i:05d}" for i in range(n)],
     )
+    config["train"] = dict(default.get("train") or {}, **args.train)
     (workdir / "config").mkdir(parents=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
 
